@@ -1,0 +1,146 @@
+// Row statistics over a [R, L] array, in two deterministic levels (no atomics):
+//   partial:   for each row r and chunk c of CHUNK elements, a pair (m, s):
+//                mode 0 (softmax): m = max_i x_i, s = sum_i exp(x_i - m)
+//                mode 1 (dot):     m = 0,         s = sum_i x_i * y_i
+//   combine:   merges a row's pairs [R, C, 2] -> [R, 2]:
+//                mode 0: m = max(m1, m2), s = s1 exp(m1 - m) + s2 exp(m2 - m)
+//                mode 1: componentwise sums
+//   normalize: x_i <- exp(x_i - m_r) / s_r   (softmax with the row maximum subtracted)
+
+struct Params {
+    unit_base: u32,
+    unit_end: u32,
+    groups_x: u32,
+    check_slot: u32,
+    base0: vec4<u32>,
+    base1: vec4<u32>,
+    dims: vec4<u32>,
+    extra: vec4<u32>, // x: mode, y: L (row length), z: C (chunks per row)
+    fx: vec4<f32>,
+}
+
+const WG: u32 = 256u;
+const PER_THREAD: u32 = 4u;
+const CHUNK: u32 = 1024u; // WG * PER_THREAD
+const NEG_BIG: f32 = -3.0e38;
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> y: array<f32>;
+@group(0) @binding(3) var<storage, read_write> pairs: array<f32>;
+
+var<workgroup> red_m: array<f32, 256>;
+var<workgroup> red_s: array<f32, 256>;
+
+fn merge(m1: f32, s1: f32, m2: f32, s2: f32, mode: u32) -> vec2<f32> {
+    if mode == 0u {
+        let m = max(m1, m2);
+        return vec2<f32>(m, s1 * exp(m1 - m) + s2 * exp(m2 - m));
+    }
+    return vec2<f32>(m1 + m2, s1 + s2);
+}
+
+// Tree reduction of (red_m, red_s) over the workgroup; the result is in slot 0.
+fn reduce_wg(t: u32, mode: u32) {
+    for (var stride = WG / 2u; stride > 0u; stride = stride / 2u) {
+        workgroupBarrier();
+        if t < stride {
+            let r = merge(red_m[t], red_s[t], red_m[t + stride], red_s[t + stride], mode);
+            red_m[t] = r.x;
+            red_s[t] = r.y;
+        }
+    }
+    workgroupBarrier();
+}
+
+@compute @workgroup_size(256)
+fn partial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    let u = p.unit_base + wg.y * p.groups_x + wg.x;
+    if u >= p.unit_end {
+        return;
+    }
+    let mode = p.extra.x;
+    let len = p.extra.y;
+    let chunks = p.extra.z;
+    let r = u / chunks;
+    let c = u % chunks;
+    var m = NEG_BIG;
+    var s = 0.0;
+    if mode == 1u {
+        m = 0.0;
+    }
+    for (var k = 0u; k < PER_THREAD; k += 1u) {
+        let i = c * CHUNK + k * WG + t; // consecutive threads, consecutive elements
+        if i < len {
+            let g = r * len + i;
+            let v = x[g - p.base0.x];
+            if mode == 0u {
+                let mn = max(m, v);
+                s = s * exp(m - mn) + exp(v - mn);
+                m = mn;
+            } else {
+                s += v * y[g - p.base0.y];
+            }
+        }
+    }
+    red_m[t] = m;
+    red_s[t] = s;
+    reduce_wg(t, mode);
+    if t == 0u {
+        let o = u * 2u - p.base0.z;
+        pairs[o] = red_m[0];
+        pairs[o + 1u] = red_s[0];
+    }
+}
+
+@group(0) @binding(1) var<storage, read> in_pairs: array<f32>;
+@group(0) @binding(2) var<storage, read_write> out_pairs: array<f32>;
+
+@compute @workgroup_size(256)
+fn combine(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    let u = p.unit_base + wg.y * p.groups_x + wg.x;
+    if u >= p.unit_end {
+        return;
+    }
+    let mode = p.extra.x;
+    let chunks = p.extra.z;
+    var m = NEG_BIG;
+    var s = 0.0;
+    if mode == 1u {
+        m = 0.0;
+    }
+    for (var c = t; c < chunks; c += WG) {
+        let o = (u * chunks + c) * 2u - p.base0.x;
+        let r = merge(m, s, in_pairs[o], in_pairs[o + 1u], mode);
+        m = r.x;
+        s = r.y;
+    }
+    red_m[t] = m;
+    red_s[t] = s;
+    reduce_wg(t, mode);
+    if t == 0u {
+        out_pairs[u * 2u - p.base0.y] = red_m[0];
+        out_pairs[u * 2u + 1u - p.base0.y] = red_s[0];
+    }
+}
+
+@group(0) @binding(1) var<storage, read> stats: array<f32>;
+@group(0) @binding(2) var<storage, read_write> z: array<f32>;
+
+@compute @workgroup_size(256)
+fn normalize(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    let u = p.unit_base + wg.y * p.groups_x + wg.x;
+    if u >= p.unit_end {
+        return;
+    }
+    let len = p.extra.y;
+    let total = p.extra.w;
+    let e = u * WG + t;
+    if e < total {
+        let r = e / len;
+        let m = stats[r * 2u - p.base0.x];
+        let s = stats[r * 2u + 1u - p.base0.x];
+        let g = e - p.base0.y;
+        z[g] = exp(z[g] - m) / s;
+    }
+}

@@ -1,0 +1,236 @@
+//! Content addressing: `w = softmax(beta * cosine(k, M_i))` and its backward pass.
+//! Shaders in `shaders/content.wgsl`; the softmax in `shaders/reduce.wgsl`.
+
+use crate::check::{self, flat, Dims, Rows};
+use crate::error::Result;
+use crate::gpu::{Arg, Gpu, KernelDef, Params, Rec, Span, Tensor};
+use crate::read::weighted_row_sums;
+use crate::reduce::{combine_pairs, row_pairs, softmax_rows, Stat};
+
+const SRC: &str = include_str!("../shaders/content.wgsl");
+const TR: u64 = 64;
+const HG: u64 = 4;
+
+const SCORES: KernelDef = KernelDef { file: "content.wgsl", source: SRC, entry: "scores", writes: &[false, false, false, true] };
+const BWD_ROWS: KernelDef = KernelDef {
+    file: "content.wgsl",
+    source: SRC,
+    entry: "bwd_rows",
+    writes: &[false, false, false, false, true, true, true],
+};
+const BWD_MEM: KernelDef = KernelDef { file: "content.wgsl", source: SRC, entry: "bwd_mem", writes: &[false, false, false, false, true] };
+const BWD_FINISH: KernelDef = KernelDef {
+    file: "content.wgsl",
+    source: SRC,
+    entry: "bwd_finish",
+    writes: &[false, false, false, true, true],
+};
+const DZ_FROM_DW: KernelDef = KernelDef { file: "content.wgsl", source: SRC, entry: "dz_from_dw", writes: &[false, false, false, true] };
+
+/// Gradients of content addressing with respect to its inputs.
+#[derive(Debug)]
+pub struct ContentGrads {
+    /// d loss / d memory, [B, N, W].
+    pub memory: Tensor,
+    /// d loss / d keys, [B, H, W].
+    pub keys: Tensor,
+    /// d loss / d strengths, [B, H].
+    pub beta: Tensor,
+}
+
+/// Row-tile units: (b, block of TR rows, group of HG heads).
+fn tile_units(d: Dims) -> (u64, u64, u64) {
+    let nblk = (d.n as u64).div_ceil(TR);
+    let nhg = (d.h as u64).div_ceil(HG);
+    (d.b as u64 * nblk * nhg, nblk, nhg)
+}
+
+/// `out[b,h,i] = V[b,h] . M[b,i]` (`beta = None`), or the content scores
+/// `beta[b,h] K(V[b,h], M[b,i])` (`beta = Some`), into a [B, H, N] buffer.
+pub(crate) fn row_scores(
+    gpu: &Gpu,
+    rec: &mut Rec,
+    op: &'static str,
+    d: Dims,
+    mem: &Tensor,
+    vecs: &Tensor,
+    beta: Option<&Tensor>,
+    out: &Tensor,
+) -> Result<()> {
+    let (units, nblk, nhg) = tile_units(d);
+    let (n, w, h) = (d.n as u64, d.w as u64, d.h as u64);
+    let rows = |u0, u1| Rows::of_blocks(u0, u1, nhg, nblk, TR, n);
+    let mem_span = |u0, u1| rows(u0, u1).bnw(n, w);
+    let out_span = |u0, u1| rows(u0, u1).bhn(h, n);
+    let mode = beta.is_some() as u32;
+    gpu.dispatch(
+        rec,
+        op,
+        &SCORES,
+        Params::new(d.arr(), [mode, 0, 0, 0], [0.0; 4]),
+        units,
+        &[
+            Arg::window(mem, &mem_span),
+            Arg::whole(vecs),
+            Arg::whole(beta.unwrap_or(vecs)),
+            Arg::window(out, &out_span),
+        ],
+    )
+}
+
+fn inputs(gpu: &Gpu, op: &'static str, m: &Tensor, keys: &Tensor, beta: &Tensor) -> Result<Dims> {
+    let (b, n, w) = check::memory(gpu, op, "memory", m)?;
+    let h = check::middle(gpu, op, "keys", keys, ["B", "H", "W"], b, w)?;
+    check::tensor(gpu, op, "beta", beta, &["B", "H"], &[b, h])?;
+    Ok(Dims { b, h, n, w })
+}
+
+impl Gpu {
+    /// Content-based addressing weights, [B, H, N]:
+    /// `w[b,h,i] = softmax_i(beta[b,h] * K(keys[b,h], M[b,i]))` with
+    /// `K(k, m) = k·m / (norm(k) norm(m) + EPS)` and `norm(x) = sqrt(sum x² + EPS)`.
+    ///
+    /// `memory` is [B, N, W], `keys` [B, H, W], `beta` [B, H] (used as given).
+    pub fn content_address(&self, memory: &Tensor, keys: &Tensor, beta: &Tensor) -> Result<Tensor> {
+        const OP: &str = "content_address";
+        let d = inputs(self, OP, memory, keys, beta)?;
+        let out = self.alloc(OP, &[d.b, d.h, d.n])?;
+        let mut rec = self.recorder();
+        row_scores(self, &mut rec, OP, d, memory, keys, Some(beta), &out)?;
+        softmax_rows(self, &mut rec, OP, &out.buf, (d.b * d.h) as u64, d.n as u64)?;
+        Ok(out)
+    }
+
+    /// Backward of [`Gpu::content_address`] given `dw = d loss / d weights` [B, H, N] and the
+    /// weights `w` it returned: first `dz = w (dw - sum_j w_j dw_j)`, then
+    /// [`Gpu::content_address_backward_scores`].
+    pub fn content_address_backward(
+        &self,
+        memory: &Tensor,
+        keys: &Tensor,
+        beta: &Tensor,
+        w: &Tensor,
+        dw: &Tensor,
+    ) -> Result<ContentGrads> {
+        const OP: &str = "content_address_backward";
+        let d = inputs(self, OP, memory, keys, beta)?;
+        check::tensor(self, OP, "w", w, &["B", "H", "N"], &[d.b, d.h, d.n])?;
+        check::tensor(self, OP, "dw", dw, &["B", "H", "N"], &[d.b, d.h, d.n])?;
+        let dz = self.alloc(OP, &[d.b, d.h, d.n])?;
+        {
+            let mut rec = self.recorder();
+            let rows = (d.b * d.h) as u64;
+            let total = rows * d.n as u64;
+            let s = row_pairs(self, &mut rec, OP, Stat::Sum, (&w.buf, total), (&dw.buf, total), rows, d.n as u64)?;
+            let span = |u0, u1| flat(u0, u1, 256, total);
+            self.dispatch(
+                &mut rec,
+                OP,
+                &DZ_FROM_DW,
+                Params::new(d.arr(), [0; 4], [0.0; 4]),
+                total.div_ceil(256),
+                &[
+                    Arg::window(w, &span),
+                    Arg::window(dw, &span),
+                    Arg::raw(&s, rows * 2, Span::Whole),
+                    Arg::window(&dz, &span),
+                ],
+            )?;
+            self.release(&mut rec, s);
+        }
+        self.content_address_backward_scores(memory, keys, beta, &dz)
+    }
+
+    /// Backward of content addressing from the gradient of the scores `z = beta * K`
+    /// (`dz`, [B, H, N]), e.g. the output of [`Gpu::reinforce_grad`]:
+    /// `dbeta = sum_i dz_i K_i`, and `dk`, `dM` through `K = D / (P + EPS)` as in DESIGN.md §3.
+    pub fn content_address_backward_scores(
+        &self,
+        memory: &Tensor,
+        keys: &Tensor,
+        beta: &Tensor,
+        dz: &Tensor,
+    ) -> Result<ContentGrads> {
+        const OP: &str = "content_address_backward_scores";
+        let d = inputs(self, OP, memory, keys, beta)?;
+        check::tensor(self, OP, "dz", dz, &["B", "H", "N"], &[d.b, d.h, d.n])?;
+        let g_mem = self.alloc(OP, &[d.b, d.n, d.w])?;
+        let g_keys = self.alloc(OP, &[d.b, d.h, d.w])?;
+        let g_beta = self.alloc(OP, &[d.b, d.h])?;
+        let (b, h, n, w) = (d.b as u64, d.h as u64, d.n as u64, d.w as u64);
+        let (units, nblk, nhg) = tile_units(d);
+        let mut rec = self.recorder();
+        let coef_d = self.scratch(&mut rec, b * h * n);
+        let coef_m = self.scratch(&mut rec, b * h * n);
+        let parts = self.scratch(&mut rec, b * h * nblk * 2);
+        {
+            let rows = |u0, u1| Rows::of_blocks(u0, u1, nhg, nblk, TR, n);
+            let mem_span = |u0, u1| rows(u0, u1).bnw(n, w);
+            let bhn_span = |u0, u1| rows(u0, u1).bhn(h, n);
+            let part_span = |u0, u1| {
+                let r = rows(u0, u1);
+                (r.b0 * h * nblk * 2, (r.b1 + 1) * h * nblk * 2)
+            };
+            self.dispatch(
+                &mut rec,
+                OP,
+                &BWD_ROWS,
+                Params::new(d.arr(), [0; 4], [0.0; 4]),
+                units,
+                &[
+                    Arg::window(memory, &mem_span),
+                    Arg::whole(keys),
+                    Arg::whole(beta),
+                    Arg::window(dz, &bhn_span),
+                    Arg::raw(&coef_d, b * h * n, Span::Window(&bhn_span)),
+                    Arg::raw(&coef_m, b * h * n, Span::Window(&bhn_span)),
+                    Arg::raw(&parts, b * h * nblk * 2, Span::Window(&part_span)),
+                ],
+            )?;
+        }
+        let sums = combine_pairs(self, &mut rec, OP, Stat::Sum, &parts, b * h, nblk)?;
+        {
+            let total = b * n * w;
+            let elems = |u0, u1| flat(u0, u1, 256, total);
+            let bhn_span = |u0, u1| {
+                let (e0, e1) = elems(u0, u1);
+                Rows::of_elements(e0, e1, n, w).bhn(h, n)
+            };
+            self.dispatch(
+                &mut rec,
+                OP,
+                &BWD_MEM,
+                Params::new(d.arr(), [0; 4], [0.0; 4]),
+                total.div_ceil(256),
+                &[
+                    Arg::window(memory, &elems),
+                    Arg::whole(keys),
+                    Arg::raw(&coef_d, b * h * n, Span::Window(&bhn_span)),
+                    Arg::raw(&coef_m, b * h * n, Span::Window(&bhn_span)),
+                    Arg::window(&g_mem, &elems),
+                ],
+            )?;
+        }
+        // dk's first term is a soft read of the memory with weights dD.
+        let read = self.scratch(&mut rec, b * h * w);
+        weighted_row_sums(self, &mut rec, OP, d, memory, &coef_d, &read)?;
+        self.dispatch(
+            &mut rec,
+            OP,
+            &BWD_FINISH,
+            Params::new(d.arr(), [0; 4], [0.0; 4]),
+            b * h,
+            &[
+                Arg::whole(keys),
+                Arg::raw(&read, b * h * w, Span::Whole),
+                Arg::raw(&sums, b * h * 2, Span::Whole),
+                Arg::whole(&g_keys),
+                Arg::whole(&g_beta),
+            ],
+        )?;
+        for s in [coef_d, coef_m, parts, sums, read] {
+            self.release(&mut rec, s);
+        }
+        Ok(ContentGrads { memory: g_mem, keys: g_keys, beta: g_beta })
+    }
+}

@@ -1,0 +1,111 @@
+//! Row statistics (softmax normalisation, row dot products, sums of partial pairs): two
+//! deterministic levels, chunk partials then a fixed-order combine. Internal to the crate;
+//! shaders in `shaders/reduce.wgsl`.
+
+use crate::check::flat;
+use crate::error::Result;
+use crate::gpu::{Arg, Gpu, KernelDef, Params, Rec, Span};
+
+const SRC: &str = include_str!("../shaders/reduce.wgsl");
+const CHUNK: u64 = 1024;
+
+const PARTIAL: KernelDef = KernelDef { file: "reduce.wgsl", source: SRC, entry: "partial", writes: &[false, false, true] };
+const COMBINE: KernelDef = KernelDef { file: "reduce.wgsl", source: SRC, entry: "combine", writes: &[false, true] };
+const NORMALIZE: KernelDef = KernelDef { file: "reduce.wgsl", source: SRC, entry: "normalize", writes: &[false, true] };
+
+/// What a row statistic computes.
+#[derive(Clone, Copy)]
+pub(crate) enum Stat {
+    /// (max x, sum exp(x - max)) per row.
+    Softmax = 0,
+    /// (0, sum x y) per row; also componentwise sums of pairs.
+    Sum = 1,
+}
+
+/// Per-row pairs of `x` (and `y`) viewed as [rows, len]; returns a scratch buffer [rows, 2]
+/// that the caller releases.
+pub(crate) fn row_pairs(
+    gpu: &Gpu,
+    rec: &mut Rec,
+    op: &'static str,
+    stat: Stat,
+    x: (&wgpu::Buffer, u64),
+    y: (&wgpu::Buffer, u64),
+    rows: u64,
+    len: u64,
+) -> Result<wgpu::Buffer> {
+    let chunks = len.div_ceil(CHUNK);
+    let parts = gpu.scratch(rec, rows * chunks * 2);
+    let span = |u0: u64, u1: u64| {
+        let (r0, c0) = (u0 / chunks, u0 % chunks);
+        let (r1, c1) = ((u1 - 1) / chunks, (u1 - 1) % chunks);
+        (r0 * len + c0 * CHUNK, r1 * len + ((c1 + 1) * CHUNK).min(len))
+    };
+    let out_span = |u0: u64, u1: u64| (u0 * 2, u1 * 2);
+    let params = Params::new([0; 4], [stat as u32, len as u32, chunks as u32, 0], [0.0; 4]);
+    gpu.dispatch(
+        rec,
+        op,
+        &PARTIAL,
+        params,
+        rows * chunks,
+        &[
+            Arg::raw(x.0, x.1, Span::Window(&span)),
+            Arg::raw(y.0, y.1, Span::Window(&span)),
+            Arg::raw(&parts, rows * chunks * 2, Span::Window(&out_span)),
+        ],
+    )?;
+    let out = combine_pairs(gpu, rec, op, stat, &parts, rows, chunks)?;
+    gpu.release(rec, parts);
+    Ok(out)
+}
+
+/// Merges [rows, chunks, 2] pairs into a scratch buffer [rows, 2] that the caller releases.
+pub(crate) fn combine_pairs(
+    gpu: &Gpu,
+    rec: &mut Rec,
+    op: &'static str,
+    stat: Stat,
+    pairs: &wgpu::Buffer,
+    rows: u64,
+    chunks: u64,
+) -> Result<wgpu::Buffer> {
+    let out = gpu.scratch(rec, rows * 2);
+    let in_span = |u0: u64, u1: u64| (u0 * chunks * 2, u1 * chunks * 2);
+    let out_span = |u0: u64, u1: u64| (u0 * 2, u1 * 2);
+    let params = Params::new([0; 4], [stat as u32, 0, chunks as u32, 0], [0.0; 4]);
+    gpu.dispatch(
+        rec,
+        op,
+        &COMBINE,
+        params,
+        rows,
+        &[
+            Arg::raw(pairs, rows * chunks * 2, Span::Window(&in_span)),
+            Arg::raw(&out, rows * 2, Span::Window(&out_span)),
+        ],
+    )?;
+    Ok(out)
+}
+
+/// In place: each row of `z` [rows, len] becomes softmax(row), with the row maximum subtracted.
+pub(crate) fn softmax_rows(gpu: &Gpu, rec: &mut Rec, op: &'static str, z: &wgpu::Buffer, rows: u64, len: u64) -> Result<()> {
+    let stats = row_pairs(gpu, rec, op, Stat::Softmax, (z, rows * len), (z, rows * len), rows, len)?;
+    let total = rows * len;
+    let span = |u0: u64, u1: u64| flat(u0, u1, 256, total);
+    let stat_span = |u0: u64, u1: u64| {
+        let (e0, e1) = flat(u0, u1, 256, total);
+        ((e0 / len) * 2, (e1 - 1) / len * 2 + 2)
+    };
+    let params = Params::new([0; 4], [0, len as u32, 0, total as u32], [0.0; 4]);
+    gpu.dispatch(
+        rec,
+        op,
+        &NORMALIZE,
+        params,
+        total.div_ceil(256),
+        &[Arg::raw(&stats, rows * 2, Span::Window(&stat_span)), Arg::raw(z, total, Span::Window(&span))],
+    )?;
+    gpu.release(rec, stats);
+    Ok(())
+}

@@ -1,0 +1,317 @@
+//! CPU reference of every op, on plain slices, written to be read beside DESIGN.md §3.
+//!
+//! Generic over [`Real`] (`f32` and `f64`): the tests check these backward passes against
+//! central finite differences in `f64`, and the GPU against these in `f32`/`f64`.
+//! Layouts as in DESIGN.md §2: row-major `M[B,N,W]`, `k[B,H,W]`, `beta[B,H]`, `w[B,H,N]`,
+//! `e, a, r[B,H,W]`.
+
+use crate::EPS;
+
+/// The floating-point operations the reference needs.
+pub trait Real:
+    Copy
+    + PartialOrd
+    + std::fmt::Debug
+    + std::ops::Add<Output = Self>
+    + std::ops::Sub<Output = Self>
+    + std::ops::Mul<Output = Self>
+    + std::ops::Div<Output = Self>
+    + std::ops::Neg<Output = Self>
+    + std::ops::AddAssign
+    + std::ops::SubAssign
+    + std::ops::MulAssign
+{
+    /// Conversion from f64.
+    fn of(x: f64) -> Self;
+    /// Conversion to f64.
+    fn f64(self) -> f64;
+    /// Square root.
+    fn sqrt(self) -> Self;
+    /// Exponential.
+    fn exp(self) -> Self;
+    /// Natural logarithm.
+    fn ln(self) -> Self;
+}
+
+impl Real for f32 {
+    fn of(x: f64) -> Self {
+        x as f32
+    }
+    fn f64(self) -> f64 {
+        self as f64
+    }
+    fn sqrt(self) -> Self {
+        f32::sqrt(self)
+    }
+    fn exp(self) -> Self {
+        f32::exp(self)
+    }
+    fn ln(self) -> Self {
+        f32::ln(self)
+    }
+}
+
+impl Real for f64 {
+    fn of(x: f64) -> Self {
+        x
+    }
+    fn f64(self) -> f64 {
+        self
+    }
+    fn sqrt(self) -> Self {
+        f64::sqrt(self)
+    }
+    fn exp(self) -> Self {
+        f64::exp(self)
+    }
+    fn ln(self) -> Self {
+        f64::ln(self)
+    }
+}
+
+/// The sizes of one call: batch, heads, slots, word width.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shape {
+    /// Batch.
+    pub b: usize,
+    /// Heads.
+    pub h: usize,
+    /// Memory slots.
+    pub n: usize,
+    /// Word width.
+    pub w: usize,
+}
+
+impl Shape {
+    /// A shape from (B, H, N, W).
+    pub fn new(b: usize, h: usize, n: usize, w: usize) -> Shape {
+        Shape { b, h, n, w }
+    }
+    fn mem(&self, b: usize, i: usize) -> usize {
+        (b * self.n + i) * self.w
+    }
+    fn vec(&self, b: usize, h: usize) -> usize {
+        (b * self.h + h) * self.w
+    }
+    fn wt(&self, b: usize, h: usize) -> usize {
+        (b * self.h + h) * self.n
+    }
+}
+
+fn dot<T: Real>(x: &[T], y: &[T]) -> T {
+    x.iter().zip(y).fold(T::of(0.0), |s, (&a, &b)| s + a * b)
+}
+
+/// `norm(x) = sqrt(sum_j x_j^2 + EPS)`.
+pub fn norm<T: Real>(x: &[T]) -> T {
+    (dot(x, x) + T::of(EPS as f64)).sqrt()
+}
+
+/// Softmax of one row, with the row maximum subtracted.
+pub fn softmax<T: Real>(z: &[T]) -> Vec<T> {
+    let m = z.iter().copied().fold(z[0], |a, b| if b > a { b } else { a });
+    let e: Vec<T> = z.iter().map(|&v| (v - m).exp()).collect();
+    let s = e.iter().fold(T::of(0.0), |a, &b| a + b);
+    e.into_iter().map(|v| v / s).collect()
+}
+
+/// Content scores `z[b,h,i] = beta[b,h] K_i` with `K_i = D_i / (P_i + EPS)`,
+/// `D_i = k·M_i`, `P_i = norm(k) norm(M_i)`.
+pub fn content_scores<T: Real>(m: &[T], k: &[T], beta: &[T], s: Shape) -> Vec<T> {
+    let eps = T::of(EPS as f64);
+    let mut z = vec![T::of(0.0); s.b * s.h * s.n];
+    for b in 0..s.b {
+        for h in 0..s.h {
+            let kv = &k[s.vec(b, h)..s.vec(b, h) + s.w];
+            for i in 0..s.n {
+                let mi = &m[s.mem(b, i)..s.mem(b, i) + s.w];
+                let p = norm(kv) * norm(mi);
+                z[s.wt(b, h) + i] = beta[b * s.h + h] * (dot(kv, mi) / (p + eps));
+            }
+        }
+    }
+    z
+}
+
+/// Content addressing: `w[b,h] = softmax_i(beta[b,h] K_i)`, [B, H, N].
+pub fn content_address<T: Real>(m: &[T], k: &[T], beta: &[T], s: Shape) -> Vec<T> {
+    let z = content_scores(m, k, beta, s);
+    z.chunks(s.n).flat_map(softmax).collect()
+}
+
+/// Gradients of content addressing (or of the reads and writes, with their own fields).
+#[derive(Clone, Debug)]
+pub struct ContentGrads<T> {
+    /// d memory, [B, N, W].
+    pub memory: Vec<T>,
+    /// d keys, [B, H, W].
+    pub keys: Vec<T>,
+    /// d beta, [B, H].
+    pub beta: Vec<T>,
+}
+
+/// Backward of [`content_address`] given `dw`: `dz_i = w_i (dw_i - sum_j w_j dw_j)`, then
+/// [`content_address_backward_scores`].
+pub fn content_address_backward<T: Real>(m: &[T], k: &[T], beta: &[T], w: &[T], dw: &[T], s: Shape) -> ContentGrads<T> {
+    let mut dz = vec![T::of(0.0); w.len()];
+    for r in 0..s.b * s.h {
+        let (wr, gr) = (&w[r * s.n..(r + 1) * s.n], &dw[r * s.n..(r + 1) * s.n]);
+        let sum = dot(wr, gr);
+        for i in 0..s.n {
+            dz[r * s.n + i] = wr[i] * (gr[i] - sum);
+        }
+    }
+    content_address_backward_scores(m, k, beta, &dz, s)
+}
+
+/// Backward of content addressing from the scores' gradient `dz` (DESIGN.md §3):
+/// `dbeta = sum_i dz_i K_i`, `dK_i = beta dz_i`, `dD_i = dK_i/(P_i+EPS)`,
+/// `dP_i = -dK_i D_i/(P_i+EPS)^2`, `dk += sum_i [dD_i M_i + dP_i norm(M_i) k/norm(k)]`,
+/// `dM_i += sum_h [dD_i k + dP_i norm(k) M_i/norm(M_i)]`.
+pub fn content_address_backward_scores<T: Real>(m: &[T], k: &[T], beta: &[T], dz: &[T], s: Shape) -> ContentGrads<T> {
+    let eps = T::of(EPS as f64);
+    let mut g = ContentGrads {
+        memory: vec![T::of(0.0); m.len()],
+        keys: vec![T::of(0.0); k.len()],
+        beta: vec![T::of(0.0); beta.len()],
+    };
+    for b in 0..s.b {
+        for h in 0..s.h {
+            let kv = &k[s.vec(b, h)..s.vec(b, h) + s.w];
+            let nk = norm(kv);
+            let bh = b * s.h + h;
+            for i in 0..s.n {
+                let mi = &m[s.mem(b, i)..s.mem(b, i) + s.w];
+                let nm = norm(mi);
+                let d = dot(kv, mi);
+                let p = nk * nm + eps;
+                let kk = d / p;
+                let g_z = dz[s.wt(b, h) + i];
+                g.beta[bh] += g_z * kk;
+                let dk = beta[bh] * g_z;
+                let dd = dk / p;
+                let dp = -dk * d / (p * p);
+                for j in 0..s.w {
+                    g.keys[s.vec(b, h) + j] += dd * mi[j] + dp * nm * kv[j] / nk;
+                    g.memory[s.mem(b, i) + j] += dd * kv[j] + dp * nk * mi[j] / nm;
+                }
+            }
+        }
+    }
+    g
+}
+
+/// Soft read: `r[b,h] = sum_i w[b,h,i] M[b,i]`, [B, H, W].
+pub fn soft_read<T: Real>(m: &[T], w: &[T], s: Shape) -> Vec<T> {
+    let mut r = vec![T::of(0.0); s.b * s.h * s.w];
+    for b in 0..s.b {
+        for h in 0..s.h {
+            for i in 0..s.n {
+                let wi = w[s.wt(b, h) + i];
+                for j in 0..s.w {
+                    r[s.vec(b, h) + j] += wi * m[s.mem(b, i) + j];
+                }
+            }
+        }
+    }
+    r
+}
+
+/// Backward of [`soft_read`] given `dr`: returns `(dM, dw)` with `dw_h(i) = dr_h·M_i`,
+/// `dM_i = sum_h w_h(i) dr_h`.
+pub fn soft_read_backward<T: Real>(m: &[T], w: &[T], dr: &[T], s: Shape) -> (Vec<T>, Vec<T>) {
+    let mut dm = vec![T::of(0.0); m.len()];
+    let mut dw = vec![T::of(0.0); w.len()];
+    for b in 0..s.b {
+        for h in 0..s.h {
+            let g = &dr[s.vec(b, h)..s.vec(b, h) + s.w];
+            for i in 0..s.n {
+                dw[s.wt(b, h) + i] = dot(g, &m[s.mem(b, i)..s.mem(b, i) + s.w]);
+                for j in 0..s.w {
+                    dm[s.mem(b, i) + j] += w[s.wt(b, h) + i] * g[j];
+                }
+            }
+        }
+    }
+    (dm, dw)
+}
+
+/// Soft write in place: `M(i,j) <- M(i,j) prod_h (1 - w_h(i) e_h(j)) + sum_h w_h(i) a_h(j)`.
+pub fn soft_write<T: Real>(m: &mut [T], w: &[T], e: &[T], a: &[T], s: Shape) {
+    let one = T::of(1.0);
+    for b in 0..s.b {
+        for i in 0..s.n {
+            for j in 0..s.w {
+                let mut keep = one;
+                let mut add = T::of(0.0);
+                for h in 0..s.h {
+                    let wi = w[s.wt(b, h) + i];
+                    keep *= one - wi * e[s.vec(b, h) + j];
+                    add += wi * a[s.vec(b, h) + j];
+                }
+                let x = &mut m[s.mem(b, i) + j];
+                *x = *x * keep + add;
+            }
+        }
+    }
+}
+
+/// Gradients of a write.
+#[derive(Clone, Debug)]
+pub struct WriteGrads<T> {
+    /// d memory before the write, [B, N, W].
+    pub memory: Vec<T>,
+    /// d weights, [B, H, N].
+    pub weights: Vec<T>,
+    /// d erase, [B, H, W].
+    pub erase: Vec<T>,
+    /// d add, [B, H, W].
+    pub add: Vec<T>,
+}
+
+/// `Q_h = prod_{h' != h} f_h'`, as a product that skips h (prefix times suffix), never a division.
+fn products_skipping<T: Real>(f: &[T]) -> Vec<T> {
+    let one = T::of(1.0);
+    let mut q = vec![one; f.len()];
+    let mut prefix = one;
+    for h in 0..f.len() {
+        q[h] = prefix;
+        prefix *= f[h];
+    }
+    let mut suffix = one;
+    for h in (0..f.len()).rev() {
+        q[h] *= suffix;
+        suffix *= f[h];
+    }
+    q
+}
+
+/// Backward of [`soft_write`] given the memory before it and `dM'` (DESIGN.md §3).
+pub fn soft_write_backward<T: Real>(m: &[T], w: &[T], e: &[T], a: &[T], d_after: &[T], s: Shape) -> WriteGrads<T> {
+    let one = T::of(1.0);
+    let mut g = WriteGrads {
+        memory: vec![T::of(0.0); m.len()],
+        weights: vec![T::of(0.0); w.len()],
+        erase: vec![T::of(0.0); e.len()],
+        add: vec![T::of(0.0); a.len()],
+    };
+    for b in 0..s.b {
+        for i in 0..s.n {
+            for j in 0..s.w {
+                let f: Vec<T> = (0..s.h).map(|h| one - w[s.wt(b, h) + i] * e[s.vec(b, h) + j]).collect();
+                let q = products_skipping(&f);
+                let keep = f.iter().fold(one, |p, &x| p * x);
+                let mij = m[s.mem(b, i) + j];
+                let gij = d_after[s.mem(b, i) + j];
+                g.memory[s.mem(b, i) + j] = gij * keep;
+                for h in 0..s.h {
+                    let (wi, ej, aj) = (w[s.wt(b, h) + i], e[s.vec(b, h) + j], a[s.vec(b, h) + j]);
+                    g.weights[s.wt(b, h) + i] += gij * (aj - mij * ej * q[h]);
+                    g.erase[s.vec(b, h) + j] -= gij * mij * wi * q[h];
+                    g.add[s.vec(b, h) + j] += gij * wi;
+                }
+            }
+        }
+    }
+    g
+}

@@ -1,0 +1,163 @@
+//! Soft write (the NTM paper's: all erases, then all adds) and its backward pass.
+//! Shaders in `shaders/write.wgsl`.
+
+use crate::check::{self, flat, Dims, Rows};
+use crate::error::Result;
+use crate::gpu::{Arg, Gpu, KernelDef, Params, Span, Tensor};
+use crate::read::{col_layout, col_spans, combine_blocks};
+
+const SRC: &str = include_str!("../shaders/write.wgsl");
+const TR: u64 = 64;
+const HG: u64 = 4;
+
+const FWD: KernelDef = KernelDef { file: "write.wgsl", source: SRC, entry: "fwd", writes: &[true, false, false, false] };
+const BWD_MEM: KernelDef = KernelDef { file: "write.wgsl", source: SRC, entry: "bwd_mem", writes: &[false, false, false, true] };
+const BWD_DW: KernelDef = KernelDef {
+    file: "write.wgsl",
+    source: SRC,
+    entry: "bwd_dw",
+    writes: &[false, false, false, false, false, true],
+};
+const BWD_COLS: KernelDef = KernelDef {
+    file: "write.wgsl",
+    source: SRC,
+    entry: "bwd_cols",
+    writes: &[false, false, false, false, true, true],
+};
+
+/// Gradients of a soft write.
+#[derive(Debug)]
+pub struct WriteGrads {
+    /// d loss / d memory before the write, [B, N, W].
+    pub memory: Tensor,
+    /// d loss / d weights, [B, H, N].
+    pub weights: Tensor,
+    /// d loss / d erase, [B, H, W].
+    pub erase: Tensor,
+    /// d loss / d add, [B, H, W].
+    pub add: Tensor,
+}
+
+fn inputs(gpu: &Gpu, op: &'static str, m: &Tensor, w: &Tensor, e: &Tensor, a: &Tensor) -> Result<Dims> {
+    let (b, n, wd) = check::memory(gpu, op, "memory", m)?;
+    let h = check::middle(gpu, op, "w", w, ["B", "H", "N"], b, n)?;
+    check::tensor(gpu, op, "erase", e, &["B", "H", "W"], &[b, h, wd])?;
+    check::tensor(gpu, op, "add", a, &["B", "H", "W"], &[b, h, wd])?;
+    Ok(Dims { b, h, n, w: wd })
+}
+
+impl Gpu {
+    /// Soft write, in place:
+    /// `M[b,i,j] <- M[b,i,j] prod_h (1 - w[b,h,i] e[b,h,j]) + sum_h w[b,h,i] a[b,h,j]`.
+    ///
+    /// `memory` is [B, N, W], `w` [B, H, N], `erase` and `add` [B, H, W]. Keep a copy of the
+    /// memory ([`Gpu::copy`]) if the backward pass will need it.
+    pub fn soft_write(&self, memory: &mut Tensor, w: &Tensor, erase: &Tensor, add: &Tensor) -> Result<()> {
+        const OP: &str = "soft_write";
+        let d = inputs(self, OP, memory, w, erase, add)?;
+        let (h, n, wd) = (d.h as u64, d.n as u64, d.w as u64);
+        let total = d.b as u64 * n * wd;
+        let elems = |u0, u1| flat(u0, u1, 256, total);
+        let w_span = |u0, u1| {
+            let (e0, e1) = elems(u0, u1);
+            Rows::of_elements(e0, e1, n, wd).bhn(h, n)
+        };
+        let mut rec = self.recorder();
+        self.dispatch(
+            &mut rec,
+            OP,
+            &FWD,
+            Params::new(d.arr(), [0; 4], [0.0; 4]),
+            total.div_ceil(256),
+            &[Arg::window(memory, &elems), Arg::window(w, &w_span), Arg::whole(erase), Arg::whole(add)],
+        )
+    }
+
+    /// Backward of [`Gpu::soft_write`], given the memory before the write and
+    /// `d_after = d loss / d M'` [B, N, W]. See DESIGN.md §3; the product over the other heads
+    /// is formed without division, so one-hot weights with erase exactly 1 stay finite.
+    pub fn soft_write_backward(
+        &self,
+        memory_before: &Tensor,
+        w: &Tensor,
+        erase: &Tensor,
+        add: &Tensor,
+        d_after: &Tensor,
+    ) -> Result<WriteGrads> {
+        const OP: &str = "soft_write_backward";
+        let d = inputs(self, OP, memory_before, w, erase, add)?;
+        check::tensor(self, OP, "d_after", d_after, &["B", "N", "W"], &[d.b, d.n, d.w])?;
+        let g_mem = self.alloc(OP, &[d.b, d.n, d.w])?;
+        let g_w = self.alloc(OP, &[d.b, d.h, d.n])?;
+        let g_e = self.alloc(OP, &[d.b, d.h, d.w])?;
+        let g_a = self.alloc(OP, &[d.b, d.h, d.w])?;
+        let (b, h, n, wd) = (d.b as u64, d.h as u64, d.n as u64, d.w as u64);
+        let params = Params::new(d.arr(), [0; 4], [0.0; 4]);
+        let mut rec = self.recorder();
+
+        let total = b * n * wd;
+        let elems = |u0, u1| flat(u0, u1, 256, total);
+        let e_w_span = |u0, u1| {
+            let (e0, e1) = elems(u0, u1);
+            Rows::of_elements(e0, e1, n, wd).bhn(h, n)
+        };
+        self.dispatch(
+            &mut rec,
+            OP,
+            &BWD_MEM,
+            params,
+            total.div_ceil(256),
+            &[Arg::window(w, &e_w_span), Arg::whole(erase), Arg::window(d_after, &elems), Arg::window(&g_mem, &elems)],
+        )?;
+
+        let nblk = n.div_ceil(TR);
+        let nhg = h.div_ceil(HG);
+        let rows = |u0, u1| Rows::of_blocks(u0, u1, nhg, nblk, TR, n);
+        let t_mem = |u0, u1| rows(u0, u1).bnw(n, wd);
+        let t_w = |u0, u1| rows(u0, u1).bhn(h, n);
+        self.dispatch(
+            &mut rec,
+            OP,
+            &BWD_DW,
+            params,
+            b * nblk * nhg,
+            &[
+                Arg::window(memory_before, &t_mem),
+                Arg::window(w, &t_w),
+                Arg::whole(erase),
+                Arg::whole(add),
+                Arg::window(d_after, &t_mem),
+                Arg::window(&g_w, &t_w),
+            ],
+        )?;
+
+        let (tw, nct, cblk, _, units) = col_layout(d);
+        let spans = col_spans(d);
+        let c_mem = |u0, u1| spans(u0, u1).0.bnw(n, wd);
+        let c_w = |u0, u1| spans(u0, u1).0.bhn(h, n);
+        let c_part = |u0, u1| spans(u0, u1).1;
+        let part_len = b * cblk * h * wd;
+        let part_de = self.scratch(&mut rec, part_len);
+        let part_da = self.scratch(&mut rec, part_len);
+        self.dispatch(
+            &mut rec,
+            OP,
+            &BWD_COLS,
+            Params::new(d.arr(), [tw as u32, cblk as u32, nct as u32, 0], [0.0; 4]),
+            units,
+            &[
+                Arg::window(memory_before, &c_mem),
+                Arg::window(w, &c_w),
+                Arg::whole(erase),
+                Arg::window(d_after, &c_mem),
+                Arg::raw(&part_de, part_len, Span::Window(&c_part)),
+                Arg::raw(&part_da, part_len, Span::Window(&c_part)),
+            ],
+        )?;
+        combine_blocks(self, &mut rec, OP, d, &part_de, (&g_e.buf, b * h * wd))?;
+        combine_blocks(self, &mut rec, OP, d, &part_da, (&g_a.buf, b * h * wd))?;
+        self.release(&mut rec, part_de);
+        self.release(&mut rec, part_da);
+        Ok(WriteGrads { memory: g_mem, weights: g_w, erase: g_e, add: g_a })
+    }
+}

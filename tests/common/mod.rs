@@ -1,0 +1,83 @@
+//! Shared test helpers: the GPU (a missing adapter fails the test, never skips it), a
+//! deterministic RNG, and `all_close`, which compares every element and names the worst.
+#![allow(dead_code)]
+
+use ntm_kernels::Gpu;
+use std::sync::OnceLock;
+
+/// One Gpu per test binary. No adapter is a failure, with the reason.
+pub fn gpu() -> &'static Gpu {
+    static GPU: OnceLock<Gpu> = OnceLock::new();
+    GPU.get_or_init(|| match Gpu::new() {
+        Ok(g) => {
+            eprintln!("adapter: {}", g.adapter());
+            g
+        }
+        Err(e) => panic!("GPU tests need an adapter and none was found: {e}"),
+    })
+}
+
+/// SplitMix64: deterministic test data.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E3779B97F4A7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58476D1CE4E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D049BB133111EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in [0, 1).
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+    /// Uniform in [lo, hi).
+    pub fn range(&mut self, lo: f64, hi: f64) -> f64 {
+        lo + (hi - lo) * self.unit()
+    }
+    pub fn vec(&mut self, len: usize, lo: f64, hi: f64) -> Vec<f32> {
+        (0..len).map(|_| self.range(lo, hi) as f32).collect()
+    }
+    /// Rows of `len` that sum to 1 (softmax of scaled uniforms).
+    pub fn weights(&mut self, rows: usize, len: usize, sharp: f64) -> Vec<f32> {
+        let mut out = Vec::with_capacity(rows * len);
+        for _ in 0..rows {
+            let z: Vec<f64> = (0..len).map(|_| self.range(-sharp, sharp)).collect();
+            out.extend(ntm_kernels::reference::softmax(&z).into_iter().map(|v| v as f32));
+        }
+        out
+    }
+}
+
+pub fn f64s(x: &[f32]) -> Vec<f64> {
+    x.iter().map(|&v| v as f64).collect()
+}
+
+/// Every element must satisfy `|got - want| <= atol * max|want| + rtol * |want|` (tolerance
+/// relative to the tensor's scale, since reductions of f32 err in proportion to it), and be
+/// finite. On failure, reports the worst element. Returns the worst normalised error.
+#[track_caller]
+pub fn all_close(what: &str, got: &[f32], want: &[f64], atol: f64, rtol: f64) -> f64 {
+    assert_eq!(got.len(), want.len(), "{what}: length {} vs reference {}", got.len(), want.len());
+    let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(1e-30);
+    let mut worst = (0usize, -1.0f64);
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        assert!(g.is_finite(), "{what}: element {i} is {g} (reference {w})");
+        let tol = atol * scale + rtol * w.abs();
+        let err = (g as f64 - w).abs() / tol.max(1e-300);
+        if err > worst.1 {
+            worst = (i, err);
+        }
+    }
+    let (i, err) = worst;
+    assert!(
+        err <= 1.0,
+        "{what}: worst element {i}: got {} want {} (|diff| {:.3e}, tolerance {:.3e} = {atol:e}*{scale:.3e} + {rtol:e}*|want|)",
+        got[i],
+        want[i],
+        (got[i] as f64 - want[i]).abs(),
+        atol * scale + rtol * want[i].abs()
+    );
+    err
+}
