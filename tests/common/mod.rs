@@ -59,25 +59,36 @@ pub fn f64s(x: &[f32]) -> Vec<f64> {
 /// finite. On failure, reports the worst element. Returns the worst normalised error.
 #[track_caller]
 pub fn all_close(what: &str, got: &[f32], want: &[f64], atol: f64, rtol: f64) -> f64 {
+    all_close_terms(what, got, want, atol, rtol, None)
+}
+
+/// Like [`all_close`], plus `terms[i]` to each element's tolerance: for results that are a
+/// cancellation of larger terms, f32 can only resolve them relative to those terms.
+#[track_caller]
+pub fn all_close_terms(what: &str, got: &[f32], want: &[f64], atol: f64, rtol: f64, terms: Option<&[f64]>) -> f64 {
     assert_eq!(got.len(), want.len(), "{what}: length {} vs reference {}", got.len(), want.len());
     let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(1e-30);
     let mut worst = (0usize, -1.0f64);
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
         assert!(g.is_finite(), "{what}: element {i} is {g} (reference {w})");
-        let tol = atol * scale + rtol * w.abs();
+        let tol = atol * scale + rtol * w.abs() + terms.map_or(0.0, |t| t[i]);
         let err = (g as f64 - w).abs() / tol.max(1e-300);
         if err > worst.1 {
             worst = (i, err);
         }
     }
     let (i, err) = worst;
+    if std::env::var("NTM_TEST_REPORT").is_ok() {
+        eprintln!("REPORT {err:10.4} {what}");
+        return err;
+    }
     assert!(
         err <= 1.0,
         "{what}: worst element {i}: got {} want {} (|diff| {:.3e}, tolerance {:.3e} = {atol:e}*{scale:.3e} + {rtol:e}*|want|)",
         got[i],
         want[i],
         (got[i] as f64 - want[i]).abs(),
-        atol * scale + rtol * want[i].abs()
+        atol * scale + rtol * want[i].abs() + terms.map_or(0.0, |t| t[i])
     );
     err
 }

@@ -1,0 +1,211 @@
+//! GPU against the CPU reference for every output of every soft op, on shapes that are not
+//! multiples of the workgroup sizes, N = 1, W = 1, several heads, and the edge cases of
+//! DESIGN.md: zero keys and rows, strengths up to 1000, one-hot weights with erase exactly 1.
+//!
+//! Tolerance: |gpu - ref| <= ATOL * max|ref| + RTOL * |ref|, the reference in f64 on the same
+//! f32 inputs. f32 sums of N terms err by about sqrt(N) * 6e-8 relative to their scale.
+mod common;
+use common::*;
+use ntm_kernels::reference::{self as r, Shape};
+use ntm_kernels::{Gpu, Tensor};
+
+const ATOL: f64 = 2e-5;
+const RTOL: f64 = 1e-4;
+/// Tolerance per unit of term magnitude: a few dozen f32 roundings (2^-24 each).
+const TERM: f64 = 64.0 / 16_777_216.0;
+
+/// Sums of the magnitudes of the terms that content addressing's backward adds up (DESIGN.md
+/// §3), per element of (memory, keys, beta), times TERM. With W = 1 the cosine is +-1 and these
+/// gradients are pure cancellation (about EPS relative to their terms).
+fn content_terms(m: &[f64], k: &[f64], beta: &[f64], dz: &[f64], s: Shape) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let eps = ntm_kernels::EPS as f64;
+    let (mut tm, mut tk, mut tb) = (vec![0.0; m.len()], vec![0.0; k.len()], vec![0.0; beta.len()]);
+    for b in 0..s.b {
+        for h in 0..s.h {
+            let bh = b * s.h + h;
+            let kv = &k[bh * s.w..(bh + 1) * s.w];
+            let nk = (kv.iter().map(|x| x * x).sum::<f64>() + eps).sqrt();
+            for i in 0..s.n {
+                let mi = &m[(b * s.n + i) * s.w..(b * s.n + i + 1) * s.w];
+                let nm = (mi.iter().map(|x| x * x).sum::<f64>() + eps).sqrt();
+                let d: f64 = kv.iter().zip(mi).map(|(a, b)| a * b).sum();
+                let p = nk * nm + eps;
+                let g = dz[bh * s.n + i].abs();
+                tb[bh] += g * (d / p).abs();
+                let dd = beta[bh].abs() * g / p;
+                let dp = beta[bh].abs() * g * d.abs() / (p * p);
+                for j in 0..s.w {
+                    tk[bh * s.w + j] += dd * mi[j].abs() + dp * nm * kv[j].abs() / nk;
+                    tm[(b * s.n + i) * s.w + j] += dd * kv[j].abs() + dp * nk * mi[j].abs() / nm;
+                }
+            }
+        }
+    }
+    let scale = |v: Vec<f64>| v.into_iter().map(|x| x * TERM).collect();
+    (scale(tm), scale(tk), scale(tb))
+}
+
+/// Magnitude of dz = w (dw - sum_j w_j dw_j), term by term.
+fn dz_terms(w: &[f64], dw: &[f64], n: usize) -> Vec<f64> {
+    let mut out = vec![0.0; w.len()];
+    for r in 0..w.len() / n {
+        let s: f64 = (0..n).map(|i| (w[r * n + i] * dw[r * n + i]).abs()).sum();
+        for i in 0..n {
+            out[r * n + i] = w[r * n + i] * (dw[r * n + i].abs() + s);
+        }
+    }
+    out
+}
+
+struct Case {
+    s: Shape,
+    m: Vec<f32>,
+    k: Vec<f32>,
+    beta: Vec<f32>,
+    w: Vec<f32>,
+    e: Vec<f32>,
+    a: Vec<f32>,
+    g_w: Vec<f32>,
+    g_r: Vec<f32>,
+    g_m: Vec<f32>,
+}
+
+impl Case {
+    fn new(s: Shape, seed: u64) -> Case {
+        let mut rng = Rng(seed);
+        let (bnw, bhw, bhn) = (s.b * s.n * s.w, s.b * s.h * s.w, s.b * s.h * s.n);
+        Case {
+            s,
+            m: rng.vec(bnw, -1.0, 1.0),
+            k: rng.vec(bhw, -1.0, 1.0),
+            beta: rng.vec(s.b * s.h, 0.0, 20.0),
+            w: rng.weights(s.b * s.h, s.n, 3.0),
+            e: rng.vec(bhw, 0.0, 1.0),
+            a: rng.vec(bhw, -1.0, 1.0),
+            g_w: rng.vec(bhn, -1.0, 1.0),
+            g_r: rng.vec(bhw, -1.0, 1.0),
+            g_m: rng.vec(bnw, -1.0, 1.0),
+        }
+    }
+}
+
+fn up(g: &Gpu, shape: &[usize], x: &[f32]) -> Tensor {
+    g.upload(shape, x).unwrap()
+}
+
+fn run(c: &Case, atol: f64) {
+    let g = gpu();
+    let s = c.s;
+    let tag = format!("B={} H={} N={} W={}", s.b, s.h, s.n, s.w);
+    let (mem_s, vec_s, wt_s) = ([s.b, s.n, s.w], [s.b, s.h, s.w], [s.b, s.h, s.n]);
+    let m = up(g, &mem_s, &c.m);
+    let k = up(g, &vec_s, &c.k);
+    let beta = up(g, &[s.b, s.h], &c.beta);
+    let w = up(g, &wt_s, &c.w);
+    let e = up(g, &vec_s, &c.e);
+    let a = up(g, &vec_s, &c.a);
+    let dw = up(g, &wt_s, &c.g_w);
+    let dr = up(g, &vec_s, &c.g_r);
+    let dm = up(g, &mem_s, &c.g_m);
+    let (m64, k64, b64, w64) = (f64s(&c.m), f64s(&c.k), f64s(&c.beta), f64s(&c.w));
+    let (e64, a64) = (f64s(&c.e), f64s(&c.a));
+
+    // content addressing
+    let wa = g.content_address(&m, &k, &beta).unwrap();
+    let wa_host = g.download(&wa).unwrap();
+    all_close(&format!("{tag} content_address"), &wa_host, &r::content_address(&m64, &k64, &b64, s), atol, RTOL);
+    let ga = g.content_address_backward(&m, &k, &beta, &wa, &dw).unwrap();
+    let want = r::content_address_backward(&m64, &k64, &b64, &f64s(&wa_host), &f64s(&c.g_w), s);
+    let (tm, tk, tb) = content_terms(&m64, &k64, &b64, &dz_terms(&f64s(&wa_host), &f64s(&c.g_w), s.n), s);
+    let close = |what: &str, t: &Tensor, want: &[f64], terms: &[f64]| {
+        all_close_terms(&format!("{tag} {what}"), &g.download(t).unwrap(), want, atol, RTOL, Some(terms))
+    };
+    close("content_address_backward memory", &ga.memory, &want.memory, &tm);
+    close("content_address_backward keys", &ga.keys, &want.keys, &tk);
+    close("content_address_backward beta", &ga.beta, &want.beta, &tb);
+    let gs = g.content_address_backward_scores(&m, &k, &beta, &dw).unwrap();
+    let want = r::content_address_backward_scores(&m64, &k64, &b64, &f64s(&c.g_w), s);
+    let (tm, tk, tb) = content_terms(&m64, &k64, &b64, &f64s(&c.g_w), s);
+    close("backward_scores memory", &gs.memory, &want.memory, &tm);
+    close("backward_scores keys", &gs.keys, &want.keys, &tk);
+    close("backward_scores beta", &gs.beta, &want.beta, &tb);
+
+    // soft read
+    let rd = g.soft_read(&m, &w).unwrap();
+    all_close(&format!("{tag} soft_read"), &g.download(&rd).unwrap(), &r::soft_read(&m64, &w64, s), atol, RTOL);
+    let gr = g.soft_read_backward(&m, &w, &dr).unwrap();
+    let (want_m, want_w) = r::soft_read_backward(&m64, &w64, &f64s(&c.g_r), s);
+    all_close(&format!("{tag} soft_read_backward memory"), &g.download(&gr.memory).unwrap(), &want_m, atol, RTOL);
+    all_close(&format!("{tag} soft_read_backward weights"), &g.download(&gr.weights).unwrap(), &want_w, atol, RTOL);
+
+    // soft write
+    let mut mw = g.copy(&m).unwrap();
+    g.soft_write(&mut mw, &w, &e, &a).unwrap();
+    let mut want = m64.clone();
+    r::soft_write(&mut want, &w64, &e64, &a64, s);
+    all_close(&format!("{tag} soft_write"), &g.download(&mw).unwrap(), &want, atol, RTOL);
+    let gw = g.soft_write_backward(&m, &w, &e, &a, &dm).unwrap();
+    let want = r::soft_write_backward(&m64, &w64, &e64, &a64, &f64s(&c.g_m), s);
+    all_close(&format!("{tag} soft_write_backward memory"), &g.download(&gw.memory).unwrap(), &want.memory, atol, RTOL);
+    all_close(&format!("{tag} soft_write_backward weights"), &g.download(&gw.weights).unwrap(), &want.weights, atol, RTOL);
+    all_close(&format!("{tag} soft_write_backward erase"), &g.download(&gw.erase).unwrap(), &want.erase, atol, RTOL);
+    all_close(&format!("{tag} soft_write_backward add"), &g.download(&gw.add).unwrap(), &want.add, atol, RTOL);
+}
+
+#[test]
+fn every_op_on_the_shape_grid() {
+    let mut seed = 100;
+    for b in [1, 3] {
+        for h in [1, 2, 4, 5] {
+            for n in [1, 7, 129, 1000] {
+                for w in [1, 19, 64] {
+                    seed += 1;
+                    run(&Case::new(Shape::new(b, h, n, w), seed), ATOL);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn zero_key_and_zero_memory_row_stay_finite() {
+    let s = Shape::new(2, 2, 9, 19);
+    let mut c = Case::new(s, 7);
+    c.k[..s.w].iter_mut().for_each(|x| *x = 0.0); // key of (b=0, h=0)
+    c.m[3 * s.w..4 * s.w].iter_mut().for_each(|x| *x = 0.0); // row 3 of batch 0
+    run(&c, ATOL); // all_close also asserts every element is finite
+}
+
+#[test]
+fn strengths_from_0_to_1000_keep_softmax_normalised() {
+    let s = Shape::new(1, 4, 1000, 19);
+    let mut c = Case::new(s, 8);
+    c.beta = vec![0.0, 1.0, 100.0, 1000.0];
+    let g = gpu();
+    let m = g.upload(&[s.b, s.n, s.w], &c.m).unwrap();
+    let k = g.upload(&[s.b, s.h, s.w], &c.k).unwrap();
+    let beta = g.upload(&[s.b, s.h], &c.beta).unwrap();
+    let w = g.download(&g.content_address(&m, &k, &beta).unwrap()).unwrap();
+    for (h, row) in w.chunks(s.n).enumerate() {
+        assert!(row.iter().all(|x| x.is_finite() && *x >= 0.0), "head {h}: non-finite or negative weight");
+        let sum: f64 = row.iter().map(|&x| x as f64).sum();
+        assert!((sum - 1.0).abs() < 1e-4, "head {h} (beta {}): weights sum to {sum}", c.beta[h]);
+    }
+    // beta = 1000 turns f32 rounding of K (~1e-7) into ~1e-4 in the scores: the tolerance
+    // scales with beta * 2^-23.
+    run(&c, 1000.0 * 1.2e-7 * 8.0);
+}
+
+#[test]
+fn one_hot_weights_with_erase_one_have_finite_backward() {
+    for h in [1, 3] {
+        let s = Shape::new(2, h, 7, 19);
+        let mut c = Case::new(s, 9);
+        c.w.iter_mut().for_each(|x| *x = 0.0);
+        for bh in 0..s.b * s.h {
+            c.w[bh * s.n + 2] = 1.0; // every head on row 2: several heads on the same row
+        }
+        c.e.iter_mut().for_each(|x| *x = 1.0);
+        run(&c, ATOL);
+    }
+}
