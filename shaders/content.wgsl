@@ -31,6 +31,32 @@ const HG: u32 = 4u;   // heads per unit
 
 @group(0) @binding(0) var<uniform> p: Params;
 
+// Elementwise kernels over [B, N, W] map a workgroup of 256 threads to rows x a power-of-two
+// column tile (extra.z = tile width, extra.w = its log2): one division per thread, coalesced.
+struct Element {
+    ok: bool,
+    e: u32,
+    j: u32,
+    b: u32,
+    i: u32,
+}
+
+fn element(u: u32, t: u32) -> Element {
+    let N = p.dims.z;
+    let W = p.dims.w;
+    let tw = p.extra.z;
+    let nct = (W + tw - 1u) / tw;
+    let rows_per_wg = 256u / tw;
+    let row = (u / nct) * rows_per_wg + (t >> p.extra.w);
+    var el: Element;
+    el.j = (u % nct) * tw + (t & (tw - 1u));
+    el.ok = row < p.dims.x * N && el.j < W;
+    el.e = row * W + el.j;
+    el.b = row / N;
+    el.i = row - el.b * N;
+    return el;
+}
+
 var<workgroup> tile: array<f32, 1088>; // TR * TS
 var<workgroup> vtile: array<f32, 64>;  // HG * TC
 var<workgroup> red: array<f32, 512>;   // TR * HG * 2
@@ -116,7 +142,7 @@ fn scores(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
         for (var c = 0u; c < TC; c += 1u) {
             let m = tile[t * TS + c];
             msq += m * m;
-            for (var hh = 0u; hh < HG; hh += 1u) {
+            for (var hh = 0u; hh < un.nh; hh += 1u) {
                 let k = vtile[hh * TC + c];
                 dot[hh] += m * k;
                 ksq[hh] += k * k;
@@ -164,7 +190,7 @@ fn bwd_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_inde
         for (var c = 0u; c < TC; c += 1u) {
             let m = tile[t * TS + c];
             msq += m * m;
-            for (var hh = 0u; hh < HG; hh += 1u) {
+            for (var hh = 0u; hh < un.nh; hh += 1u) {
                 let k = vtile[hh * TC + c];
                 dot[hh] += m * k;
                 ksq[hh] += k * k;
@@ -231,14 +257,14 @@ fn bwd_mem(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index
     let H = p.dims.y;
     let N = p.dims.z;
     let W = p.dims.w;
-    let e = u * 256u + t;
-    if e >= p.dims.x * N * W {
+    let el = element(u, t);
+    if !el.ok {
         return;
     }
-    let row = e / W;
-    let j = e % W;
-    let b = row / N;
-    let i = row % N;
+    let e = el.e;
+    let j = el.j;
+    let b = el.b;
+    let i = el.i;
     let m = m_in[e - p.base0.x];
     var acc = 0.0;
     for (var h = 0u; h < H; h += 1u) {

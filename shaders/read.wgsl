@@ -25,6 +25,32 @@ const RB: u32 = 256u; // rows per block
 const HG: u32 = 4u;   // heads per unit
 
 @group(0) @binding(0) var<uniform> p: Params;
+
+// Elementwise kernels over [B, N, W] map a workgroup of 256 threads to rows x a power-of-two
+// column tile (extra.z = tile width, extra.w = its log2): one division per thread, coalesced.
+struct Element {
+    ok: bool,
+    e: u32,
+    j: u32,
+    b: u32,
+    i: u32,
+}
+
+fn element(u: u32, t: u32) -> Element {
+    let N = p.dims.z;
+    let W = p.dims.w;
+    let tw = p.extra.z;
+    let nct = (W + tw - 1u) / tw;
+    let rows_per_wg = 256u / tw;
+    let row = (u / nct) * rows_per_wg + (t >> p.extra.w);
+    var el: Element;
+    el.j = (u % nct) * tw + (t & (tw - 1u));
+    el.ok = row < p.dims.x * N && el.j < W;
+    el.e = row * W + el.j;
+    el.b = row / N;
+    el.i = row - el.b * N;
+    return el;
+}
 @group(0) @binding(1) var<storage, read> mem: array<f32>;
 @group(0) @binding(2) var<storage, read> w: array<f32>;
 @group(0) @binding(3) var<storage, read_write> part: array<f32>; // [B, blocks, H, W]
@@ -124,14 +150,14 @@ fn bwd_mem(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index
     let H = p.dims.y;
     let N = p.dims.z;
     let W = p.dims.w;
-    let e = u * 256u + t;
-    if e >= p.dims.x * N * W {
+    let el = element(u, t);
+    if !el.ok {
         return;
     }
-    let row = e / W;
-    let j = e % W;
-    let b = row / N;
-    let i = row % N;
+    let e = el.e;
+    let j = el.j;
+    let b = el.b;
+    let i = el.i;
     var acc = 0.0;
     for (var h = 0u; h < H; h += 1u) {
         acc += bw[(b * H + h) * N + i - p.base0.x] * bdr[(b * H + h) * W + j];

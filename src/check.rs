@@ -32,13 +32,23 @@ pub(crate) fn expect(
     want: &[usize],
 ) -> Result<()> {
     if given != want {
-        return Err(Error::Shape { op, arg, expected: describe(names, want), given: given.to_vec() });
+        return Err(Error::Shape {
+            op,
+            arg,
+            expected: describe(names, want),
+            given: given.to_vec(),
+        });
     }
     Ok(())
 }
 
 /// Memory must be [B, N, W]; returns (B, N, W).
-pub(crate) fn memory(gpu: &Gpu, op: &'static str, arg: &'static str, m: &Tensor) -> Result<(usize, usize, usize)> {
+pub(crate) fn memory(
+    gpu: &Gpu,
+    op: &'static str,
+    arg: &'static str,
+    m: &Tensor,
+) -> Result<(usize, usize, usize)> {
     gpu.check_owner(op, arg, m.gpu)?;
     if m.shape.len() != 3 {
         return Err(Error::Shape {
@@ -63,28 +73,59 @@ pub(crate) fn middle(
 ) -> Result<usize> {
     gpu.check_owner(op, arg, t.gpu)?;
     if t.shape.len() != 3 || t.shape[0] != b || t.shape[2] != last {
-        let expected = format!("[{}, {}, {}] = [{b}, {}, {last}]", names[0], names[1], names[2], names[1]);
-        return Err(Error::Shape { op, arg, expected, given: t.shape.clone() });
+        let expected = format!(
+            "[{}, {}, {}] = [{b}, {}, {last}]",
+            names[0], names[1], names[2], names[1]
+        );
+        return Err(Error::Shape {
+            op,
+            arg,
+            expected,
+            given: t.shape.clone(),
+        });
     }
     Ok(t.shape[1])
 }
 
 /// Checks a tensor's shape exactly.
-pub(crate) fn tensor(gpu: &Gpu, op: &'static str, arg: &'static str, t: &Tensor, names: &[&str], want: &[usize]) -> Result<()> {
+pub(crate) fn tensor(
+    gpu: &Gpu,
+    op: &'static str,
+    arg: &'static str,
+    t: &Tensor,
+    names: &[&str],
+    want: &[usize],
+) -> Result<()> {
     gpu.check_owner(op, arg, t.gpu)?;
     expect(op, arg, &t.shape, names, want)
 }
 
 /// Checks an index tensor's shape exactly.
-pub(crate) fn indices(gpu: &Gpu, op: &'static str, arg: &'static str, t: &Indices, names: &[&str], want: &[usize]) -> Result<()> {
+pub(crate) fn indices(
+    gpu: &Gpu,
+    op: &'static str,
+    arg: &'static str,
+    t: &Indices,
+    names: &[&str],
+    want: &[usize],
+) -> Result<()> {
     gpu.check_owner(op, arg, t.gpu)?;
     expect(op, arg, &t.shape, names, want)
 }
 
 /// Two arguments that must be different tensors (one is written while the other is read).
-pub(crate) fn distinct(op: &'static str, a: &Tensor, a_name: &str, b: &Tensor, b_name: &str) -> Result<()> {
+pub(crate) fn distinct(
+    op: &'static str,
+    a: &Tensor,
+    a_name: &str,
+    b: &Tensor,
+    b_name: &str,
+) -> Result<()> {
     if a.id == b.id {
-        return Err(Error::Invalid { op, message: format!("`{a_name}` and `{b_name}` must be different tensors") });
+        return Err(Error::Invalid {
+            op,
+            message: format!("`{a_name}` and `{b_name}` must be different tensors"),
+        });
     }
     Ok(())
 }
@@ -112,23 +153,72 @@ impl Rows {
             i1: ((last % blocks) * rows + rows).min(n),
         }
     }
-    /// Rows covered by the flat element range `[e0, e1)` of a [B, N, W] tensor.
-    pub fn of_elements(e0: u64, e1: u64, n: u64, w: u64) -> Rows {
-        let g0 = e0 / w;
-        let g1 = e1.div_ceil(w);
-        Rows { b0: g0 / n, i0: g0 % n, b1: (g1 - 1) / n, i1: (g1 - 1) % n + 1 }
-    }
     /// Elements of a [B, N, W] tensor.
     pub fn bnw(&self, n: u64, w: u64) -> (u64, u64) {
         ((self.b0 * n + self.i0) * w, (self.b1 * n + self.i1) * w)
     }
     /// Elements of a [B, H, N] tensor (all heads of the rows).
     pub fn bhn(&self, h: u64, n: u64) -> (u64, u64) {
-        (self.b0 * h * n + self.i0, (self.b1 * h + h - 1) * n + self.i1)
+        (
+            self.b0 * h * n + self.i0,
+            (self.b1 * h + h - 1) * n + self.i1,
+        )
     }
 }
 
 /// Elements `[u0 * per, min(u1 * per, total))` of a flat range processed `per` elements a unit.
 pub(crate) fn flat(u0: u64, u1: u64, per: u64, total: u64) -> (u64, u64) {
     (u0 * per, (u1 * per).min(total))
+}
+
+/// Layout of the elementwise kernels over [B, N, W]: a workgroup of 256 threads covers
+/// `256 / tw` rows by a column tile of `tw` (a power of two) columns.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Elementwise {
+    tw: u64,
+    nct: u64,
+    rows_per_wg: u64,
+    rows: u64,
+    n: u64,
+    w: u64,
+    /// Workgroups to dispatch.
+    pub units: u64,
+}
+
+impl Elementwise {
+    pub fn new(d: Dims) -> Self {
+        let (n, w) = (d.n as u64, d.w as u64);
+        let tw = w.next_power_of_two().min(256);
+        let nct = w.div_ceil(tw);
+        let rows_per_wg = 256 / tw;
+        let rows = d.b as u64 * n;
+        Elementwise {
+            tw,
+            nct,
+            rows_per_wg,
+            rows,
+            n,
+            w,
+            units: rows.div_ceil(rows_per_wg) * nct,
+        }
+    }
+    /// `[0, 0, tw, log2 tw]`: the `extra` of the kernel's Params.
+    pub fn extra(&self) -> [u32; 4] {
+        [0, 0, self.tw as u32, self.tw.trailing_zeros()]
+    }
+    /// Memory rows that units `[u0, u1)` touch.
+    pub fn rows(&self, u0: u64, u1: u64) -> Rows {
+        let g0 = (u0 / self.nct) * self.rows_per_wg;
+        let g1 = (((u1 - 1) / self.nct + 1) * self.rows_per_wg).min(self.rows);
+        Rows {
+            b0: g0 / self.n,
+            i0: g0 % self.n,
+            b1: (g1 - 1) / self.n,
+            i1: (g1 - 1) % self.n + 1,
+        }
+    }
+    /// Elements of the [B, N, W] tensors that units `[u0, u1)` touch.
+    pub fn bnw(&self, u0: u64, u1: u64) -> (u64, u64) {
+        self.rows(u0, u1).bnw(self.n, self.w)
+    }
 }

@@ -1,7 +1,7 @@
 //! Content addressing: `w = softmax(beta * cosine(k, M_i))` and its backward pass.
 //! Shaders in `shaders/content.wgsl`; the softmax in `shaders/reduce.wgsl`.
 
-use crate::check::{self, flat, Dims, Rows};
+use crate::check::{self, flat, Dims, Elementwise, Rows};
 use crate::error::Result;
 use crate::gpu::{Arg, Gpu, KernelDef, Params, Rec, Span, Tensor};
 use crate::read::weighted_row_sums;
@@ -11,21 +11,36 @@ const SRC: &str = include_str!("../shaders/content.wgsl");
 const TR: u64 = 64;
 const HG: u64 = 4;
 
-const SCORES: KernelDef = KernelDef { file: "content.wgsl", source: SRC, entry: "scores", writes: &[false, false, false, true] };
+const SCORES: KernelDef = KernelDef {
+    file: "content.wgsl",
+    source: SRC,
+    entry: "scores",
+    writes: &[false, false, false, true],
+};
 const BWD_ROWS: KernelDef = KernelDef {
     file: "content.wgsl",
     source: SRC,
     entry: "bwd_rows",
     writes: &[false, false, false, false, true, true, true],
 };
-const BWD_MEM: KernelDef = KernelDef { file: "content.wgsl", source: SRC, entry: "bwd_mem", writes: &[false, false, false, false, true] };
+const BWD_MEM: KernelDef = KernelDef {
+    file: "content.wgsl",
+    source: SRC,
+    entry: "bwd_mem",
+    writes: &[false, false, false, false, true],
+};
 const BWD_FINISH: KernelDef = KernelDef {
     file: "content.wgsl",
     source: SRC,
     entry: "bwd_finish",
     writes: &[false, false, false, true, true],
 };
-const DZ_FROM_DW: KernelDef = KernelDef { file: "content.wgsl", source: SRC, entry: "dz_from_dw", writes: &[false, false, false, true] };
+const DZ_FROM_DW: KernelDef = KernelDef {
+    file: "content.wgsl",
+    source: SRC,
+    entry: "dz_from_dw",
+    writes: &[false, false, false, true],
+};
 
 /// Gradients of content addressing with respect to its inputs.
 #[derive(Debug)]
@@ -47,6 +62,7 @@ fn tile_units(d: Dims) -> (u64, u64, u64) {
 
 /// `out[b,h,i] = V[b,h] . M[b,i]` (`beta = None`), or the content scores
 /// `beta[b,h] K(V[b,h], M[b,i])` (`beta = Some`), into a [B, H, N] buffer.
+#[allow(clippy::too_many_arguments)] // internal: one kernel, its inputs spelled out
 pub(crate) fn row_scores(
     gpu: &Gpu,
     rec: &mut Rec,
@@ -121,7 +137,16 @@ impl Gpu {
             let mut rec = self.recorder();
             let rows = (d.b * d.h) as u64;
             let total = rows * d.n as u64;
-            let s = row_pairs(self, &mut rec, OP, Stat::Sum, (&w.buf, total), (&dw.buf, total), rows, d.n as u64)?;
+            let s = row_pairs(
+                self,
+                &mut rec,
+                OP,
+                Stat::Sum,
+                (&w.buf, total),
+                (&dw.buf, total),
+                rows,
+                d.n as u64,
+            )?;
             let span = |u0, u1| flat(u0, u1, 256, total);
             self.dispatch(
                 &mut rec,
@@ -190,18 +215,15 @@ impl Gpu {
         }
         let sums = combine_pairs(self, &mut rec, OP, Stat::Sum, &parts, b * h, nblk)?;
         {
-            let total = b * n * w;
-            let elems = |u0, u1| flat(u0, u1, 256, total);
-            let bhn_span = |u0, u1| {
-                let (e0, e1) = elems(u0, u1);
-                Rows::of_elements(e0, e1, n, w).bhn(h, n)
-            };
+            let ew = Elementwise::new(d);
+            let elems = |u0, u1| ew.bnw(u0, u1);
+            let bhn_span = |u0, u1| ew.rows(u0, u1).bhn(h, n);
             self.dispatch(
                 &mut rec,
                 OP,
                 &BWD_MEM,
-                Params::new(d.arr(), [0; 4], [0.0; 4]),
-                total.div_ceil(256),
+                Params::new(d.arr(), ew.extra(), [0.0; 4]),
+                ew.units,
                 &[
                     Arg::window(memory, &elems),
                     Arg::whole(keys),
@@ -231,6 +253,10 @@ impl Gpu {
         for s in [coef_d, coef_m, parts, sums, read] {
             self.release(&mut rec, s);
         }
-        Ok(ContentGrads { memory: g_mem, keys: g_keys, beta: g_beta })
+        Ok(ContentGrads {
+            memory: g_mem,
+            keys: g_keys,
+            beta: g_beta,
+        })
     }
 }

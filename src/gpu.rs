@@ -86,13 +86,25 @@ pub(crate) struct Arg<'a> {
 
 impl<'a> Arg<'a> {
     pub fn whole(t: &'a Tensor) -> Self {
-        Arg { buf: &t.buf, len: t.len as u64, span: Span::Whole }
+        Arg {
+            buf: &t.buf,
+            len: t.len as u64,
+            span: Span::Whole,
+        }
     }
     pub fn window(t: &'a Tensor, f: &'a dyn Fn(u64, u64) -> (u64, u64)) -> Self {
-        Arg { buf: &t.buf, len: t.len as u64, span: Span::Window(f) }
+        Arg {
+            buf: &t.buf,
+            len: t.len as u64,
+            span: Span::Window(f),
+        }
     }
     pub fn whole_indices(t: &'a Indices) -> Self {
-        Arg { buf: &t.buf, len: t.len as u64, span: Span::Whole }
+        Arg {
+            buf: &t.buf,
+            len: t.len as u64,
+            span: Span::Whole,
+        }
     }
     pub fn raw(buf: &'a wgpu::Buffer, len: u64, span: Span<'a>) -> Self {
         Arg { buf, len, span }
@@ -176,6 +188,55 @@ pub(crate) struct Recorder {
     pool: HashMap<u64, Vec<wgpu::Buffer>>,
     dispatches_recorded: u64,
     submits: u64,
+    /// While profiling: the query set each pass writes its start and end timestamps to.
+    capture: Option<Capture>,
+}
+
+struct Capture {
+    set: wgpu::QuerySet,
+    next: u32,
+    /// A pass found the set full and went untimed.
+    overflow: bool,
+}
+
+/// Where the times of a [`Profile`] come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Clock {
+    /// GPU timestamp queries: from the start of an op's first pass to the end of its last.
+    GpuTimestamps,
+    /// Wall clock over a batch of repetitions with one submit-and-wait, divided by the count.
+    WallClock,
+}
+
+impl std::fmt::Display for Clock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Clock::GpuTimestamps => "GPU timestamps",
+            Clock::WallClock => "wall clock (batched)",
+        })
+    }
+}
+
+/// Times of repeated runs of some GPU work, from [`Gpu::profile`].
+#[derive(Clone, Debug)]
+pub struct Profile {
+    /// One duration per sample.
+    pub samples: Vec<std::time::Duration>,
+    /// How they were measured.
+    pub clock: Clock,
+}
+
+impl Profile {
+    /// The median sample.
+    pub fn median(&self) -> std::time::Duration {
+        let mut v = self.samples.clone();
+        v.sort();
+        v.get(v.len() / 2).copied().unwrap_or_default()
+    }
+    /// The fastest sample.
+    pub fn min(&self) -> std::time::Duration {
+        self.samples.iter().min().copied().unwrap_or_default()
+    }
 }
 
 /// Facts about the adapter in use.
@@ -234,7 +295,9 @@ pub struct Gpu {
 
 impl std::fmt::Debug for Gpu {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Gpu").field("adapter", &self.info.name).finish()
+        f.debug_struct("Gpu")
+            .field("adapter", &self.info.name)
+            .finish()
     }
 }
 
@@ -278,9 +341,7 @@ impl Gpu {
                     apply_limit_buckets: false,
                 })
                 .await
-                .map_err(|e| {
-                    Error::NoAdapter(format!("backends {backends:?}: {e}; {hint}"))
-                })?,
+                .map_err(|e| Error::NoAdapter(format!("backends {backends:?}: {e}; {hint}")))?,
         };
         let features = adapter.features() & wgpu::Features::TIMESTAMP_QUERY;
         let (device, queue) = adapter
@@ -304,7 +365,8 @@ impl Gpu {
         let limits = device.limits();
         let info = device.adapter_info();
         let features = device.features();
-        let slot_bytes = PARAM_BYTES.next_multiple_of(limits.min_uniform_buffer_offset_alignment as u64);
+        let slot_bytes =
+            PARAM_BYTES.next_multiple_of(limits.min_uniform_buffer_offset_alignment as u64);
         let arena = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("ntm-kernels params arena"),
             size: slot_bytes * ARENA_SLOTS,
@@ -339,6 +401,7 @@ impl Gpu {
                 pool: HashMap::new(),
                 dispatches_recorded: 0,
                 submits: 0,
+                capture: None,
             }),
             gpu_errors,
         })
@@ -349,7 +412,9 @@ impl Gpu {
         AdapterSummary {
             name: self.info.name.clone(),
             backend: format!("{:?}", self.info.backend),
-            driver: format!("{} {}", self.info.driver, self.info.driver_info).trim().to_string(),
+            driver: format!("{} {}", self.info.driver, self.info.driver_info)
+                .trim()
+                .to_string(),
             max_storage_binding: self.limits.max_storage_buffer_binding_size,
             max_buffer: self.limits.max_buffer_size,
             max_workgroups_per_dim: self.limits.max_compute_workgroups_per_dimension,
@@ -470,7 +535,8 @@ impl Gpu {
                 given: data.len(),
             });
         }
-        self.queue.write_buffer(&t.buf, 0, bytemuck::cast_slice(data));
+        self.queue
+            .write_buffer(&t.buf, 0, bytemuck::cast_slice(data));
         Ok(t)
     }
 
@@ -485,7 +551,8 @@ impl Gpu {
                 given: data.len(),
             });
         }
-        self.queue.write_buffer(&t.buf, 0, bytemuck::cast_slice(data));
+        self.queue
+            .write_buffer(&t.buf, 0, bytemuck::cast_slice(data));
         Ok(t)
     }
 
@@ -557,7 +624,8 @@ impl Gpu {
             mapped_at_creation: false,
         });
         let mut rec = self.lock();
-        self.encoder(&mut rec).copy_buffer_to_buffer(buf, 0, &staging, 0, bytes);
+        self.encoder(&mut rec)
+            .copy_buffer_to_buffer(buf, 0, &staging, 0, bytes);
         self.flush(&mut rec);
         drop(rec);
         let out = self.map_read(&staging, bytes)?;
@@ -593,7 +661,8 @@ impl Gpu {
     /// Reports (and clears) GPU errors and out-of-range indices from submitted batches.
     /// Call only after waiting for the GPU.
     fn collect_errors(&self) -> Result<()> {
-        let errors = std::mem::take(&mut *self.gpu_errors.lock().unwrap_or_else(|p| p.into_inner()));
+        let errors =
+            std::mem::take(&mut *self.gpu_errors.lock().unwrap_or_else(|p| p.into_inner()));
         let submitted = std::mem::take(&mut self.lock().submitted_checks);
         if let Some(e) = errors.into_iter().next() {
             return Err(Error::Gpu(e));
@@ -633,19 +702,134 @@ impl Gpu {
         Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     }
 
+    /// Runs `f` `reps` times and times each run: with GPU timestamp queries where the adapter
+    /// has them (one sample per run, from its first pass's start to its last pass's end), else
+    /// by wall clock over batches of runs with one submit-and-wait each (up to 5 samples).
+    /// Work queued before the call is finished first and not timed.
+    pub fn profile(&self, reps: usize, mut f: impl FnMut() -> Result<()>) -> Result<Profile> {
+        self.sync()?;
+        let reps = reps.max(1);
+        if !self.adapter().timestamps {
+            let batches = reps.min(5);
+            let mut samples = Vec::with_capacity(batches);
+            for k in 0..batches {
+                let count = reps / batches + usize::from(k < reps % batches);
+                let t0 = std::time::Instant::now();
+                for _ in 0..count {
+                    f()?;
+                }
+                self.sync()?;
+                samples.push(t0.elapsed() / count as u32);
+            }
+            return Ok(Profile {
+                samples,
+                clock: Clock::WallClock,
+            });
+        }
+        let period_ns = self.queue.get_timestamp_period() as f64;
+        let mut samples = Vec::with_capacity(reps);
+        let mut done = 0;
+        while done < reps {
+            let set = self.device.create_query_set(&wgpu::QuerySetDescriptor {
+                label: Some("ntm-kernels profile"),
+                ty: wgpu::QueryType::Timestamp,
+                count: wgpu::QUERY_SET_MAX_QUERIES,
+            });
+            self.lock().capture = Some(Capture {
+                set: set.clone(),
+                next: 0,
+                overflow: false,
+            });
+            let mut marks = Vec::new();
+            let result = (|| {
+                while done < reps {
+                    let start = self.lock().capture.as_ref().map_or(0, |c| c.next);
+                    f()?;
+                    let (end, overflow) = self
+                        .lock()
+                        .capture
+                        .as_ref()
+                        .map_or((0, false), |c| (c.next, c.overflow));
+                    if overflow {
+                        // This run went partly untimed: drop it and time it again in a fresh set.
+                        if start == 0 {
+                            return Err(Error::Invalid {
+                                op: "profile",
+                                message: format!(
+                                    "one run records more than {} passes",
+                                    wgpu::QUERY_SET_MAX_QUERIES / 2
+                                ),
+                            });
+                        }
+                        break;
+                    }
+                    if end == start {
+                        return Err(Error::Invalid {
+                            op: "profile",
+                            message: "the profiled closure recorded no GPU work".into(),
+                        });
+                    }
+                    marks.push((start, end));
+                    done += 1;
+                }
+                Ok(())
+            })();
+            let mut rec = self.lock();
+            let used = rec.capture.take().map_or(0, |c| c.next);
+            result?;
+            if used == 0 {
+                continue;
+            }
+            let bytes = used as u64 * 8;
+            let resolve = self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("ntm-kernels timestamps"),
+                size: bytes,
+                usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+                mapped_at_creation: false,
+            });
+            let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("ntm-kernels timestamps readback"),
+                size: bytes,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            let enc = self.encoder(&mut rec);
+            enc.resolve_query_set(&set, 0..used, &resolve, 0);
+            enc.copy_buffer_to_buffer(&resolve, 0, &staging, 0, bytes);
+            self.flush(&mut rec);
+            drop(rec);
+            let raw = self.map_read(&staging, bytes)?;
+            let ts: &[u64] = bytemuck::cast_slice(&raw);
+            for (start, end) in marks {
+                let ticks = ts[end as usize - 1].saturating_sub(ts[start as usize]);
+                samples.push(std::time::Duration::from_nanos(
+                    (ticks as f64 * period_ns) as u64,
+                ));
+            }
+        }
+        self.collect_errors()?;
+        Ok(Profile {
+            samples,
+            clock: Clock::GpuTimestamps,
+        })
+    }
+
     // ----- recording -----------------------------------------------------------------------
 
     fn encoder<'r>(&self, rec: &'r mut Recorder) -> &'r mut wgpu::CommandEncoder {
         rec.encoder.get_or_insert_with(|| {
-            self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some("ntm-kernels batch"),
-            })
+            self.device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                    label: Some("ntm-kernels batch"),
+                })
         })
     }
 
     /// Submits the recorded batch, if any.
     fn flush(&self, rec: &mut Recorder) {
-        let Some(mut enc) = rec.encoder.take() else { return };
+        let Some(mut enc) = rec.encoder.take() else {
+            return;
+        };
         if !rec.checks.is_empty() {
             // Copy the check flags out so the next batch can reuse the slots.
             let flags = self.pooled_checks_buffer(rec);
@@ -682,7 +866,11 @@ impl Gpu {
     }
 
     /// Reserves an index-check slot for the op about to be recorded; its flag is cleared now.
-    pub(crate) fn reserve_check(&self, rec: &mut Recorder, check: IndexCheck) -> (u32, Arc<wgpu::Buffer>) {
+    pub(crate) fn reserve_check(
+        &self,
+        rec: &mut Recorder,
+        check: IndexCheck,
+    ) -> (u32, Arc<wgpu::Buffer>) {
         if rec.checks.len() as u64 >= CHECK_SLOTS {
             self.flush(rec);
         }
@@ -746,27 +934,35 @@ impl Gpu {
                 count: None,
             });
         }
-        let layout = self.device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-            label: Some(def.entry),
-            entries: &entries,
-        });
-        let pl = self.device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-            label: Some(def.entry),
-            bind_group_layouts: &[Some(&layout)],
-            immediate_size: 0,
-        });
-        let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some(def.file),
-            source: wgpu::ShaderSource::Wgsl(def.source.into()),
-        });
-        let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some(def.entry),
-            layout: Some(&pl),
-            module: &module,
-            entry_point: Some(def.entry),
-            compilation_options: Default::default(),
-            cache: None,
-        });
+        let layout = self
+            .device
+            .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                label: Some(def.entry),
+                entries: &entries,
+            });
+        let pl = self
+            .device
+            .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                label: Some(def.entry),
+                bind_group_layouts: &[Some(&layout)],
+                immediate_size: 0,
+            });
+        let module = self
+            .device
+            .create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(def.file),
+                source: wgpu::ShaderSource::Wgsl(def.source.into()),
+            });
+        let pipeline = self
+            .device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(def.entry),
+                layout: Some(&pl),
+                module: &module,
+                entry_point: Some(def.entry),
+                compilation_options: Default::default(),
+                cache: None,
+            });
         Kernel { layout, pipeline }
     }
 
@@ -782,7 +978,12 @@ impl Gpu {
         units: u64,
         args: &[Arg<'_>],
     ) -> Result<()> {
-        debug_assert_eq!(args.len(), def.writes.len(), "{}: argument count", def.entry);
+        debug_assert_eq!(
+            args.len(),
+            def.writes.len(),
+            "{}: argument count",
+            def.entry
+        );
         let max_bind = self.limits.max_storage_buffer_binding_size;
         let align = self.limits.min_storage_buffer_offset_alignment as u64;
         let max_dim = self.limits.max_compute_workgroups_per_dimension as u64;
@@ -819,7 +1020,11 @@ impl Gpu {
             let mut u1 = u0 + cap;
             if !fits(u0, u1) {
                 if !fits(u0, u0 + 1) {
-                    let worst = args.iter().map(|a| window(a, u0, u0 + 1).1).max().unwrap_or(0);
+                    let worst = args
+                        .iter()
+                        .map(|a| window(a, u0, u0 + 1).1)
+                        .max()
+                        .unwrap_or(0);
                     return Err(Error::TooLarge {
                         op,
                         what: format!("one workgroup's window in kernel `{}`, in bytes", def.entry),
@@ -880,10 +1085,24 @@ impl Gpu {
                 layout: &kernel.layout,
                 entries: &entries,
             });
+            let stamp = rec.capture.as_mut().and_then(|c| {
+                if c.next + 2 > wgpu::QUERY_SET_MAX_QUERIES {
+                    c.overflow = true;
+                    return None;
+                }
+                c.next += 2;
+                Some((c.set.clone(), c.next - 2))
+            });
             let enc = self.encoder(rec);
             let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: Some(def.entry),
-                timestamp_writes: None,
+                timestamp_writes: stamp
+                    .as_ref()
+                    .map(|(set, i)| wgpu::ComputePassTimestampWrites {
+                        query_set: set,
+                        beginning_of_pass_write_index: Some(*i),
+                        end_of_pass_write_index: Some(*i + 1),
+                    }),
             });
             pass.set_pipeline(&kernel.pipeline);
             pass.set_bind_group(0, &bg, &[]);

@@ -27,6 +27,7 @@
 
 #![warn(missing_docs)]
 
+pub mod bench;
 mod check;
 mod content;
 mod error;
@@ -38,7 +39,7 @@ mod write;
 
 pub use content::ContentGrads;
 pub use error::{Error, Result};
-pub use gpu::{AdapterSummary, Gpu, Indices, Tensor};
+pub use gpu::{AdapterSummary, Clock, Gpu, Indices, Profile, Tensor};
 pub use read::ReadGrads;
 pub use write::WriteGrads;
 

@@ -1,6 +1,6 @@
 //! Soft read: `r_h = sum_i w_h(i) M_i` and its backward pass. Shaders in `shaders/read.wgsl`.
 
-use crate::check::{self, flat, Dims, Rows};
+use crate::check::{self, flat, Dims, Elementwise, Rows};
 use crate::content::row_scores;
 use crate::error::Result;
 use crate::gpu::{Arg, Gpu, KernelDef, Params, Rec, Span, Tensor};
@@ -10,9 +10,24 @@ const SRC: &str = include_str!("../shaders/read.wgsl");
 pub(crate) const RB: u64 = 256;
 const HG: u64 = 4;
 
-const PARTIAL: KernelDef = KernelDef { file: "read.wgsl", source: SRC, entry: "partial", writes: &[false, false, true] };
-pub(crate) const COMBINE: KernelDef = KernelDef { file: "read.wgsl", source: SRC, entry: "combine", writes: &[false, true] };
-const BWD_MEM: KernelDef = KernelDef { file: "read.wgsl", source: SRC, entry: "bwd_mem", writes: &[false, false, true] };
+const PARTIAL: KernelDef = KernelDef {
+    file: "read.wgsl",
+    source: SRC,
+    entry: "partial",
+    writes: &[false, false, true],
+};
+pub(crate) const COMBINE: KernelDef = KernelDef {
+    file: "read.wgsl",
+    source: SRC,
+    entry: "combine",
+    writes: &[false, true],
+};
+const BWD_MEM: KernelDef = KernelDef {
+    file: "read.wgsl",
+    source: SRC,
+    entry: "bwd_mem",
+    writes: &[false, false, true],
+};
 
 /// Gradients of a soft read.
 #[derive(Debug)]
@@ -61,7 +76,10 @@ pub(crate) fn combine_blocks(
     let out_span = |u0, u1| flat(u0, u1, 256, total);
     let part_span = |u0, u1| {
         let (e0, e1) = flat(u0, u1, 256, total);
-        ((e0 / (h * w)) * nblk * h * w, ((e1 - 1) / (h * w) + 1) * nblk * h * w)
+        (
+            (e0 / (h * w)) * nblk * h * w,
+            ((e1 - 1) / (h * w) + 1) * nblk * h * w,
+        )
     };
     gpu.dispatch(
         rec,
@@ -132,7 +150,12 @@ impl Gpu {
 
     /// Backward of [`Gpu::soft_read`] given `dr` [B, H, W]:
     /// `weights[b,h,i] = dr[b,h]·M[b,i]`, `memory[b,i,j] = sum_h w[b,h,i] dr[b,h,j]`.
-    pub fn soft_read_backward(&self, memory: &Tensor, w: &Tensor, dr: &Tensor) -> Result<ReadGrads> {
+    pub fn soft_read_backward(
+        &self,
+        memory: &Tensor,
+        w: &Tensor,
+        dr: &Tensor,
+    ) -> Result<ReadGrads> {
         const OP: &str = "soft_read_backward";
         let d = inputs(self, OP, memory, w)?;
         check::tensor(self, OP, "dr", dr, &["B", "H", "W"], &[d.b, d.h, d.w])?;
@@ -140,21 +163,25 @@ impl Gpu {
         let g_w = self.alloc(OP, &[d.b, d.h, d.n])?;
         let mut rec = self.recorder();
         row_scores(self, &mut rec, OP, d, memory, dr, None, &g_w)?;
-        let (h, n, wd) = (d.h as u64, d.n as u64, d.w as u64);
-        let total = d.b as u64 * n * wd;
-        let elems = |u0, u1| flat(u0, u1, 256, total);
-        let w_span = |u0, u1| {
-            let (e0, e1) = elems(u0, u1);
-            Rows::of_elements(e0, e1, n, wd).bhn(h, n)
-        };
+        let (h, n) = (d.h as u64, d.n as u64);
+        let ew = Elementwise::new(d);
+        let elems = |u0, u1| ew.bnw(u0, u1);
+        let w_span = |u0, u1| ew.rows(u0, u1).bhn(h, n);
         self.dispatch(
             &mut rec,
             OP,
             &BWD_MEM,
-            Params::new(d.arr(), [0; 4], [0.0; 4]),
-            total.div_ceil(256),
-            &[Arg::window(w, &w_span), Arg::whole(dr), Arg::window(&g_mem, &elems)],
+            Params::new(d.arr(), ew.extra(), [0.0; 4]),
+            ew.units,
+            &[
+                Arg::window(w, &w_span),
+                Arg::whole(dr),
+                Arg::window(&g_mem, &elems),
+            ],
         )?;
-        Ok(ReadGrads { memory: g_mem, weights: g_w })
+        Ok(ReadGrads {
+            memory: g_mem,
+            weights: g_w,
+        })
     }
 }

@@ -9,9 +9,24 @@ use crate::gpu::{Arg, Gpu, KernelDef, Params, Rec, Span};
 const SRC: &str = include_str!("../shaders/reduce.wgsl");
 const CHUNK: u64 = 1024;
 
-const PARTIAL: KernelDef = KernelDef { file: "reduce.wgsl", source: SRC, entry: "partial", writes: &[false, false, true] };
-const COMBINE: KernelDef = KernelDef { file: "reduce.wgsl", source: SRC, entry: "combine", writes: &[false, true] };
-const NORMALIZE: KernelDef = KernelDef { file: "reduce.wgsl", source: SRC, entry: "normalize", writes: &[false, true] };
+const PARTIAL: KernelDef = KernelDef {
+    file: "reduce.wgsl",
+    source: SRC,
+    entry: "partial",
+    writes: &[false, false, true],
+};
+const COMBINE: KernelDef = KernelDef {
+    file: "reduce.wgsl",
+    source: SRC,
+    entry: "combine",
+    writes: &[false, true],
+};
+const NORMALIZE: KernelDef = KernelDef {
+    file: "reduce.wgsl",
+    source: SRC,
+    entry: "normalize",
+    writes: &[false, true],
+};
 
 /// What a row statistic computes.
 #[derive(Clone, Copy)]
@@ -24,6 +39,7 @@ pub(crate) enum Stat {
 
 /// Per-row pairs of `x` (and `y`) viewed as [rows, len]; returns a scratch buffer [rows, 2]
 /// that the caller releases.
+#[allow(clippy::too_many_arguments)] // internal: one reduction, its inputs spelled out
 pub(crate) fn row_pairs(
     gpu: &Gpu,
     rec: &mut Rec,
@@ -39,10 +55,17 @@ pub(crate) fn row_pairs(
     let span = |u0: u64, u1: u64| {
         let (r0, c0) = (u0 / chunks, u0 % chunks);
         let (r1, c1) = ((u1 - 1) / chunks, (u1 - 1) % chunks);
-        (r0 * len + c0 * CHUNK, r1 * len + ((c1 + 1) * CHUNK).min(len))
+        (
+            r0 * len + c0 * CHUNK,
+            r1 * len + ((c1 + 1) * CHUNK).min(len),
+        )
     };
     let out_span = |u0: u64, u1: u64| (u0 * 2, u1 * 2);
-    let params = Params::new([0; 4], [stat as u32, len as u32, chunks as u32, 0], [0.0; 4]);
+    let params = Params::new(
+        [0; 4],
+        [stat as u32, len as u32, chunks as u32, 0],
+        [0.0; 4],
+    );
     gpu.dispatch(
         rec,
         op,
@@ -89,8 +112,24 @@ pub(crate) fn combine_pairs(
 }
 
 /// In place: each row of `z` [rows, len] becomes softmax(row), with the row maximum subtracted.
-pub(crate) fn softmax_rows(gpu: &Gpu, rec: &mut Rec, op: &'static str, z: &wgpu::Buffer, rows: u64, len: u64) -> Result<()> {
-    let stats = row_pairs(gpu, rec, op, Stat::Softmax, (z, rows * len), (z, rows * len), rows, len)?;
+pub(crate) fn softmax_rows(
+    gpu: &Gpu,
+    rec: &mut Rec,
+    op: &'static str,
+    z: &wgpu::Buffer,
+    rows: u64,
+    len: u64,
+) -> Result<()> {
+    let stats = row_pairs(
+        gpu,
+        rec,
+        op,
+        Stat::Softmax,
+        (z, rows * len),
+        (z, rows * len),
+        rows,
+        len,
+    )?;
     let total = rows * len;
     let span = |u0: u64, u1: u64| flat(u0, u1, 256, total);
     let stat_span = |u0: u64, u1: u64| {
@@ -104,7 +143,10 @@ pub(crate) fn softmax_rows(gpu: &Gpu, rec: &mut Rec, op: &'static str, z: &wgpu:
         &NORMALIZE,
         params,
         total.div_ceil(256),
-        &[Arg::raw(&stats, rows * 2, Span::Window(&stat_span)), Arg::raw(z, total, Span::Window(&span))],
+        &[
+            Arg::raw(&stats, rows * 2, Span::Window(&stat_span)),
+            Arg::raw(z, total, Span::Window(&span)),
+        ],
     )?;
     gpu.release(rec, stats);
     Ok(())

@@ -109,7 +109,10 @@ pub fn norm<T: Real>(x: &[T]) -> T {
 
 /// Softmax of one row, with the row maximum subtracted.
 pub fn softmax<T: Real>(z: &[T]) -> Vec<T> {
-    let m = z.iter().copied().fold(z[0], |a, b| if b > a { b } else { a });
+    let m = z
+        .iter()
+        .copied()
+        .fold(z[0], |a, b| if b > a { b } else { a });
     let e: Vec<T> = z.iter().map(|&v| (v - m).exp()).collect();
     let s = e.iter().fold(T::of(0.0), |a, &b| a + b);
     e.into_iter().map(|v| v / s).collect()
@@ -152,7 +155,14 @@ pub struct ContentGrads<T> {
 
 /// Backward of [`content_address`] given `dw`: `dz_i = w_i (dw_i - sum_j w_j dw_j)`, then
 /// [`content_address_backward_scores`].
-pub fn content_address_backward<T: Real>(m: &[T], k: &[T], beta: &[T], w: &[T], dw: &[T], s: Shape) -> ContentGrads<T> {
+pub fn content_address_backward<T: Real>(
+    m: &[T],
+    k: &[T],
+    beta: &[T],
+    w: &[T],
+    dw: &[T],
+    s: Shape,
+) -> ContentGrads<T> {
     let mut dz = vec![T::of(0.0); w.len()];
     for r in 0..s.b * s.h {
         let (wr, gr) = (&w[r * s.n..(r + 1) * s.n], &dw[r * s.n..(r + 1) * s.n]);
@@ -168,7 +178,13 @@ pub fn content_address_backward<T: Real>(m: &[T], k: &[T], beta: &[T], w: &[T], 
 /// `dbeta = sum_i dz_i K_i`, `dK_i = beta dz_i`, `dD_i = dK_i/(P_i+EPS)`,
 /// `dP_i = -dK_i D_i/(P_i+EPS)^2`, `dk += sum_i [dD_i M_i + dP_i norm(M_i) k/norm(k)]`,
 /// `dM_i += sum_h [dD_i k + dP_i norm(k) M_i/norm(M_i)]`.
-pub fn content_address_backward_scores<T: Real>(m: &[T], k: &[T], beta: &[T], dz: &[T], s: Shape) -> ContentGrads<T> {
+pub fn content_address_backward_scores<T: Real>(
+    m: &[T],
+    k: &[T],
+    beta: &[T],
+    dz: &[T],
+    s: Shape,
+) -> ContentGrads<T> {
     let eps = T::of(EPS as f64);
     let mut g = ContentGrads {
         memory: vec![T::of(0.0); m.len()],
@@ -287,7 +303,14 @@ fn products_skipping<T: Real>(f: &[T]) -> Vec<T> {
 }
 
 /// Backward of [`soft_write`] given the memory before it and `dM'` (DESIGN.md §3).
-pub fn soft_write_backward<T: Real>(m: &[T], w: &[T], e: &[T], a: &[T], d_after: &[T], s: Shape) -> WriteGrads<T> {
+pub fn soft_write_backward<T: Real>(
+    m: &[T],
+    w: &[T],
+    e: &[T],
+    a: &[T],
+    d_after: &[T],
+    s: Shape,
+) -> WriteGrads<T> {
     let one = T::of(1.0);
     let mut g = WriteGrads {
         memory: vec![T::of(0.0); m.len()],
@@ -298,7 +321,9 @@ pub fn soft_write_backward<T: Real>(m: &[T], w: &[T], e: &[T], a: &[T], d_after:
     for b in 0..s.b {
         for i in 0..s.n {
             for j in 0..s.w {
-                let f: Vec<T> = (0..s.h).map(|h| one - w[s.wt(b, h) + i] * e[s.vec(b, h) + j]).collect();
+                let f: Vec<T> = (0..s.h)
+                    .map(|h| one - w[s.wt(b, h) + i] * e[s.vec(b, h) + j])
+                    .collect();
                 let q = products_skipping(&f);
                 let keep = f.iter().fold(one, |p, &x| p * x);
                 let mij = m[s.mem(b, i) + j];

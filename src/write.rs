@@ -1,7 +1,7 @@
 //! Soft write (the NTM paper's: all erases, then all adds) and its backward pass.
 //! Shaders in `shaders/write.wgsl`.
 
-use crate::check::{self, flat, Dims, Rows};
+use crate::check::{self, Dims, Elementwise, Rows};
 use crate::error::Result;
 use crate::gpu::{Arg, Gpu, KernelDef, Params, Span, Tensor};
 use crate::read::{col_layout, col_spans, combine_blocks};
@@ -10,8 +10,18 @@ const SRC: &str = include_str!("../shaders/write.wgsl");
 const TR: u64 = 64;
 const HG: u64 = 4;
 
-const FWD: KernelDef = KernelDef { file: "write.wgsl", source: SRC, entry: "fwd", writes: &[true, false, false, false] };
-const BWD_MEM: KernelDef = KernelDef { file: "write.wgsl", source: SRC, entry: "bwd_mem", writes: &[false, false, false, true] };
+const FWD: KernelDef = KernelDef {
+    file: "write.wgsl",
+    source: SRC,
+    entry: "fwd",
+    writes: &[true, false, false, false],
+};
+const BWD_MEM: KernelDef = KernelDef {
+    file: "write.wgsl",
+    source: SRC,
+    entry: "bwd_mem",
+    writes: &[false, false, false, true],
+};
 const BWD_DW: KernelDef = KernelDef {
     file: "write.wgsl",
     source: SRC,
@@ -38,7 +48,14 @@ pub struct WriteGrads {
     pub add: Tensor,
 }
 
-fn inputs(gpu: &Gpu, op: &'static str, m: &Tensor, w: &Tensor, e: &Tensor, a: &Tensor) -> Result<Dims> {
+fn inputs(
+    gpu: &Gpu,
+    op: &'static str,
+    m: &Tensor,
+    w: &Tensor,
+    e: &Tensor,
+    a: &Tensor,
+) -> Result<Dims> {
     let (b, n, wd) = check::memory(gpu, op, "memory", m)?;
     let h = check::middle(gpu, op, "w", w, ["B", "H", "N"], b, n)?;
     check::tensor(gpu, op, "erase", e, &["B", "H", "W"], &[b, h, wd])?;
@@ -52,24 +69,32 @@ impl Gpu {
     ///
     /// `memory` is [B, N, W], `w` [B, H, N], `erase` and `add` [B, H, W]. Keep a copy of the
     /// memory ([`Gpu::copy`]) if the backward pass will need it.
-    pub fn soft_write(&self, memory: &mut Tensor, w: &Tensor, erase: &Tensor, add: &Tensor) -> Result<()> {
+    pub fn soft_write(
+        &self,
+        memory: &mut Tensor,
+        w: &Tensor,
+        erase: &Tensor,
+        add: &Tensor,
+    ) -> Result<()> {
         const OP: &str = "soft_write";
         let d = inputs(self, OP, memory, w, erase, add)?;
-        let (h, n, wd) = (d.h as u64, d.n as u64, d.w as u64);
-        let total = d.b as u64 * n * wd;
-        let elems = |u0, u1| flat(u0, u1, 256, total);
-        let w_span = |u0, u1| {
-            let (e0, e1) = elems(u0, u1);
-            Rows::of_elements(e0, e1, n, wd).bhn(h, n)
-        };
+        let (h, n) = (d.h as u64, d.n as u64);
+        let ew = Elementwise::new(d);
+        let elems = |u0, u1| ew.bnw(u0, u1);
+        let w_span = |u0, u1| ew.rows(u0, u1).bhn(h, n);
         let mut rec = self.recorder();
         self.dispatch(
             &mut rec,
             OP,
             &FWD,
-            Params::new(d.arr(), [0; 4], [0.0; 4]),
-            total.div_ceil(256),
-            &[Arg::window(memory, &elems), Arg::window(w, &w_span), Arg::whole(erase), Arg::whole(add)],
+            Params::new(d.arr(), ew.extra(), [0.0; 4]),
+            ew.units,
+            &[
+                Arg::window(memory, &elems),
+                Arg::window(w, &w_span),
+                Arg::whole(erase),
+                Arg::whole(add),
+            ],
         )
     }
 
@@ -86,7 +111,14 @@ impl Gpu {
     ) -> Result<WriteGrads> {
         const OP: &str = "soft_write_backward";
         let d = inputs(self, OP, memory_before, w, erase, add)?;
-        check::tensor(self, OP, "d_after", d_after, &["B", "N", "W"], &[d.b, d.n, d.w])?;
+        check::tensor(
+            self,
+            OP,
+            "d_after",
+            d_after,
+            &["B", "N", "W"],
+            &[d.b, d.n, d.w],
+        )?;
         let g_mem = self.alloc(OP, &[d.b, d.n, d.w])?;
         let g_w = self.alloc(OP, &[d.b, d.h, d.n])?;
         let g_e = self.alloc(OP, &[d.b, d.h, d.w])?;
@@ -95,19 +127,21 @@ impl Gpu {
         let params = Params::new(d.arr(), [0; 4], [0.0; 4]);
         let mut rec = self.recorder();
 
-        let total = b * n * wd;
-        let elems = |u0, u1| flat(u0, u1, 256, total);
-        let e_w_span = |u0, u1| {
-            let (e0, e1) = elems(u0, u1);
-            Rows::of_elements(e0, e1, n, wd).bhn(h, n)
-        };
+        let ew = Elementwise::new(d);
+        let elems = |u0, u1| ew.bnw(u0, u1);
+        let e_w_span = |u0, u1| ew.rows(u0, u1).bhn(h, n);
         self.dispatch(
             &mut rec,
             OP,
             &BWD_MEM,
-            params,
-            total.div_ceil(256),
-            &[Arg::window(w, &e_w_span), Arg::whole(erase), Arg::window(d_after, &elems), Arg::window(&g_mem, &elems)],
+            Params::new(d.arr(), ew.extra(), [0.0; 4]),
+            ew.units,
+            &[
+                Arg::window(w, &e_w_span),
+                Arg::whole(erase),
+                Arg::window(d_after, &elems),
+                Arg::window(&g_mem, &elems),
+            ],
         )?;
 
         let nblk = n.div_ceil(TR);
@@ -158,6 +192,11 @@ impl Gpu {
         combine_blocks(self, &mut rec, OP, d, &part_da, (&g_a.buf, b * h * wd))?;
         self.release(&mut rec, part_de);
         self.release(&mut rec, part_da);
-        Ok(WriteGrads { memory: g_mem, weights: g_w, erase: g_e, add: g_a })
+        Ok(WriteGrads {
+            memory: g_mem,
+            weights: g_w,
+            erase: g_e,
+            add: g_a,
+        })
     }
 }

@@ -18,11 +18,23 @@ fn says(m: &str, parts: &[&str]) {
 #[test]
 fn uploads_check_shape_and_length() {
     let g = gpu();
-    says(&msg(g.upload(&[2, 0, 3], &[])), &["upload", "[2, 0, 3]", "zero"]);
+    says(
+        &msg(g.upload(&[2, 0, 3], &[])),
+        &["upload", "[2, 0, 3]", "zero"],
+    );
     says(&msg(g.upload(&[], &[])), &["upload", "[]"]);
-    says(&msg(g.upload(&[2, 3], &[1.0; 5])), &["upload", "[2, 3]", "6", "5"]);
-    says(&msg(g.zeros(&[1 << 20, 1 << 20, 64])), &["zeros", "over the limit"]);
-    says(&msg(g.upload_indices(&[4], &[1, 2])), &["upload_indices", "4", "2"]);
+    says(
+        &msg(g.upload(&[2, 3], &[1.0; 5])),
+        &["upload", "[2, 3]", "6", "5"],
+    );
+    says(
+        &msg(g.zeros(&[1 << 20, 1 << 20, 64])),
+        &["zeros", "over the limit"],
+    );
+    says(
+        &msg(g.upload_indices(&[4], &[1, 2])),
+        &["upload_indices", "4", "2"],
+    );
 }
 
 #[test]
@@ -40,18 +52,61 @@ fn ops_check_every_argument() {
     let bad_n = g.zeros(&[b, h, n + 1]).unwrap();
     let bad_h = g.zeros(&[b, h + 1, w]).unwrap();
 
-    says(&msg(g.content_address(&flat, &k, &beta)), &["content_address", "memory", "[40]", "[B, N, W]"]);
-    says(&msg(g.content_address(&m, &bad_b, &beta)), &["content_address", "keys", "[3, 3, 4]", "[B, H, W] = [2, H, 4]"]);
-    says(&msg(g.content_address(&m, &bad_w, &beta)), &["keys", "[2, 3, 5]"]);
-    says(&msg(g.content_address(&m, &k, &wt)), &["beta", "[B, H] = [2, 3]", "[2, 3, 5]"]);
-    says(&msg(g.content_address_backward(&m, &k, &beta, &wt, &bad_n)), &["content_address_backward", "dw", "[B, H, N] = [2, 3, 5]"]);
-    says(&msg(g.content_address_backward(&m, &k, &beta, &bad_n, &wt)), &["content_address_backward", "`w`"]);
-    says(&msg(g.content_address_backward_scores(&m, &k, &beta, &v)), &["content_address_backward_scores", "dz"]);
-    says(&msg(g.soft_read(&m, &bad_n)), &["soft_read", "`w`", "[B, H, N] = [2, H, 5]", "[2, 3, 6]"]);
+    says(
+        &msg(g.content_address(&flat, &k, &beta)),
+        &["content_address", "memory", "[40]", "[B, N, W]"],
+    );
+    says(
+        &msg(g.content_address(&m, &bad_b, &beta)),
+        &[
+            "content_address",
+            "keys",
+            "[3, 3, 4]",
+            "[B, H, W] = [2, H, 4]",
+        ],
+    );
+    says(
+        &msg(g.content_address(&m, &bad_w, &beta)),
+        &["keys", "[2, 3, 5]"],
+    );
+    says(
+        &msg(g.content_address(&m, &k, &wt)),
+        &["beta", "[B, H] = [2, 3]", "[2, 3, 5]"],
+    );
+    says(
+        &msg(g.content_address_backward(&m, &k, &beta, &wt, &bad_n)),
+        &["content_address_backward", "dw", "[B, H, N] = [2, 3, 5]"],
+    );
+    says(
+        &msg(g.content_address_backward(&m, &k, &beta, &bad_n, &wt)),
+        &["content_address_backward", "`w`"],
+    );
+    says(
+        &msg(g.content_address_backward_scores(&m, &k, &beta, &v)),
+        &["content_address_backward_scores", "dz"],
+    );
+    says(
+        &msg(g.soft_read(&m, &bad_n)),
+        &["soft_read", "`w`", "[B, H, N] = [2, H, 5]", "[2, 3, 6]"],
+    );
     says(&msg(g.soft_read(&m, &k)), &["soft_read", "`w`"]);
-    says(&msg(g.soft_read_backward(&m, &wt, &bad_w)), &["soft_read_backward", "dr", "[B, H, W] = [2, 3, 4]"]);
-    says(&msg(g.soft_write_backward(&m, &wt, &v, &v, &wt)), &["soft_write_backward", "d_after", "[B, N, W] = [2, 5, 4]"]);
-    says(&msg(g.soft_write_backward(&m, &wt, &bad_h, &v, &m)), &["soft_write_backward", "erase", "[B, H, W] = [2, 3, 4]", "[2, 4, 4]"]);
+    says(
+        &msg(g.soft_read_backward(&m, &wt, &bad_w)),
+        &["soft_read_backward", "dr", "[B, H, W] = [2, 3, 4]"],
+    );
+    says(
+        &msg(g.soft_write_backward(&m, &wt, &v, &v, &wt)),
+        &["soft_write_backward", "d_after", "[B, N, W] = [2, 5, 4]"],
+    );
+    says(
+        &msg(g.soft_write_backward(&m, &wt, &bad_h, &v, &m)),
+        &[
+            "soft_write_backward",
+            "erase",
+            "[B, H, W] = [2, 3, 4]",
+            "[2, 4, 4]",
+        ],
+    );
 }
 
 #[test]
@@ -64,10 +119,23 @@ fn failed_writes_leave_memory_unchanged() {
     let v = g.upload(&[b, h, w], &vec![0.5; b * h * w]).unwrap();
     let bad_w = g.zeros(&[b, h, w + 1]).unwrap();
     let bad_h = g.zeros(&[b, h + 1, w]).unwrap();
-    says(&msg(g.soft_write(&mut m, &wt, &bad_w, &v)), &["soft_write", "erase", "[B, H, W] = [2, 3, 4]", "[2, 3, 5]"]);
-    says(&msg(g.soft_write(&mut m, &wt, &v, &bad_h)), &["soft_write", "add"]);
-    says(&msg(g.soft_write(&mut m, &v, &v, &v)), &["soft_write", "`w`"]);
-    assert_eq!(g.download(&m).unwrap(), host, "a refused write modified the memory");
+    says(
+        &msg(g.soft_write(&mut m, &wt, &bad_w, &v)),
+        &["soft_write", "erase", "[B, H, W] = [2, 3, 4]", "[2, 3, 5]"],
+    );
+    says(
+        &msg(g.soft_write(&mut m, &wt, &v, &bad_h)),
+        &["soft_write", "add"],
+    );
+    says(
+        &msg(g.soft_write(&mut m, &v, &v, &v)),
+        &["soft_write", "`w`"],
+    );
+    assert_eq!(
+        g.download(&m).unwrap(),
+        host,
+        "a refused write modified the memory"
+    );
 }
 
 #[test]
@@ -76,6 +144,9 @@ fn tensors_of_another_gpu_are_refused() {
     let other = Gpu::new().unwrap();
     let m = other.zeros(&[1, 4, 4]).unwrap();
     let w = g.zeros(&[1, 1, 4]).unwrap();
-    says(&msg(g.soft_read(&m, &w)), &["soft_read", "memory", "another Gpu"]);
+    says(
+        &msg(g.soft_read(&m, &w)),
+        &["soft_read", "memory", "another Gpu"],
+    );
     says(&msg(g.download(&m)), &["download", "another Gpu"]);
 }

@@ -31,12 +31,24 @@ fn soft_read_write_and_addressing_past_one_binding() {
 
     // Soft read: every element (sums over all 300,007 rows).
     let rd = g.soft_read(&gm, &gw).unwrap();
-    all_close("large soft_read", &g.download(&rd).unwrap(), &r::soft_read(&m64, &w64, s), 2e-5, 1e-4);
+    all_close(
+        "large soft_read",
+        &g.download(&rd).unwrap(),
+        &r::soft_read(&m64, &w64, s),
+        2e-5,
+        1e-4,
+    );
 
     // Content addressing: every weight.
     let wa = g.content_address(&gm, &gk, &gb).unwrap();
     let want = r::content_address(&m64, &f64s(&k), &f64s(&beta), s);
-    all_close("large content_address", &g.download(&wa).unwrap(), &want, 2e-5, 1e-4);
+    all_close(
+        "large content_address",
+        &g.download(&wa).unwrap(),
+        &want,
+        2e-5,
+        1e-4,
+    );
 
     // Soft write: sampled rows, including both ends of each batch and rows around every
     // 128 MiB window edge (row 524,288 of the flattened memory is at 128 MiB).
@@ -44,7 +56,17 @@ fn soft_read_write_and_addressing_past_one_binding() {
     g.soft_write(&mut mw, &gw, &ge, &ga).unwrap();
     let got = g.download(&mw).unwrap();
     let mut rows: Vec<usize> = (0..s.b * s.n).step_by(997).collect();
-    rows.extend([0, 1, s.n - 1, s.n, s.n + 1, 2 * s.n - 1, 524_287, 524_288, 524_289]);
+    rows.extend([
+        0,
+        1,
+        s.n - 1,
+        s.n,
+        s.n + 1,
+        2 * s.n - 1,
+        524_287,
+        524_288,
+        524_289,
+    ]);
     let one = Shape::new(1, s.h, 1, s.w);
     let (mut got_rows, mut want_rows) = (Vec::new(), Vec::new());
     for &row in &rows {
@@ -57,5 +79,11 @@ fn soft_read_write_and_addressing_past_one_binding() {
         want_rows.extend(mr);
         got_rows.extend_from_slice(&got[row * s.w..(row + 1) * s.w]);
     }
-    all_close("large soft_write (sampled rows)", &got_rows, &want_rows, 2e-6, 1e-5);
+    all_close(
+        "large soft_write (sampled rows)",
+        &got_rows,
+        &want_rows,
+        2e-6,
+        1e-5,
+    );
 }

@@ -35,7 +35,10 @@ fn dot(a: &[f64], b: &[f64]) -> f64 {
 
 fn check(what: &str, analytic: &[f64], numeric: &[f64]) {
     assert_eq!(analytic.len(), numeric.len(), "{what}: length");
-    let scale = numeric.iter().fold(0.0f64, |m, x| m.max(x.abs())).max(1e-12);
+    let scale = numeric
+        .iter()
+        .fold(0.0f64, |m, x| m.max(x.abs()))
+        .max(1e-12);
     let mut worst = (0, 0.0);
     for i in 0..analytic.len() {
         let err = (analytic[i] - numeric[i]).abs() / (ATOL * scale + RTOL * numeric[i].abs());
@@ -53,7 +56,11 @@ fn check(what: &str, analytic: &[f64], numeric: &[f64]) {
 }
 
 fn shapes() -> Vec<Shape> {
-    vec![Shape::new(2, 3, 5, 4), Shape::new(1, 1, 1, 1), Shape::new(1, 5, 3, 2)]
+    vec![
+        Shape::new(2, 3, 5, 4),
+        Shape::new(1, 1, 1, 1),
+        Shape::new(1, 5, 3, 2),
+    ]
 }
 
 #[test]
@@ -77,7 +84,11 @@ fn content_address_backward_matches_finite_differences() {
         let sm = |x: &[f64]| dot(&r::content_scores(x, &k, &beta, s), &cot);
         let sk = |x: &[f64]| dot(&r::content_scores(&m, x, &beta, s), &cot);
         let sb = |x: &[f64]| dot(&r::content_scores(&m, &k, x, s), &cot);
-        check(&format!("{s:?} scores memory"), &gs.memory, &numeric(&m, sm));
+        check(
+            &format!("{s:?} scores memory"),
+            &gs.memory,
+            &numeric(&m, sm),
+        );
         check(&format!("{s:?} scores keys"), &gs.keys, &numeric(&k, sk));
         check(&format!("{s:?} scores beta"), &gs.beta, &numeric(&beta, sb));
     }
@@ -91,8 +102,16 @@ fn soft_read_backward_matches_finite_differences() {
         let w = v(&mut rng, s.b * s.h * s.n, 0.0, 1.0);
         let cot = v(&mut rng, s.b * s.h * s.w, -1.0, 1.0);
         let (dm, dw) = r::soft_read_backward(&m, &w, &cot, s);
-        check(&format!("{s:?} memory"), &dm, &numeric(&m, |x| dot(&r::soft_read(x, &w, s), &cot)));
-        check(&format!("{s:?} weights"), &dw, &numeric(&w, |x| dot(&r::soft_read(&m, x, s), &cot)));
+        check(
+            &format!("{s:?} memory"),
+            &dm,
+            &numeric(&m, |x| dot(&r::soft_read(x, &w, s), &cot)),
+        );
+        check(
+            &format!("{s:?} weights"),
+            &dw,
+            &numeric(&w, |x| dot(&r::soft_read(&m, x, s), &cot)),
+        );
     }
 }
 
@@ -122,10 +141,26 @@ fn soft_write_backward_matches_finite_differences() {
             let cot = v(&mut rng, s.b * s.n * s.w, -1.0, 1.0);
             let g = r::soft_write_backward(&m, &w, &e, &a, &cot, s);
             let tag = format!("{s:?} one_hot={one_hot}");
-            check(&format!("{tag} memory"), &g.memory, &numeric(&m, |x| dot(&write_out(x, &w, &e, &a, s), &cot)));
-            check(&format!("{tag} weights"), &g.weights, &numeric(&w, |x| dot(&write_out(&m, x, &e, &a, s), &cot)));
-            check(&format!("{tag} erase"), &g.erase, &numeric(&e, |x| dot(&write_out(&m, &w, x, &a, s), &cot)));
-            check(&format!("{tag} add"), &g.add, &numeric(&a, |x| dot(&write_out(&m, &w, &e, x, s), &cot)));
+            check(
+                &format!("{tag} memory"),
+                &g.memory,
+                &numeric(&m, |x| dot(&write_out(x, &w, &e, &a, s), &cot)),
+            );
+            check(
+                &format!("{tag} weights"),
+                &g.weights,
+                &numeric(&w, |x| dot(&write_out(&m, x, &e, &a, s), &cot)),
+            );
+            check(
+                &format!("{tag} erase"),
+                &g.erase,
+                &numeric(&e, |x| dot(&write_out(&m, &w, x, &a, s), &cot)),
+            );
+            check(
+                &format!("{tag} add"),
+                &g.add,
+                &numeric(&a, |x| dot(&write_out(&m, &w, &e, x, s), &cot)),
+            );
         }
     }
 }

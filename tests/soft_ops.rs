@@ -17,9 +17,19 @@ const TERM: f64 = 64.0 / 16_777_216.0;
 /// Sums of the magnitudes of the terms that content addressing's backward adds up (DESIGN.md
 /// §3), per element of (memory, keys, beta), times TERM. With W = 1 the cosine is +-1 and these
 /// gradients are pure cancellation (about EPS relative to their terms).
-fn content_terms(m: &[f64], k: &[f64], beta: &[f64], dz: &[f64], s: Shape) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+fn content_terms(
+    m: &[f64],
+    k: &[f64],
+    beta: &[f64],
+    dz: &[f64],
+    s: Shape,
+) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
     let eps = ntm_kernels::EPS as f64;
-    let (mut tm, mut tk, mut tb) = (vec![0.0; m.len()], vec![0.0; k.len()], vec![0.0; beta.len()]);
+    let (mut tm, mut tk, mut tb) = (
+        vec![0.0; m.len()],
+        vec![0.0; k.len()],
+        vec![0.0; beta.len()],
+    );
     for b in 0..s.b {
         for h in 0..s.h {
             let bh = b * s.h + h;
@@ -113,17 +123,43 @@ fn run(c: &Case, atol: f64) {
     // content addressing
     let wa = g.content_address(&m, &k, &beta).unwrap();
     let wa_host = g.download(&wa).unwrap();
-    all_close(&format!("{tag} content_address"), &wa_host, &r::content_address(&m64, &k64, &b64, s), atol, RTOL);
+    all_close(
+        &format!("{tag} content_address"),
+        &wa_host,
+        &r::content_address(&m64, &k64, &b64, s),
+        atol,
+        RTOL,
+    );
     let ga = g.content_address_backward(&m, &k, &beta, &wa, &dw).unwrap();
     let want = r::content_address_backward(&m64, &k64, &b64, &f64s(&wa_host), &f64s(&c.g_w), s);
-    let (tm, tk, tb) = content_terms(&m64, &k64, &b64, &dz_terms(&f64s(&wa_host), &f64s(&c.g_w), s.n), s);
+    let (tm, tk, tb) = content_terms(
+        &m64,
+        &k64,
+        &b64,
+        &dz_terms(&f64s(&wa_host), &f64s(&c.g_w), s.n),
+        s,
+    );
     let close = |what: &str, t: &Tensor, want: &[f64], terms: &[f64]| {
-        all_close_terms(&format!("{tag} {what}"), &g.download(t).unwrap(), want, atol, RTOL, Some(terms))
+        all_close_terms(
+            &format!("{tag} {what}"),
+            &g.download(t).unwrap(),
+            want,
+            atol,
+            RTOL,
+            Some(terms),
+        )
     };
-    close("content_address_backward memory", &ga.memory, &want.memory, &tm);
+    close(
+        "content_address_backward memory",
+        &ga.memory,
+        &want.memory,
+        &tm,
+    );
     close("content_address_backward keys", &ga.keys, &want.keys, &tk);
     close("content_address_backward beta", &ga.beta, &want.beta, &tb);
-    let gs = g.content_address_backward_scores(&m, &k, &beta, &dw).unwrap();
+    let gs = g
+        .content_address_backward_scores(&m, &k, &beta, &dw)
+        .unwrap();
     let want = r::content_address_backward_scores(&m64, &k64, &b64, &f64s(&c.g_w), s);
     let (tm, tk, tb) = content_terms(&m64, &k64, &b64, &f64s(&c.g_w), s);
     close("backward_scores memory", &gs.memory, &want.memory, &tm);
@@ -132,24 +168,72 @@ fn run(c: &Case, atol: f64) {
 
     // soft read
     let rd = g.soft_read(&m, &w).unwrap();
-    all_close(&format!("{tag} soft_read"), &g.download(&rd).unwrap(), &r::soft_read(&m64, &w64, s), atol, RTOL);
+    all_close(
+        &format!("{tag} soft_read"),
+        &g.download(&rd).unwrap(),
+        &r::soft_read(&m64, &w64, s),
+        atol,
+        RTOL,
+    );
     let gr = g.soft_read_backward(&m, &w, &dr).unwrap();
     let (want_m, want_w) = r::soft_read_backward(&m64, &w64, &f64s(&c.g_r), s);
-    all_close(&format!("{tag} soft_read_backward memory"), &g.download(&gr.memory).unwrap(), &want_m, atol, RTOL);
-    all_close(&format!("{tag} soft_read_backward weights"), &g.download(&gr.weights).unwrap(), &want_w, atol, RTOL);
+    all_close(
+        &format!("{tag} soft_read_backward memory"),
+        &g.download(&gr.memory).unwrap(),
+        &want_m,
+        atol,
+        RTOL,
+    );
+    all_close(
+        &format!("{tag} soft_read_backward weights"),
+        &g.download(&gr.weights).unwrap(),
+        &want_w,
+        atol,
+        RTOL,
+    );
 
     // soft write
     let mut mw = g.copy(&m).unwrap();
     g.soft_write(&mut mw, &w, &e, &a).unwrap();
     let mut want = m64.clone();
     r::soft_write(&mut want, &w64, &e64, &a64, s);
-    all_close(&format!("{tag} soft_write"), &g.download(&mw).unwrap(), &want, atol, RTOL);
+    all_close(
+        &format!("{tag} soft_write"),
+        &g.download(&mw).unwrap(),
+        &want,
+        atol,
+        RTOL,
+    );
     let gw = g.soft_write_backward(&m, &w, &e, &a, &dm).unwrap();
     let want = r::soft_write_backward(&m64, &w64, &e64, &a64, &f64s(&c.g_m), s);
-    all_close(&format!("{tag} soft_write_backward memory"), &g.download(&gw.memory).unwrap(), &want.memory, atol, RTOL);
-    all_close(&format!("{tag} soft_write_backward weights"), &g.download(&gw.weights).unwrap(), &want.weights, atol, RTOL);
-    all_close(&format!("{tag} soft_write_backward erase"), &g.download(&gw.erase).unwrap(), &want.erase, atol, RTOL);
-    all_close(&format!("{tag} soft_write_backward add"), &g.download(&gw.add).unwrap(), &want.add, atol, RTOL);
+    all_close(
+        &format!("{tag} soft_write_backward memory"),
+        &g.download(&gw.memory).unwrap(),
+        &want.memory,
+        atol,
+        RTOL,
+    );
+    all_close(
+        &format!("{tag} soft_write_backward weights"),
+        &g.download(&gw.weights).unwrap(),
+        &want.weights,
+        atol,
+        RTOL,
+    );
+    all_close(
+        &format!("{tag} soft_write_backward erase"),
+        &g.download(&gw.erase).unwrap(),
+        &want.erase,
+        atol,
+        RTOL,
+    );
+    all_close(
+        &format!("{tag} soft_write_backward add"),
+        &g.download(&gw.add).unwrap(),
+        &want.add,
+        atol,
+        RTOL,
+    );
 }
 
 #[test]
@@ -185,11 +269,20 @@ fn strengths_from_0_to_1000_keep_softmax_normalised() {
     let m = g.upload(&[s.b, s.n, s.w], &c.m).unwrap();
     let k = g.upload(&[s.b, s.h, s.w], &c.k).unwrap();
     let beta = g.upload(&[s.b, s.h], &c.beta).unwrap();
-    let w = g.download(&g.content_address(&m, &k, &beta).unwrap()).unwrap();
+    let w = g
+        .download(&g.content_address(&m, &k, &beta).unwrap())
+        .unwrap();
     for (h, row) in w.chunks(s.n).enumerate() {
-        assert!(row.iter().all(|x| x.is_finite() && *x >= 0.0), "head {h}: non-finite or negative weight");
+        assert!(
+            row.iter().all(|x| x.is_finite() && *x >= 0.0),
+            "head {h}: non-finite or negative weight"
+        );
         let sum: f64 = row.iter().map(|&x| x as f64).sum();
-        assert!((sum - 1.0).abs() < 1e-4, "head {h} (beta {}): weights sum to {sum}", c.beta[h]);
+        assert!(
+            (sum - 1.0).abs() < 1e-4,
+            "head {h} (beta {}): weights sum to {sum}",
+            c.beta[h]
+        );
     }
     // beta = 1000 turns f32 rounding of K (~1e-7) into ~1e-4 in the scores: the tolerance
     // scales with beta * 2^-23.

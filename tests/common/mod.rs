@@ -44,7 +44,11 @@ impl Rng {
         let mut out = Vec::with_capacity(rows * len);
         for _ in 0..rows {
             let z: Vec<f64> = (0..len).map(|_| self.range(-sharp, sharp)).collect();
-            out.extend(ntm_kernels::reference::softmax(&z).into_iter().map(|v| v as f32));
+            out.extend(
+                ntm_kernels::reference::softmax(&z)
+                    .into_iter()
+                    .map(|v| v as f32),
+            );
         }
         out
     }
@@ -65,8 +69,21 @@ pub fn all_close(what: &str, got: &[f32], want: &[f64], atol: f64, rtol: f64) ->
 /// Like [`all_close`], plus `terms[i]` to each element's tolerance: for results that are a
 /// cancellation of larger terms, f32 can only resolve them relative to those terms.
 #[track_caller]
-pub fn all_close_terms(what: &str, got: &[f32], want: &[f64], atol: f64, rtol: f64, terms: Option<&[f64]>) -> f64 {
-    assert_eq!(got.len(), want.len(), "{what}: length {} vs reference {}", got.len(), want.len());
+pub fn all_close_terms(
+    what: &str,
+    got: &[f32],
+    want: &[f64],
+    atol: f64,
+    rtol: f64,
+    terms: Option<&[f64]>,
+) -> f64 {
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "{what}: length {} vs reference {}",
+        got.len(),
+        want.len()
+    );
     let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(1e-30);
     let mut worst = (0usize, -1.0f64);
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
