@@ -2,9 +2,10 @@
 //   partial:   for each row r and chunk c of CHUNK elements, a pair (m, s):
 //                mode 0 (softmax): m = max_i x_i, s = sum_i exp(x_i - m)
 //                mode 1 (dot):     m = 0,         s = sum_i x_i * y_i
+//                mode 2 (entropy): m = 0,         s = -sum_i x_i log x_i  (0 log 0 = 0)
 //   combine:   merges a row's pairs [R, C, 2] -> [R, 2]:
 //                mode 0: m = max(m1, m2), s = s1 exp(m1 - m) + s2 exp(m2 - m)
-//                mode 1: componentwise sums
+//                modes 1, 2: componentwise sums
 //   normalize: x_i <- exp(x_i - m_r) / s_r   (softmax with the row maximum subtracted)
 
 struct Params {
@@ -66,7 +67,7 @@ fn partial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index
     let c = u % chunks;
     var m = NEG_BIG;
     var s = 0.0;
-    if mode == 1u {
+    if mode != 0u {
         m = 0.0;
     }
     for (var k = 0u; k < PER_THREAD; k += 1u) {
@@ -78,8 +79,10 @@ fn partial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index
                 let mn = max(m, v);
                 s = s * exp(m - mn) + exp(v - mn);
                 m = mn;
-            } else {
+            } else if mode == 1u {
                 s += v * y[g - p.base0.y];
+            } else if v > 0.0 {
+                s -= v * log(v);
             }
         }
     }
@@ -106,7 +109,7 @@ fn combine(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index
     let chunks = p.extra.z;
     var m = NEG_BIG;
     var s = 0.0;
-    if mode == 1u {
+    if mode != 0u {
         m = 0.0;
     }
     for (var c = t; c < chunks; c += WG) {

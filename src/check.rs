@@ -113,23 +113,6 @@ pub(crate) fn indices(
     expect(op, arg, &t.shape, names, want)
 }
 
-/// Two arguments that must be different tensors (one is written while the other is read).
-pub(crate) fn distinct(
-    op: &'static str,
-    a: &Tensor,
-    a_name: &str,
-    b: &Tensor,
-    b_name: &str,
-) -> Result<()> {
-    if a.id == b.id {
-        return Err(Error::Invalid {
-            op,
-            message: format!("`{a_name}` and `{b_name}` must be different tensors"),
-        });
-    }
-    Ok(())
-}
-
 /// The memory rows `[g0, g1)` (flattened over batch) that a range of units touches, when each
 /// batch element has `per_b` units of which each block of `per_blk` consecutive units covers
 /// `rows` consecutive slots.

@@ -99,7 +99,7 @@ impl<'a> Arg<'a> {
             span: Span::Window(f),
         }
     }
-    pub fn whole_indices(t: &'a Indices) -> Self {
+    pub fn indices(t: &'a Indices) -> Self {
         Arg {
             buf: &t.buf,
             len: t.len as u64,
@@ -150,6 +150,15 @@ pub struct Indices {
 }
 
 impl Indices {
+    /// Another handle to the same GPU indices (they are never written after creation).
+    pub(crate) fn share(&self) -> Indices {
+        Indices {
+            buf: self.buf.clone(),
+            shape: self.shape.clone(),
+            len: self.len,
+            gpu: self.gpu,
+        }
+    }
     /// The shape, outermost dimension first.
     pub fn shape(&self) -> &[usize] {
         &self.shape
@@ -168,12 +177,21 @@ impl Indices {
     }
 }
 
-/// What an index check slot will report if its kernel finds a bad index.
+/// What a check slot reports if its kernel flags a (batch, head).
 pub(crate) struct IndexCheck {
     pub op: &'static str,
-    pub indices: Arc<wgpu::Buffer>,
     pub heads: usize,
-    pub slots: usize,
+    pub kind: CheckKind,
+}
+
+pub(crate) enum CheckKind {
+    /// An index >= slots in `indices`.
+    Range {
+        indices: Arc<wgpu::Buffer>,
+        slots: usize,
+    },
+    /// Sampling found no positive weight in the row.
+    NoPositiveWeight,
 }
 
 pub(crate) struct Recorder {
@@ -674,13 +692,22 @@ impl Gpu {
                 // Kernels store u32::MAX - (first bad position) with atomicMax; 0 = all in range.
                 if flags[slot] != 0 {
                     let pos = (u32::MAX - flags[slot]) as u64;
-                    let v = self.map_read_one(&check.indices, pos)?;
-                    return Err(Error::IndexOutOfRange {
-                        op: check.op,
-                        batch: pos as usize / check.heads,
-                        head: pos as usize % check.heads,
-                        index: v,
-                        slots: check.slots,
+                    let (batch, head) = (pos as usize / check.heads, pos as usize % check.heads);
+                    return Err(match &check.kind {
+                        CheckKind::Range { indices, slots } => Error::IndexOutOfRange {
+                            op: check.op,
+                            batch,
+                            head,
+                            index: self.map_read_one(indices, pos)?,
+                            slots: *slots,
+                        },
+                        CheckKind::NoPositiveWeight => Error::Invalid {
+                            op: check.op,
+                            message: format!(
+                                "the weights at [batch {batch}, head {head}] have no positive entry, so nothing \
+                                 can be drawn (index 0 was returned)"
+                            ),
+                        },
                     });
                 }
             }
@@ -897,6 +924,21 @@ impl Gpu {
     /// Returns scratch to the pool. Later dispatches may reuse it: wgpu orders their accesses.
     pub(crate) fn release(&self, rec: &mut Recorder, b: wgpu::Buffer) {
         rec.pool.entry(b.size()).or_default().push(b);
+    }
+
+    /// Windows `[lo, hi)` of `rows` rows of `width` floats, each of which fits one storage
+    /// binding once its start is aligned down: kernels that gather rows by index run once
+    /// per window.
+    pub(crate) fn row_windows(&self, rows: u64, width: u64) -> Vec<(u64, u64)> {
+        let max_bind = self.limits.max_storage_buffer_binding_size;
+        if rows * width * 4 <= max_bind {
+            return vec![(0, rows)];
+        }
+        let align = self.limits.min_storage_buffer_offset_alignment as u64;
+        let per = (max_bind.saturating_sub(align) / (width * 4)).max(1);
+        (0..rows.div_ceil(per))
+            .map(|k| (k * per, ((k + 1) * per).min(rows)))
+            .collect()
     }
 
     pub(crate) fn recorder(&self) -> MutexGuard<'_, Recorder> {

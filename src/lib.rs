@@ -30,14 +30,17 @@
 pub mod bench;
 mod check;
 mod content;
+mod discrete;
 mod error;
 mod gpu;
 mod read;
 mod reduce;
 pub mod reference;
+mod sample;
 mod write;
 
 pub use content::ContentGrads;
+pub use discrete::{DiscreteWriteGrads, WriteUndo};
 pub use error::{Error, Result};
 pub use gpu::{AdapterSummary, Clock, Gpu, Indices, Profile, Tensor};
 pub use read::ReadGrads;

@@ -35,6 +35,8 @@ pub(crate) enum Stat {
     Softmax = 0,
     /// (0, sum x y) per row; also componentwise sums of pairs.
     Sum = 1,
+    /// (0, -sum x log x) per row, with 0 log 0 = 0.
+    Entropy = 2,
 }
 
 /// Per-row pairs of `x` (and `y`) viewed as [rows, len]; returns a scratch buffer [rows, 2]

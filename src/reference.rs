@@ -340,3 +340,249 @@ pub fn soft_write_backward<T: Real>(
     }
     g
 }
+
+// ----- discrete access ---------------------------------------------------------------------
+
+/// lowbias32 (Wellons): the 32-bit integer hash behind [`gumbel`], as in `shaders/sample.wgsl`.
+pub fn hash_mix(v: u32) -> u32 {
+    let mut x = v;
+    x ^= x >> 16;
+    x = x.wrapping_mul(0x7feb352d);
+    x ^= x >> 15;
+    x = x.wrapping_mul(0x846ca68b);
+    x ^= x >> 16;
+    x
+}
+
+/// The counter-based hash of (seed, b, h, i) that sampling draws from.
+pub fn hash4(seed: u64, b: u32, h: u32, i: u32) -> u32 {
+    let mut x = hash_mix(seed as u32 ^ 0x9e3779b9);
+    x = hash_mix(x ^ (seed >> 32) as u32);
+    x = hash_mix(x ^ b ^ 0x85ebca6b);
+    x = hash_mix(x ^ h ^ 0xc2b2ae35);
+    hash_mix(x ^ i)
+}
+
+/// The standard Gumbel variate `-ln(-ln U)` of (seed, b, h, i), `U = (top 24 bits + 0.5) / 2^24`,
+/// computed in f32 as on the GPU.
+pub fn gumbel(seed: u64, b: u32, h: u32, i: u32) -> f32 {
+    let u = ((hash4(seed, b, h, i) >> 8) as f32 + 0.5) / 16_777_216.0;
+    -(-u.ln()).ln()
+}
+
+/// Gumbel-max sampling, one index per (b, h): `argmax_i ln w(i) + gumbel(seed, b, h, i)` over
+/// the slots with `w > 0`; ties to the lowest index; a row with no positive weight gives 0.
+/// In f32, as on the GPU (whose `log` may differ in the last bit, so rare near-ties differ).
+pub fn sample(w: &[f32], seed: u64, s: Shape) -> Vec<u32> {
+    let mut out = Vec::with_capacity(s.b * s.h);
+    for b in 0..s.b {
+        for h in 0..s.h {
+            let row = &w[s.wt(b, h)..s.wt(b, h) + s.n];
+            let mut best: Option<(f32, u32)> = None;
+            for (i, &wi) in row.iter().enumerate() {
+                if wi > 0.0 {
+                    let score = wi.ln() + gumbel(seed, b as u32, h as u32, i as u32);
+                    if best.is_none_or(|(bs, _)| score > bs) {
+                        best = Some((score, i as u32));
+                    }
+                }
+            }
+            out.push(best.map_or(0, |(_, i)| i));
+        }
+    }
+    out
+}
+
+/// The greedy pick: `argmax_i w(i)` per (b, h), ties to the lowest index.
+pub fn argmax(w: &[f32], s: Shape) -> Vec<u32> {
+    w.chunks(s.n)
+        .map(|row| {
+            let mut best = 0;
+            for (i, &v) in row.iter().enumerate() {
+                if v > row[best] {
+                    best = i;
+                }
+            }
+            best as u32
+        })
+        .collect()
+}
+
+/// One-hot weights [B, H, N] of indices [B, H].
+pub fn onehot<T: Real>(idx: &[u32], s: Shape) -> Vec<T> {
+    let mut w = vec![T::of(0.0); s.b * s.h * s.n];
+    for (bh, &i) in idx.iter().enumerate() {
+        w[bh * s.n + i as usize] = T::of(1.0);
+    }
+    w
+}
+
+/// Discrete read: `r[b,h] = M[b, idx[b,h]]`.
+pub fn discrete_read<T: Real>(m: &[T], idx: &[u32], s: Shape) -> Vec<T> {
+    let mut r = Vec::with_capacity(s.b * s.h * s.w);
+    for b in 0..s.b {
+        for h in 0..s.h {
+            let row = s.mem(b, idx[b * s.h + h] as usize);
+            r.extend_from_slice(&m[row..row + s.w]);
+        }
+    }
+    r
+}
+
+/// Backward of [`discrete_read`]: `d_mem[b, idx] += dr[b,h]` for each head in order; returns
+/// `dw_at_idx[b,h] = dr[b,h]·M[b, idx[b,h]]`.
+pub fn discrete_read_backward<T: Real>(
+    m: &[T],
+    idx: &[u32],
+    dr: &[T],
+    d_mem: &mut [T],
+    s: Shape,
+) -> Vec<T> {
+    let mut dw = vec![T::of(0.0); s.b * s.h];
+    for b in 0..s.b {
+        for h in 0..s.h {
+            let row = s.mem(b, idx[b * s.h + h] as usize);
+            let g = &dr[s.vec(b, h)..s.vec(b, h) + s.w];
+            dw[b * s.h + h] = dot(g, &m[row..row + s.w]);
+            for j in 0..s.w {
+                d_mem[row + j] += g[j];
+            }
+        }
+    }
+    dw
+}
+
+/// Discrete write in place: `M[r] <- M[r] prod_{h: idx_h=r} (1 - e_h) + sum_{h: idx_h=r} a_h`.
+/// Returns the old rows [B, H, W] (the undo record).
+pub fn discrete_write<T: Real>(m: &mut [T], idx: &[u32], e: &[T], a: &[T], s: Shape) -> Vec<T> {
+    let old = discrete_read(m, idx, s);
+    let one = T::of(1.0);
+    for b in 0..s.b {
+        let mut done = Vec::new();
+        for h in 0..s.h {
+            let i = idx[b * s.h + h];
+            if done.contains(&i) {
+                continue;
+            }
+            done.push(i);
+            let row = s.mem(b, i as usize);
+            for j in 0..s.w {
+                let mut keep = one;
+                let mut add = T::of(0.0);
+                for o in (0..s.h).filter(|&o| idx[b * s.h + o] == i) {
+                    keep *= one - e[s.vec(b, o) + j];
+                    add += a[s.vec(b, o) + j];
+                }
+                m[row + j] = m[row + j] * keep + add;
+            }
+        }
+    }
+    old
+}
+
+/// Restores the rows that [`discrete_write`] overwrote.
+pub fn undo_write<T: Real>(m: &mut [T], idx: &[u32], old: &[T], s: Shape) {
+    for bh in (0..s.b * s.h).rev() {
+        let row = s.mem(bh / s.h, idx[bh] as usize);
+        m[row..row + s.w].copy_from_slice(&old[bh * s.w..(bh + 1) * s.w]);
+    }
+}
+
+/// Gradients of a discrete write.
+#[derive(Clone, Debug)]
+pub struct DiscreteWriteGrads<T> {
+    /// d erase, [B, H, W].
+    pub erase: Vec<T>,
+    /// d add, [B, H, W].
+    pub add: Vec<T>,
+    /// d w_h(idx_h), [B, H].
+    pub weight_at_idx: Vec<T>,
+}
+
+/// Backward of [`discrete_write`] from its old rows: turns `d_mem` from dM' into dM in place
+/// on the written rows, and returns the gradients of erase, add and the one-hot weight at each
+/// chosen slot (soft write's backward with one-hot weights; `Q_h` skips h, no division).
+pub fn discrete_write_backward<T: Real>(
+    idx: &[u32],
+    old: &[T],
+    e: &[T],
+    a: &[T],
+    d_mem: &mut [T],
+    s: Shape,
+) -> DiscreteWriteGrads<T> {
+    let one = T::of(1.0);
+    let mut g = DiscreteWriteGrads {
+        erase: vec![T::of(0.0); s.b * s.h * s.w],
+        add: vec![T::of(0.0); s.b * s.h * s.w],
+        weight_at_idx: vec![T::of(0.0); s.b * s.h],
+    };
+    for b in 0..s.b {
+        for h in 0..s.h {
+            let i = idx[b * s.h + h];
+            let row = s.mem(b, i as usize);
+            let mut dw = T::of(0.0);
+            for j in 0..s.w {
+                let mut q = one;
+                for o in (0..s.h).filter(|&o| o != h && idx[b * s.h + o] == i) {
+                    q *= one - e[s.vec(b, o) + j];
+                }
+                let gj = d_mem[row + j];
+                let mj = old[s.vec(b, h) + j];
+                g.erase[s.vec(b, h) + j] = -gj * mj * q;
+                g.add[s.vec(b, h) + j] = gj;
+                dw += gj * (a[s.vec(b, h) + j] - mj * e[s.vec(b, h) + j] * q);
+            }
+            g.weight_at_idx[b * s.h + h] = dw;
+        }
+        let mut done = Vec::new();
+        for h in 0..s.h {
+            let i = idx[b * s.h + h];
+            if done.contains(&i) {
+                continue;
+            }
+            done.push(i);
+            let row = s.mem(b, i as usize);
+            for j in 0..s.w {
+                for o in (0..s.h).filter(|&o| idx[b * s.h + o] == i) {
+                    d_mem[row + j] *= one - e[s.vec(b, o) + j];
+                }
+            }
+        }
+    }
+    g
+}
+
+/// Entropy `H(w) = -sum_i w_i ln w_i` of one row, with `0 ln 0 = 0`.
+pub fn entropy<T: Real>(w: &[T]) -> T {
+    w.iter().fold(T::of(0.0), |acc, &x| {
+        if x > T::of(0.0) {
+            acc - x * x.ln()
+        } else {
+            acc
+        }
+    })
+}
+
+/// Score-function gradient of `-A ln w(idx) - lambda H(w)` with respect to the scores:
+/// `dz(i) = -A (onehot(idx)(i) - w(i)) + lambda w(i) (ln w(i) + H(w))`, `w ln w = 0` at 0.
+pub fn reinforce_grad<T: Real>(w: &[T], idx: &[u32], adv: &[T], lambda: T, s: Shape) -> Vec<T> {
+    let mut dz = vec![T::of(0.0); w.len()];
+    for r in 0..s.b * s.h {
+        let row = &w[r * s.n..(r + 1) * s.n];
+        let ent = entropy(row);
+        for i in 0..s.n {
+            let hot = if i == idx[r] as usize {
+                T::of(1.0)
+            } else {
+                T::of(0.0)
+            };
+            let ent_term = if row[i] > T::of(0.0) {
+                row[i] * (row[i].ln() + ent)
+            } else {
+                T::of(0.0)
+            };
+            dz[r * s.n + i] = -adv[r] * (hot - row[i]) + lambda * ent_term;
+        }
+    }
+    dz
+}

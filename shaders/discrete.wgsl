@@ -1,0 +1,293 @@
+// Discrete access: soft access with one-hot weights w_h = onehot(idx_h), touching only the
+// chosen rows, O(B H W) work and memory whatever N is.
+//   read:        r_h = M[idx_h]
+//   read bwd:    dM[idx_h] += dr_h (heads on one row summed in head order), dw_at_idx_h = dr_h . M[idx_h]
+//   write:       M'[r] = M[r] prod_{h: idx_h = r} (1 - e_h) + sum_{h: idx_h = r} a_h,
+//                saving the old rows M[idx_h] (the undo record) first
+//   undo:        M[idx_h] = old_h
+//   write bwd:   with old = M[idx_h], g = dM'[idx_h], Q_h(j) = prod_{h' != h, idx_h' = idx_h} (1 - e_h'(j))
+//                (a product that skips h, never a division):
+//                de_h = -g old Q_h,  da_h = g (a gather of dM'),  dw_at_idx_h = sum_j g (a_h - old e_h Q_h),
+//                then dM[r] = dM'[r] prod_{h: idx_h = r} (1 - e_h) in place.
+// The lowest head on a row owns it: only the owner writes the row, so heads sharing a row
+// never race and results are the same bits every run. One workgroup per (b, h), threads
+// along W. Memory larger than one storage binding is processed in row windows
+// [extra.x, extra.y): a dispatch acts on the heads whose row lies in its window.
+// Indices >= N are flagged (atomicMax of u32::MAX - (b H + h) in flags[check_slot]) and skipped.
+
+struct Params {
+    unit_base: u32,
+    unit_end: u32,
+    groups_x: u32,
+    check_slot: u32,
+    base0: vec4<u32>,
+    base1: vec4<u32>,
+    dims: vec4<u32>,  // B, H, N, W
+    extra: vec4<u32>, // x, y: window of flattened memory rows
+    fx: vec4<f32>,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+
+// What one (b, h) workgroup does: its row, whether that row is valid and in this window,
+// and whether this head owns it.
+struct Head {
+    bh: u32,
+    b: u32,
+    h: u32,
+    row: u32,
+    valid: bool,
+    here: bool,
+    owner: bool,
+}
+
+fn head_of(u: u32, i: u32) -> Head {
+    var hd: Head;
+    hd.bh = u;
+    hd.b = u / p.dims.y;
+    hd.h = u % p.dims.y;
+    hd.valid = i < p.dims.z;
+    hd.row = hd.b * p.dims.z + i;
+    hd.here = hd.valid && hd.row >= p.extra.x && hd.row < p.extra.y;
+    return hd;
+}
+
+@group(0) @binding(1) var<storage, read> g_mem: array<f32>;
+@group(0) @binding(2) var<storage, read> g_idx: array<u32>;
+@group(0) @binding(3) var<storage, read_write> g_out: array<f32>;
+@group(0) @binding(4) var<storage, read_write> g_flags: array<atomic<u32>>;
+
+// r_h = M[idx_h] (also da_h = dM'[idx_h] in the write backward).
+@compute @workgroup_size(64)
+fn gather(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    let u = p.unit_base + wg.y * p.groups_x + wg.x;
+    if u >= p.unit_end {
+        return;
+    }
+    let hd = head_of(u, g_idx[u]);
+    if !hd.valid {
+        if t == 0u {
+            atomicMax(&g_flags[p.check_slot], 0xffffffffu - u);
+        }
+        return;
+    }
+    if !hd.here {
+        return;
+    }
+    let W = p.dims.w;
+    for (var j = t; j < W; j += 64u) {
+        g_out[u * W + j] = g_mem[hd.row * W + j - p.base0.x];
+    }
+}
+
+@group(0) @binding(1) var<storage, read> rb_mem: array<f32>;
+@group(0) @binding(2) var<storage, read> rb_idx: array<u32>;
+@group(0) @binding(3) var<storage, read> rb_dr: array<f32>;
+@group(0) @binding(4) var<storage, read_write> rb_dmem: array<f32>;
+@group(0) @binding(5) var<storage, read_write> rb_dw: array<f32>;
+@group(0) @binding(6) var<storage, read_write> rb_flags: array<atomic<u32>>;
+
+var<workgroup> red: array<f32, 64>;
+
+fn reduce64(t: u32) -> f32 {
+    for (var s = 32u; s > 0u; s = s / 2u) {
+        workgroupBarrier();
+        if t < s {
+            red[t] += red[t + s];
+        }
+    }
+    workgroupBarrier();
+    return red[0];
+}
+
+@compute @workgroup_size(64)
+fn read_bwd(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    let u = p.unit_base + wg.y * p.groups_x + wg.x;
+    if u >= p.unit_end {
+        return;
+    }
+    let H = p.dims.y;
+    let W = p.dims.w;
+    let i = rb_idx[u];
+    var hd = head_of(u, i);
+    if !hd.valid && t == 0u {
+        atomicMax(&rb_flags[p.check_slot], 0xffffffffu - u);
+    }
+    hd.owner = true;
+    for (var o = 0u; o < hd.h; o += 1u) {
+        if rb_idx[hd.b * H + o] == i {
+            hd.owner = false;
+        }
+    }
+    var dot = 0.0;
+    if hd.here {
+        for (var j = t; j < W; j += 64u) {
+            let mi = hd.row * W + j;
+            let g = rb_dr[u * W + j];
+            dot += g * rb_mem[mi - p.base0.x];
+            if hd.owner {
+                var s = 0.0;
+                for (var o = hd.h; o < H; o += 1u) {
+                    if rb_idx[hd.b * H + o] == i {
+                        s += rb_dr[(hd.b * H + o) * W + j];
+                    }
+                }
+                rb_dmem[mi - p.base0.w] += s;
+            }
+        }
+    }
+    red[t] = dot;
+    let total = reduce64(t);
+    if hd.here && t == 0u {
+        rb_dw[u] = total;
+    }
+}
+
+@group(0) @binding(1) var<storage, read> s_mem: array<f32>;
+@group(0) @binding(2) var<storage, read> s_idx: array<u32>;
+@group(0) @binding(3) var<storage, read_write> s_old: array<f32>;
+@group(0) @binding(4) var<storage, read_write> s_flags: array<atomic<u32>>;
+
+// First pass of a write: the undo record, old_h = M[idx_h], for every head.
+@compute @workgroup_size(64)
+fn save(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    let u = p.unit_base + wg.y * p.groups_x + wg.x;
+    if u >= p.unit_end {
+        return;
+    }
+    let hd = head_of(u, s_idx[u]);
+    if !hd.valid {
+        if t == 0u {
+            atomicMax(&s_flags[p.check_slot], 0xffffffffu - u);
+        }
+        return;
+    }
+    if !hd.here {
+        return;
+    }
+    let W = p.dims.w;
+    for (var j = t; j < W; j += 64u) {
+        s_old[u * W + j] = s_mem[hd.row * W + j - p.base0.x];
+    }
+}
+
+@group(0) @binding(1) var<storage, read_write> w_mem: array<f32>;
+@group(0) @binding(2) var<storage, read> w_idx: array<u32>;
+@group(0) @binding(3) var<storage, read> w_old: array<f32>;
+@group(0) @binding(4) var<storage, read> w_e: array<f32>;
+@group(0) @binding(5) var<storage, read> w_a: array<f32>;
+
+// Second pass: the owner of each row writes it from the saved old row.
+// extra.z: 0 = write (erase product, then adds), 1 = undo (restore old).
+@compute @workgroup_size(64)
+fn scatter(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    let u = p.unit_base + wg.y * p.groups_x + wg.x;
+    if u >= p.unit_end {
+        return;
+    }
+    let H = p.dims.y;
+    let W = p.dims.w;
+    let i = w_idx[u];
+    let hd = head_of(u, i);
+    if !hd.here {
+        return;
+    }
+    for (var o = 0u; o < hd.h; o += 1u) {
+        if w_idx[hd.b * H + o] == i {
+            return; // an earlier head owns this row
+        }
+    }
+    let undo = p.extra.z == 1u;
+    for (var j = t; j < W; j += 64u) {
+        var v = w_old[u * W + j];
+        if !undo {
+            var keep = 1.0;
+            var add = 0.0;
+            for (var o = hd.h; o < H; o += 1u) {
+                if w_idx[hd.b * H + o] == i {
+                    let oj = (hd.b * H + o) * W + j;
+                    keep *= 1.0 - w_e[oj];
+                    add += w_a[oj];
+                }
+            }
+            v = v * keep + add;
+        }
+        w_mem[hd.row * W + j - p.base0.x] = v;
+    }
+}
+
+@group(0) @binding(1) var<storage, read> wb_dmem: array<f32>;
+@group(0) @binding(2) var<storage, read> wb_idx: array<u32>;
+@group(0) @binding(3) var<storage, read> wb_old: array<f32>;
+@group(0) @binding(4) var<storage, read> wb_e: array<f32>;
+@group(0) @binding(5) var<storage, read> wb_a: array<f32>;
+@group(0) @binding(6) var<storage, read_write> wb_de: array<f32>;
+@group(0) @binding(7) var<storage, read_write> wb_dw: array<f32>;
+
+// de_h and dw_at_idx_h from dM' at the chosen rows (before dM' is turned into dM).
+@compute @workgroup_size(64)
+fn write_bwd_grads(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    let u = p.unit_base + wg.y * p.groups_x + wg.x;
+    if u >= p.unit_end {
+        return;
+    }
+    let H = p.dims.y;
+    let W = p.dims.w;
+    let i = wb_idx[u];
+    let hd = head_of(u, i);
+    var dot = 0.0;
+    if hd.here {
+        for (var j = t; j < W; j += 64u) {
+            var q = 1.0;
+            for (var o = 0u; o < H; o += 1u) {
+                if o != hd.h && wb_idx[hd.b * H + o] == i {
+                    q *= 1.0 - wb_e[(hd.b * H + o) * W + j];
+                }
+            }
+            let g = wb_dmem[hd.row * W + j - p.base0.x];
+            let old = wb_old[u * W + j];
+            let e = wb_e[u * W + j];
+            wb_de[u * W + j] = -g * old * q;
+            dot += g * (wb_a[u * W + j] - old * e * q);
+        }
+    }
+    red[t] = dot;
+    let total = reduce64(t);
+    if hd.here && t == 0u {
+        wb_dw[u] = total;
+    }
+}
+
+@group(0) @binding(1) var<storage, read_write> wm_dmem: array<f32>;
+@group(0) @binding(2) var<storage, read> wm_idx: array<u32>;
+@group(0) @binding(3) var<storage, read> wm_e: array<f32>;
+
+// dM[r] = dM'[r] prod_{h: idx_h = r} (1 - e_h), by the row's owner.
+@compute @workgroup_size(64)
+fn write_bwd_mem(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    let u = p.unit_base + wg.y * p.groups_x + wg.x;
+    if u >= p.unit_end {
+        return;
+    }
+    let H = p.dims.y;
+    let W = p.dims.w;
+    let i = wm_idx[u];
+    let hd = head_of(u, i);
+    if !hd.here {
+        return;
+    }
+    for (var o = 0u; o < hd.h; o += 1u) {
+        if wm_idx[hd.b * H + o] == i {
+            return;
+        }
+    }
+    for (var j = t; j < W; j += 64u) {
+        var keep = 1.0;
+        for (var o = hd.h; o < H; o += 1u) {
+            if wm_idx[hd.b * H + o] == i {
+                keep *= 1.0 - wm_e[(hd.b * H + o) * W + j];
+            }
+        }
+        wm_dmem[hd.row * W + j - p.base0.x] *= keep;
+    }
+}

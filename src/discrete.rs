@@ -1,0 +1,431 @@
+//! Discrete memory access: gather reads and scatter writes of one row per head, with an undo
+//! record so that backprop through time needs no memory snapshots. Every kernel does
+//! O(B·H·W) work whatever N is. Shaders in `shaders/discrete.wgsl`.
+
+use std::sync::Arc;
+
+use crate::check::{self, Dims};
+use crate::error::{Error, Result};
+use crate::gpu::{
+    Arg, CheckKind, Gpu, IndexCheck, Indices, KernelDef, Params, Rec, Span, Tensor, CHECK_SLOTS,
+};
+
+const SRC: &str = include_str!("../shaders/discrete.wgsl");
+
+const GATHER: KernelDef = KernelDef {
+    file: "discrete.wgsl",
+    source: SRC,
+    entry: "gather",
+    writes: &[false, false, true, true],
+};
+const READ_BWD: KernelDef = KernelDef {
+    file: "discrete.wgsl",
+    source: SRC,
+    entry: "read_bwd",
+    writes: &[false, false, false, true, true, true],
+};
+const SAVE: KernelDef = KernelDef {
+    file: "discrete.wgsl",
+    source: SRC,
+    entry: "save",
+    writes: &[false, false, true, true],
+};
+const SCATTER: KernelDef = KernelDef {
+    file: "discrete.wgsl",
+    source: SRC,
+    entry: "scatter",
+    writes: &[true, false, false, false, false],
+};
+const WRITE_BWD_GRADS: KernelDef = KernelDef {
+    file: "discrete.wgsl",
+    source: SRC,
+    entry: "write_bwd_grads",
+    writes: &[false, false, false, false, false, true, true],
+};
+const WRITE_BWD_MEM: KernelDef = KernelDef {
+    file: "discrete.wgsl",
+    source: SRC,
+    entry: "write_bwd_mem",
+    writes: &[true, false, false],
+};
+
+/// What [`Gpu::discrete_write`] overwrote: the chosen indices and the old rows, O(B·H·W).
+/// [`Gpu::undo_write`] restores the memory from it bit for bit, and
+/// [`Gpu::discrete_write_backward`] computes the write's gradients from it.
+#[derive(Debug)]
+pub struct WriteUndo {
+    indices: Indices,
+    old_rows: Tensor,
+    memory: u64,
+    memory_shape: Vec<usize>,
+}
+
+impl WriteUndo {
+    /// Bytes this record keeps on the GPU (indices and old rows): what backprop through a
+    /// discrete write must keep, against a whole memory snapshot for a soft write.
+    pub fn size_bytes(&self) -> u64 {
+        self.indices.size_bytes() + self.old_rows.size_bytes()
+    }
+    /// The rows chosen by each (batch, head), [B, H].
+    pub fn indices(&self) -> &Indices {
+        &self.indices
+    }
+    /// The rows as they were before the write, [B, H, W] (heads sharing a row hold the same row).
+    pub fn old_rows(&self) -> &Tensor {
+        &self.old_rows
+    }
+}
+
+/// Gradients of a discrete write.
+#[derive(Debug)]
+pub struct DiscreteWriteGrads {
+    /// d loss / d erase, [B, H, W].
+    pub erase: Tensor,
+    /// d loss / d add, [B, H, W].
+    pub add: Tensor,
+    /// d loss / d w_h(idx_h), the one-hot weight at each chosen slot, [B, H].
+    pub weight_at_idx: Tensor,
+}
+
+/// Records `def` once per row window of the memory, one workgroup per (b, h).
+#[allow(clippy::too_many_arguments)] // internal: the window loop of every discrete kernel
+fn per_window(
+    gpu: &Gpu,
+    rec: &mut Rec,
+    op: &'static str,
+    def: &KernelDef,
+    d: Dims,
+    extra_z: u32,
+    check_slot: u32,
+    args: &[WindowArg],
+) -> Result<()> {
+    let w = d.w as u64;
+    for (lo, hi) in gpu.row_windows((d.b * d.n) as u64, w) {
+        let span = move |_: u64, _: u64| (lo * w, hi * w);
+        let mut params = Params::new(d.arr(), [lo as u32, hi as u32, extra_z, 0], [0.0; 4]);
+        params.check_slot = check_slot;
+        let resolved: Vec<Arg<'_>> = args
+            .iter()
+            .map(|a| match a {
+                WindowArg::Mem(buf, len) => Arg::raw(buf, *len, Span::Window(&span)),
+                WindowArg::Whole(buf, len) => Arg::raw(buf, *len, Span::Whole),
+            })
+            .collect();
+        gpu.dispatch(rec, op, def, params, (d.b * d.h) as u64, &resolved)?;
+    }
+    Ok(())
+}
+
+/// An argument of a discrete kernel: a memory-shaped tensor bound by row window, or a
+/// small one bound whole.
+#[derive(Clone)]
+pub(crate) enum WindowArg {
+    Mem(Arc<wgpu::Buffer>, u64),
+    Whole(Arc<wgpu::Buffer>, u64),
+}
+
+fn mem_arg(t: &Tensor) -> WindowArg {
+    WindowArg::Mem(t.buf.clone(), t.len as u64)
+}
+fn whole(t: &Tensor) -> WindowArg {
+    WindowArg::Whole(t.buf.clone(), t.len as u64)
+}
+fn whole_idx(t: &Indices) -> WindowArg {
+    WindowArg::Whole(t.buf.clone(), t.len as u64)
+}
+
+fn reserve(gpu: &Gpu, rec: &mut Rec, op: &'static str, d: Dims, ix: &Indices) -> (u32, WindowArg) {
+    let check = IndexCheck {
+        op,
+        heads: d.h,
+        kind: CheckKind::Range {
+            indices: ix.buf.clone(),
+            slots: d.n,
+        },
+    };
+    let (slot, flags) = gpu.reserve_check(rec, check);
+    (slot, WindowArg::Whole(flags, CHECK_SLOTS))
+}
+
+fn memory_and_indices(gpu: &Gpu, op: &'static str, m: &Tensor, ix: &Indices) -> Result<Dims> {
+    let (b, n, w) = check::memory(gpu, op, "memory", m)?;
+    gpu.check_owner(op, "indices", ix.gpu)?;
+    if ix.shape.len() != 2 || ix.shape[0] != b {
+        return Err(Error::Shape {
+            op,
+            arg: "indices",
+            expected: format!("[B, H] = [{b}, H]"),
+            given: ix.shape.clone(),
+        });
+    }
+    Ok(Dims {
+        b,
+        h: ix.shape[1],
+        n,
+        w,
+    })
+}
+
+impl Gpu {
+    /// Discrete read (gather): `r[b,h] = M[b, idx[b,h]]`, [B, H, W]; soft read with one-hot
+    /// weights. An index `>= N` reads zeros and is reported by the next `download`/`sync`.
+    pub fn discrete_read(&self, memory: &Tensor, indices: &Indices) -> Result<Tensor> {
+        const OP: &str = "discrete_read";
+        let d = memory_and_indices(self, OP, memory, indices)?;
+        let out = self.alloc(OP, &[d.b, d.h, d.w])?;
+        let mut rec = self.recorder();
+        let (slot, flags) = reserve(self, &mut rec, OP, d, indices);
+        per_window(
+            self,
+            &mut rec,
+            OP,
+            &GATHER,
+            d,
+            0,
+            slot,
+            &[
+                mem_arg(memory),
+                whole_idx(indices),
+                whole(&out),
+                flags.clone(),
+            ],
+        )?;
+        Ok(out)
+    }
+
+    /// Backward of [`Gpu::discrete_read`] given `dr` [B, H, W]: adds `dr[b,h]` into row
+    /// `idx[b,h]` of `d_memory` ([B, N, W], accumulated in place; heads sharing a row are
+    /// summed in head order, so the result is the same bits every run) and returns
+    /// `dr[b,h]·M[b, idx[b,h]]`, the gradient of the one-hot weight at each chosen slot, [B, H].
+    pub fn discrete_read_backward(
+        &self,
+        memory: &Tensor,
+        indices: &Indices,
+        dr: &Tensor,
+        d_memory: &mut Tensor,
+    ) -> Result<Tensor> {
+        const OP: &str = "discrete_read_backward";
+        let d = memory_and_indices(self, OP, memory, indices)?;
+        check::tensor(self, OP, "dr", dr, &["B", "H", "W"], &[d.b, d.h, d.w])?;
+        check::tensor(
+            self,
+            OP,
+            "d_memory",
+            d_memory,
+            &["B", "N", "W"],
+            &[d.b, d.n, d.w],
+        )?;
+        let out = self.alloc(OP, &[d.b, d.h])?;
+        let mut rec = self.recorder();
+        let (slot, flags) = reserve(self, &mut rec, OP, d, indices);
+        per_window(
+            self,
+            &mut rec,
+            OP,
+            &READ_BWD,
+            d,
+            0,
+            slot,
+            &[
+                mem_arg(memory),
+                whole_idx(indices),
+                whole(dr),
+                mem_arg(d_memory),
+                whole(&out),
+                flags.clone(),
+            ],
+        )?;
+        Ok(out)
+    }
+
+    /// Discrete write (scatter), in place: for each row r chosen by some heads,
+    /// `M[r] <- M[r] prod_{h: idx_h = r} (1 - e_h) + sum_{h: idx_h = r} a_h`; soft write with
+    /// one-hot weights. Only the chosen rows are read or written. Returns the undo record.
+    /// Rows of indices `>= N` are left unchanged and the index is reported by the next
+    /// `download`/`sync`.
+    pub fn discrete_write(
+        &self,
+        memory: &mut Tensor,
+        indices: &Indices,
+        erase: &Tensor,
+        add: &Tensor,
+    ) -> Result<WriteUndo> {
+        const OP: &str = "discrete_write";
+        let d = memory_and_indices(self, OP, memory, indices)?;
+        check::tensor(self, OP, "erase", erase, &["B", "H", "W"], &[d.b, d.h, d.w])?;
+        check::tensor(self, OP, "add", add, &["B", "H", "W"], &[d.b, d.h, d.w])?;
+        let old = self.alloc(OP, &[d.b, d.h, d.w])?;
+        let mut rec = self.recorder();
+        let (slot, flags) = reserve(self, &mut rec, OP, d, indices);
+        per_window(
+            self,
+            &mut rec,
+            OP,
+            &SAVE,
+            d,
+            0,
+            slot,
+            &[
+                mem_arg(memory),
+                whole_idx(indices),
+                whole(&old),
+                flags.clone(),
+            ],
+        )?;
+        per_window(
+            self,
+            &mut rec,
+            OP,
+            &SCATTER,
+            d,
+            0,
+            0,
+            &[
+                mem_arg(memory),
+                whole_idx(indices),
+                whole(&old),
+                whole(erase),
+                whole(add),
+            ],
+        )?;
+        Ok(WriteUndo {
+            indices: indices.share(),
+            old_rows: old,
+            memory: memory.id,
+            memory_shape: memory.shape.clone(),
+        })
+    }
+
+    fn check_undo(&self, op: &'static str, memory: &Tensor, undo: &WriteUndo) -> Result<Dims> {
+        check::memory(self, op, "memory", memory)?;
+        if memory.id != undo.memory {
+            return Err(Error::Invalid {
+                op,
+                message: "this WriteUndo was made by a write to a different memory tensor".into(),
+            });
+        }
+        memory_and_indices(self, op, memory, &undo.indices)
+    }
+
+    /// Restores the rows that `undo`'s write overwrote, bit for bit. `memory` must be the
+    /// tensor that write changed (the same tensor, not a copy).
+    pub fn undo_write(&self, memory: &mut Tensor, undo: &WriteUndo) -> Result<()> {
+        const OP: &str = "undo_write";
+        let d = self.check_undo(OP, memory, undo)?;
+        let mut rec = self.recorder();
+        // The write's erase and add bindings are unused when undoing: the old rows fill them.
+        let old = || whole(&undo.old_rows);
+        per_window(
+            self,
+            &mut rec,
+            OP,
+            &SCATTER,
+            d,
+            1,
+            0,
+            &[
+                mem_arg(memory),
+                whole_idx(&undo.indices),
+                old(),
+                old(),
+                old(),
+            ],
+        )
+    }
+
+    /// Backward of [`Gpu::discrete_write`]: turns `d_memory` from `dM'` (the gradient after
+    /// the write) into `dM` (before it) in place, on the written rows only, and returns the
+    /// gradients of erase, add and of the one-hot weight at each chosen slot, with the products
+    /// over the other heads on a row formed without division.
+    pub fn discrete_write_backward(
+        &self,
+        undo: &WriteUndo,
+        erase: &Tensor,
+        add: &Tensor,
+        d_memory: &mut Tensor,
+    ) -> Result<DiscreteWriteGrads> {
+        const OP: &str = "discrete_write_backward";
+        let d = memory_and_indices(self, OP, d_memory, &undo.indices)
+            .map_err(|e| rename_memory(e, "d_memory"))?;
+        check::expect(
+            OP,
+            "d_memory",
+            &d_memory.shape,
+            &["B", "N", "W"],
+            &undo.memory_shape,
+        )?;
+        check::tensor(self, OP, "erase", erase, &["B", "H", "W"], &[d.b, d.h, d.w])?;
+        check::tensor(self, OP, "add", add, &["B", "H", "W"], &[d.b, d.h, d.w])?;
+        let g_e = self.alloc(OP, &[d.b, d.h, d.w])?;
+        let g_a = self.alloc(OP, &[d.b, d.h, d.w])?;
+        let g_w = self.alloc(OP, &[d.b, d.h])?;
+        let mut rec = self.recorder();
+        let (slot, flags) = reserve(self, &mut rec, OP, d, &undo.indices);
+        // da_h = dM'[idx_h]: a gather, before dM' becomes dM.
+        per_window(
+            self,
+            &mut rec,
+            OP,
+            &GATHER,
+            d,
+            0,
+            slot,
+            &[
+                mem_arg(d_memory),
+                whole_idx(&undo.indices),
+                whole(&g_a),
+                flags.clone(),
+            ],
+        )?;
+        per_window(
+            self,
+            &mut rec,
+            OP,
+            &WRITE_BWD_GRADS,
+            d,
+            0,
+            0,
+            &[
+                mem_arg(d_memory),
+                whole_idx(&undo.indices),
+                whole(&undo.old_rows),
+                whole(erase),
+                whole(add),
+                whole(&g_e),
+                whole(&g_w),
+            ],
+        )?;
+        per_window(
+            self,
+            &mut rec,
+            OP,
+            &WRITE_BWD_MEM,
+            d,
+            0,
+            0,
+            &[mem_arg(d_memory), whole_idx(&undo.indices), whole(erase)],
+        )?;
+        Ok(DiscreteWriteGrads {
+            erase: g_e,
+            add: g_a,
+            weight_at_idx: g_w,
+        })
+    }
+}
+
+fn rename_memory(e: Error, arg: &'static str) -> Error {
+    match e {
+        Error::Shape {
+            op,
+            arg: "memory",
+            expected,
+            given,
+        } => Error::Shape {
+            op,
+            arg,
+            expected,
+            given,
+        },
+        other => other,
+    }
+}
