@@ -17,6 +17,12 @@ pub fn gpu() -> &'static Gpu {
     })
 }
 
+/// A Gpu of the test's own, for tests of errors reported at the next wait (which another
+/// test's wait on a shared Gpu would receive).
+pub fn own_gpu() -> Gpu {
+    Gpu::new().unwrap_or_else(|e| panic!("GPU tests need an adapter and none was found: {e}"))
+}
+
 /// SplitMix64: deterministic test data.
 pub struct Rng(pub u64);
 
