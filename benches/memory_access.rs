@@ -1,37 +1,51 @@
-//! `cargo bench`: soft against discrete NTM memory access on the default adapter.
+//! `cargo bench`: soft against discrete NTM memory access on the default adapter. Prints the
+//! report and writes `target/ntm-bench/memory_access.csv` and `memory_access.svg`.
 //!
-//! Environment: `WGPU_BACKEND`, `WGPU_ADAPTER_NAME` pick the adapter; `NTM_BENCH_REPS`
-//! (default 7) sets repetitions per row; `NTM_BENCH_FILTER=<substring>` selects ops.
+//! Environment: `WGPU_BACKEND`, `WGPU_ADAPTER_NAME` pick the adapter; `NTM_BENCH_QUICK=1`
+//! runs the reduced sweep; `NTM_BENCH_FILTER=<substring>` selects ops; `NTM_BENCH_REPS`
+//! sets repetitions per row; `NTM_BENCH_SOFT_MIB` caps the memory size of soft rows (default:
+//! 256 MiB on CPU adapters such as lavapipe, no cap on GPUs).
 
-use ntm_kernels::bench::Bench;
+use ntm_kernels::bench::{run, Config};
 use ntm_kernels::Gpu;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    // `cargo test --benches` runs this with `--bench` absent: do nothing then.
+    // `cargo test` builds and runs bench targets without `--bench`: nothing to do then.
     if !std::env::args().any(|a| a == "--bench") {
         return Ok(());
     }
     let gpu = Gpu::new()?;
-    let reps = std::env::var("NTM_BENCH_REPS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(7);
-    let filter = std::env::var("NTM_BENCH_FILTER").ok();
-    println!("adapter: {}", gpu.adapter());
-    let mut bench = Bench::new(&gpu, reps, filter);
-    for n in [1024, 4096, 16384, 65536] {
-        let shape = (16, 1, n, 64);
-        bench.copy_baseline(shape)?;
-        bench.soft_ops(shape)?;
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let mut cfg = if env("NTM_BENCH_QUICK").is_some_and(|v| v != "0") {
+        Config::quick()
+    } else {
+        Config::sweep()
+    };
+    cfg.filter = env("NTM_BENCH_FILTER");
+    if let Some(r) = env("NTM_BENCH_REPS").and_then(|v| v.parse().ok()) {
+        cfg.reps = r;
     }
-    if let Some(c) = bench.clock {
-        println!("timing: {c}, median and min of {reps} runs after a warm-up");
-    }
-    print!("{}", bench.table());
+    let cpu = gpu.adapter().is_cpu;
+    cfg.soft_limit = match env("NTM_BENCH_SOFT_MIB").and_then(|v| v.parse::<u64>().ok()) {
+        Some(mib) => mib << 20,
+        None if cpu => 256 << 20,
+        None => u64::MAX,
+    };
+    let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
+    cfg.out_dir = Some(std::path::Path::new(&target).join("ntm-bench"));
+    let started = std::time::Instant::now();
+    let report = run(&gpu, &cfg)?;
+    print!("{}", report.text);
+    let bench = ntm_kernels::bench::Bench::new(&gpu, 1, None);
     let (queued, single) = bench.queued_small_ops(1000)?;
     println!(
-        "1000 queued small ops: {queued:.1} us per op; one op then submit-and-wait: {single:.1} us ({:.1}x)",
+        "\n1000 queued small ops (soft_read, B=1 N=64 W=16): {queued:.1} us per op; one op then submit-and-wait: {single:.1} us ({:.1}x)",
         single / queued
+    );
+    println!(
+        "wrote {}/memory_access.csv and memory_access.svg in {:.0} s",
+        cfg.out_dir.unwrap().display(),
+        started.elapsed().as_secs_f64()
     );
     Ok(())
 }

@@ -6,8 +6,9 @@
 use std::fmt::Write as _;
 use std::time::Instant;
 
+use crate::discrete::WriteUndo;
 use crate::error::Result;
-use crate::gpu::{Clock, Gpu, Tensor};
+use crate::gpu::{Clock, Gpu, Indices, Tensor};
 
 /// One measured row of the report.
 #[derive(Clone, Debug)]
@@ -122,8 +123,16 @@ impl<'g> Bench<'g> {
         if !self.wanted(op) {
             return Ok(None);
         }
+        // Warm-up (pipelines, first-touch allocation); slow rows get fewer repetitions.
+        let t0 = Instant::now();
         f()?;
-        let p = self.gpu.profile(self.reps, &mut f)?;
+        self.gpu.sync()?;
+        let reps = if t0.elapsed().as_secs_f64() > 0.3 {
+            self.reps.min(3)
+        } else {
+            self.reps
+        };
+        let p = self.gpu.profile(reps, &mut f)?;
         self.clock = Some(p.clock);
         let median_us = p.median().as_secs_f64() * 1e6;
         let gbps = if median_us > 0.0 {
@@ -179,71 +188,290 @@ impl<'g> Bench<'g> {
         Ok(())
     }
 
-    /// Soft ops at one shape: content addressing, soft read and soft write, forward and
-    /// backward, after the copy baseline of that shape.
-    pub fn soft_ops(&mut self, shape: Shape4) -> Result<()> {
+    /// Every row at one shape: soft ops (if `soft`), discrete ops, memory access alone and
+    /// the whole NTM step, soft against discrete. The copy baseline must be measured first.
+    pub fn shape(&mut self, shape: Shape4, soft: bool) -> Result<()> {
         let (b, h, n, w) = shape;
         let gpu = self.gpu;
         let mut seed = 7;
         let mut m = self.upload(&mut seed, &[b, n, w], -1.0, 1.0)?;
         let k = self.upload(&mut seed, &[b, h, w], -1.0, 1.0)?;
         let beta = self.upload(&mut seed, &[b, h], 1.0, 10.0)?;
+        let kw = self.upload(&mut seed, &[b, 1, w], -1.0, 1.0)?;
+        let beta_w = self.upload(&mut seed, &[b, 1], 1.0, 10.0)?;
         let e = self.upload(&mut seed, &[b, h, w], 0.0, 1.0)?;
         let a = self.upload(&mut seed, &[b, h, w], -1.0, 1.0)?;
+        let e1 = self.upload(&mut seed, &[b, 1, w], 0.0, 1.0)?;
+        let a1 = self.upload(&mut seed, &[b, 1, w], -1.0, 1.0)?;
         let dr = self.upload(&mut seed, &[b, h, w], -1.0, 1.0)?;
+        let adv = self.upload(&mut seed, &[b, h], -1.0, 1.0)?;
+        let adv1 = self.upload(&mut seed, &[b, 1], -1.0, 1.0)?;
         let wt = gpu.content_address(&m, &k, &beta)?;
-        let dw = self.upload(&mut seed, &[b, h, n], -1.0, 1.0)?;
+        let ix = gpu.sample(&wt, 1)?;
         let mem = m.size_bytes();
-        let bhn = (b * h * n * 4) as u64;
-        let bhw = (b * h * w * 4) as u64;
-        self.time(
-            "content_address",
-            "soft",
-            "forward",
-            shape,
-            mem + bhn + bhw,
-            || gpu.content_address(&m, &k, &beta).map(drop),
-        )?;
-        self.time(
-            "content_address",
-            "soft",
-            "backward",
-            shape,
-            2 * mem + 2 * bhn + 2 * bhw,
-            || {
-                gpu.content_address_backward(&m, &k, &beta, &wt, &dw)
-                    .map(drop)
-            },
-        )?;
-        self.time("read", "soft", "forward", shape, mem + bhn + bhw, || {
-            gpu.soft_read(&m, &wt).map(drop)
+        let (bhn, bhw, bh) = (
+            (b * h * n * 4) as u64,
+            (b * h * w * 4) as u64,
+            (b * h * 4) as u64,
+        );
+        let mut d_mem = self.upload(&mut seed, &[b, n, w], -1.0, 1.0)?;
+
+        if soft {
+            let dw = self.upload(&mut seed, &[b, h, n], -1.0, 1.0)?;
+            self.time(
+                "content_address",
+                "soft",
+                "forward",
+                shape,
+                mem + bhn + bhw,
+                || gpu.content_address(&m, &k, &beta).map(drop),
+            )?;
+            self.time(
+                "content_address",
+                "soft",
+                "backward",
+                shape,
+                2 * mem + 2 * bhn + 2 * bhw,
+                || {
+                    gpu.content_address_backward(&m, &k, &beta, &wt, &dw)
+                        .map(drop)
+                },
+            )?;
+            self.time("read", "soft", "forward", shape, mem + bhn + bhw, || {
+                gpu.soft_read(&m, &wt).map(drop)
+            })?;
+            self.time(
+                "read",
+                "soft",
+                "backward",
+                shape,
+                2 * mem + 2 * bhn + bhw,
+                || gpu.soft_read_backward(&m, &wt, &dr).map(drop),
+            )?;
+            self.time(
+                "write",
+                "soft",
+                "backward",
+                shape,
+                3 * mem + 2 * bhn + 4 * bhw,
+                || gpu.soft_write_backward(&m, &wt, &e, &a, &d_mem).map(drop),
+            )?;
+            self.time(
+                "write",
+                "soft",
+                "forward",
+                shape,
+                2 * mem + bhn + 2 * bhw,
+                || gpu.soft_write(&mut m, &wt, &e, &a),
+            )?;
+        }
+        // Discrete rows: O(B H W) bytes whatever N is.
+        self.time("sample", "discrete", "forward", shape, bhn + bh, || {
+            gpu.sample(&wt, 3).map(drop)
+        })?;
+        self.time("read", "discrete", "forward", shape, 2 * bhw + bh, || {
+            gpu.discrete_read(&m, &ix).map(drop)
         })?;
         self.time(
             "read",
-            "soft",
+            "discrete",
             "backward",
             shape,
-            2 * mem + 2 * bhn + bhw,
-            || gpu.soft_read_backward(&m, &wt, &dr).map(drop),
+            4 * bhw + 2 * bh,
+            || {
+                gpu.discrete_read_backward(&m, &ix, &dr, &mut d_mem)
+                    .map(drop)
+            },
         )?;
-        let d_after = self.upload(&mut seed, &[b, n, w], -1.0, 1.0)?;
+        let undo = gpu.discrete_write(&mut m, &ix, &e, &a)?;
+        self.time("write", "discrete", "forward", shape, 6 * bhw + bh, || {
+            gpu.discrete_write(&mut m, &ix, &e, &a).map(drop)
+        })?;
+        let undo_bytes = 2 * bhw + bh;
         self.time(
             "write",
-            "soft",
+            "discrete",
             "backward",
             shape,
-            3 * mem + 2 * bhn + 4 * bhw,
-            || gpu.soft_write_backward(&m, &wt, &e, &a, &d_after).map(drop),
+            6 * bhw + 2 * bh,
+            || {
+                gpu.discrete_write_backward(&undo, &e, &a, &mut d_mem)
+                    .map(drop)
+            },
         )?;
+        self.time("undo", "discrete", "backward", shape, undo_bytes, || {
+            gpu.undo_write(&mut m, &undo)
+        })?;
         self.time(
-            "write",
-            "soft",
+            "reinforce_grad",
+            "discrete",
+            "backward",
+            shape,
+            3 * bhn,
+            || gpu.reinforce_grad(&wt, &ix, &adv, 0.01).map(drop),
+        )?;
+
+        // Memory access alone: reads and writes given weights (soft) or indices (discrete).
+        let soft_fwd = |m: &mut Tensor| -> Result<Tensor> {
+            let snap = gpu.copy(m)?;
+            gpu.soft_read(m, &wt)?;
+            gpu.soft_write(m, &wt, &e, &a)?;
+            Ok(snap)
+        };
+        let soft_bwd = |snap: &Tensor, d_mem: &Tensor| -> Result<()> {
+            gpu.soft_write_backward(snap, &wt, &e, &a, d_mem)?;
+            gpu.soft_read_backward(snap, &wt, &dr)?;
+            Ok(())
+        };
+        let disc_fwd = |m: &mut Tensor| -> Result<WriteUndo> {
+            gpu.discrete_read(m, &ix)?;
+            gpu.discrete_write(m, &ix, &e, &a)
+        };
+        let disc_bwd = |m: &mut Tensor, u: &WriteUndo, d_mem: &mut Tensor| -> Result<()> {
+            gpu.discrete_write_backward(u, &e, &a, d_mem)?;
+            gpu.undo_write(m, u)?;
+            gpu.discrete_read_backward(m, &ix, &dr, d_mem)?;
+            Ok(())
+        };
+        if soft {
+            let snap = gpu.copy(&m)?;
+            self.time(
+                "access",
+                "soft",
+                "forward",
+                shape,
+                5 * mem + 2 * bhn,
+                || soft_fwd(&mut m).map(drop),
+            )?;
+            self.time(
+                "access",
+                "soft",
+                "backward",
+                shape,
+                5 * mem + 4 * bhn,
+                || soft_bwd(&snap, &d_mem),
+            )?;
+            self.time("access", "soft", "both", shape, 10 * mem + 6 * bhn, || {
+                soft_bwd(&soft_fwd(&mut m)?, &d_mem)
+            })?;
+        }
+        self.time("access", "discrete", "forward", shape, 8 * bhw, || {
+            disc_fwd(&mut m).map(drop)
+        })?;
+        self.time("access", "discrete", "backward", shape, 12 * bhw, || {
+            disc_bwd(&mut m, &undo, &mut d_mem)
+        })?;
+        self.time("access", "discrete", "both", shape, 20 * bhw, || {
+            let u = disc_fwd(&mut m)?;
+            disc_bwd(&mut m, &u, &mut d_mem)
+        })?;
+
+        // The whole NTM step: addressing for H read heads and one write head, reads, write.
+        let step_bytes = |soft: bool| if soft { 6 * mem } else { 2 * mem };
+        if soft {
+            let dw = self.upload(&mut seed, &[b, h, n], -1.0, 1.0)?;
+            let dw1 = self.upload(&mut seed, &[b, 1, n], -1.0, 1.0)?;
+            let fwd = |m: &mut Tensor| -> Result<(Tensor, Tensor, Tensor)> {
+                let wr = gpu.content_address(m, &k, &beta)?;
+                let wwr = gpu.content_address(m, &kw, &beta_w)?;
+                gpu.soft_read(m, &wr)?;
+                let snap = gpu.copy(m)?;
+                gpu.soft_write(m, &wwr, &e1, &a1)?;
+                Ok((wr, wwr, snap))
+            };
+            let bwd = |(wr, wwr, snap): &(Tensor, Tensor, Tensor), d_mem: &Tensor| -> Result<()> {
+                gpu.soft_write_backward(snap, wwr, &e1, &a1, d_mem)?;
+                gpu.content_address_backward(snap, &kw, &beta_w, wwr, &dw1)?;
+                gpu.soft_read_backward(snap, wr, &dr)?;
+                gpu.content_address_backward(snap, &k, &beta, wr, &dw)?;
+                Ok(())
+            };
+            let saved = fwd(&mut m)?;
+            self.time("step", "soft", "forward", shape, step_bytes(true), || {
+                fwd(&mut m).map(drop)
+            })?;
+            self.time(
+                "step",
+                "soft",
+                "backward",
+                shape,
+                2 * step_bytes(true),
+                || bwd(&saved, &d_mem),
+            )?;
+            self.time("step", "soft", "both", shape, 3 * step_bytes(true), || {
+                bwd(&fwd(&mut m)?, &d_mem)
+            })?;
+        }
+        let fwd = |m: &mut Tensor| -> Result<(Tensor, Indices, Tensor, Indices, WriteUndo)> {
+            let wr = gpu.content_address(m, &k, &beta)?;
+            let ir = gpu.sample(&wr, 5)?;
+            gpu.discrete_read(m, &ir)?;
+            let wwr = gpu.content_address(m, &kw, &beta_w)?;
+            let iw = gpu.sample(&wwr, 6)?;
+            let u = gpu.discrete_write(m, &iw, &e1, &a1)?;
+            Ok((wr, ir, wwr, iw, u))
+        };
+        let bwd = |m: &mut Tensor,
+                   s: &(Tensor, Indices, Tensor, Indices, WriteUndo),
+                   d_mem: &mut Tensor|
+         -> Result<()> {
+            let (wr, ir, wwr, iw, u) = s;
+            gpu.discrete_write_backward(u, &e1, &a1, d_mem)?;
+            gpu.undo_write(m, u)?;
+            let dz = gpu.reinforce_grad(wwr, iw, &adv1, 0.01)?;
+            gpu.content_address_backward_scores(m, &kw, &beta_w, &dz)?;
+            gpu.discrete_read_backward(m, ir, &dr, d_mem)?;
+            let dz = gpu.reinforce_grad(wr, ir, &adv, 0.01)?;
+            gpu.content_address_backward_scores(m, &k, &beta, &dz)?;
+            Ok(())
+        };
+        let saved = fwd(&mut m)?;
+        self.time(
+            "step",
+            "discrete",
             "forward",
             shape,
-            2 * mem + bhn + 2 * bhw,
-            || gpu.soft_write(&mut m, &wt, &e, &a),
+            step_bytes(false),
+            || fwd(&mut m).map(drop),
+        )?;
+        self.time(
+            "step",
+            "discrete",
+            "backward",
+            shape,
+            2 * step_bytes(false),
+            || bwd(&mut m, &saved, &mut d_mem),
+        )?;
+        self.time(
+            "step",
+            "discrete",
+            "both",
+            shape,
+            3 * step_bytes(false),
+            || {
+                let s = fwd(&mut m)?;
+                bwd(&mut m, &s, &mut d_mem)
+            },
         )?;
         Ok(())
+    }
+
+    /// Bytes that backprop through `steps` steps must keep at this shape: soft (a memory
+    /// snapshot per step) and discrete (each step's undo record and read indices), from the
+    /// sizes the library reports.
+    pub fn backprop_memory(&self, shape: Shape4, steps: u64) -> Result<(u64, u64)> {
+        let (b, h, n, w) = shape;
+        let gpu = self.gpu;
+        // Sizes only: tiny tensors of the right shapes, no memory of N slots is needed.
+        let snapshot = (b * n * w * 4) as u64;
+        let mut m = gpu.zeros(&[b, 1, w])?;
+        let ix = gpu.upload_indices(&[b, h], &vec![0; b * h])?;
+        let v = gpu.zeros(&[b, h, w])?;
+        let undo = gpu.discrete_write(&mut m, &ix, &v, &v)?;
+        Ok((
+            steps * snapshot,
+            steps * (undo.size_bytes() + ix.size_bytes()),
+        ))
     }
 
     /// The cost per op of `count` small ops queued then waited for once, against one op
@@ -311,4 +539,397 @@ impl<'g> Bench<'g> {
         }
         s
     }
+}
+
+/// What to measure: shapes, repetitions, filters, where to write the CSV and plot.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Shapes (B, H, N, W) in order.
+    pub shapes: Vec<Shape4>,
+    /// Timed repetitions per row (slow rows use at most 3).
+    pub reps: usize,
+    /// Only ops whose name contains this (the copy baseline is always measured).
+    pub filter: Option<String>,
+    /// Soft rows are skipped where the memory is larger than this many bytes.
+    pub soft_limit: u64,
+    /// Steps of backprop through time for the memory accounting.
+    pub steps: u64,
+    /// Directory for `memory_access.csv` and `memory_access.svg`, if any.
+    pub out_dir: Option<std::path::PathBuf>,
+}
+
+const SWEEP_N: [usize; 6] = [1024, 4096, 16384, 65536, 262144, 1048576];
+
+impl Config {
+    /// The default sweep: N from 1,024 to 1,048,576 (powers of 4) at W = 64 for B in {1, 16}
+    /// and H in {1, 4}, and at W in {32, 128} for B = 1, H = 1.
+    pub fn sweep() -> Config {
+        let mut shapes = Vec::new();
+        for (b, h, w) in [
+            (1, 1, 64),
+            (1, 4, 64),
+            (16, 1, 64),
+            (16, 4, 64),
+            (1, 1, 32),
+            (1, 1, 128),
+        ] {
+            shapes.extend(SWEEP_N.iter().map(|&n| (b, h, n, w)));
+        }
+        Config {
+            shapes,
+            reps: 7,
+            filter: None,
+            soft_limit: u64::MAX,
+            steps: 100,
+            out_dir: None,
+        }
+    }
+    /// The quick sweep: N in {1,024, 65,536} at B = 1, H = 1, W = 64 (every op).
+    pub fn quick() -> Config {
+        Config {
+            shapes: vec![(1, 1, 1024, 64), (1, 1, 65536, 64)],
+            reps: 5,
+            ..Config::sweep()
+        }
+    }
+}
+
+/// The result of [`run`].
+#[derive(Debug)]
+pub struct Report {
+    /// Every measured row.
+    pub rows: Vec<Row>,
+    /// Shapes or rows not measured, and why.
+    pub skipped: Vec<String>,
+    /// Backprop memory per shape: (shape, soft bytes, discrete bytes) for `steps` steps.
+    pub memory: Vec<(Shape4, u64, u64)>,
+    /// The whole report as printed.
+    pub text: String,
+}
+
+fn mib(b: u64) -> f64 {
+    b as f64 / (1u64 << 20) as f64
+}
+
+/// Runs the sweep of `cfg` on `gpu`: prints nothing, returns the report (and writes the CSV
+/// and SVG plot into `cfg.out_dir`).
+pub fn run(gpu: &Gpu, cfg: &Config) -> Result<Report> {
+    let ad = gpu.adapter();
+    let mut bench = Bench::new(gpu, cfg.reps, cfg.filter.clone());
+    let mut skipped = Vec::new();
+    let mut memory = Vec::new();
+    for &shape in &cfg.shapes {
+        let (b, h, n, w) = shape;
+        let bytes = (b * n * w * 4) as u64;
+        if bytes > ad.max_buffer {
+            skipped.push(format!(
+                "B={b} H={h} N={n} W={w}: memory of {:.0} MiB exceeds the adapter's max_buffer_size of {:.0} MiB",
+                mib(bytes),
+                mib(ad.max_buffer)
+            ));
+            continue;
+        }
+        let soft = bytes <= cfg.soft_limit;
+        if !soft {
+            skipped.push(format!(
+                "B={b} H={h} N={n} W={w}: soft rows skipped, memory of {:.0} MiB exceeds the soft budget of {:.0} MiB (NTM_BENCH_SOFT_MIB)",
+                mib(bytes),
+                mib(cfg.soft_limit)
+            ));
+        }
+        bench.copy_baseline(shape)?;
+        bench.shape(shape, soft)?;
+        let (sb, db) = bench.backprop_memory(shape, cfg.steps)?;
+        memory.push((shape, sb, db));
+    }
+    let mut text = String::new();
+    let _ = writeln!(text, "adapter: {ad}");
+    let _ = writeln!(
+        text,
+        "timing: {}; median and min of up to {} runs after a warm-up (3 for rows slower than 0.3 s)",
+        bench.clock.map_or("none".to_string(), |c| c.to_string()),
+        cfg.reps
+    );
+    if let Some(c) = bench
+        .rows
+        .iter()
+        .filter(|r| r.op == "copy")
+        .max_by_key(|r| r.bytes)
+    {
+        let _ = writeln!(text, "copy kernel: {:.2} GB/s on {:.0} MiB (each row's copy% is against the copy of its own shape)", c.gbps, mib(c.bytes / 2));
+    }
+    text.push('\n');
+    text.push_str(&bench.table());
+    text.push('\n');
+    text.push_str(&speedups(&bench.rows));
+    let _ = writeln!(text, "\nbackprop memory for T = {} steps (soft: a memory snapshot per step; discrete: undo record + read indices per step)", cfg.steps);
+    let _ = writeln!(
+        text,
+        "{:>3} {:>2} {:>8} {:>4} {:>14} {:>14} {:>10}",
+        "B", "H", "N", "W", "soft_bytes", "discrete_bytes", "ratio"
+    );
+    for ((b, h, n, w), sb, db) in &memory {
+        let _ = writeln!(
+            text,
+            "{b:>3} {h:>2} {n:>8} {w:>4} {sb:>14} {db:>14} {:>10.0}",
+            *sb as f64 / *db as f64
+        );
+    }
+    for s in &skipped {
+        let _ = writeln!(text, "skipped: {s}");
+    }
+    if let Some(dir) = &cfg.out_dir {
+        let io = |e: std::io::Error| crate::Error::Invalid {
+            op: "bench",
+            message: format!("writing {}: {e}", dir.display()),
+        };
+        std::fs::create_dir_all(dir).map_err(io)?;
+        let mut csv = String::from(CSV_HEADER);
+        csv.push('\n');
+        for r in &bench.rows {
+            csv.push_str(&r.csv());
+            csv.push('\n');
+        }
+        std::fs::write(dir.join("memory_access.csv"), csv).map_err(io)?;
+        std::fs::write(
+            dir.join("memory_access.svg"),
+            plot(&bench.rows, &memory, &ad.name, cfg.steps),
+        )
+        .map_err(io)?;
+    }
+    Ok(Report {
+        rows: bench.rows,
+        skipped,
+        memory,
+        text,
+    })
+}
+
+fn median_of(rows: &[Row], op: &str, access: &str, pass: &str, shape: Shape4) -> Option<f64> {
+    rows.iter()
+        .find(|r| {
+            r.op == op
+                && r.access == access
+                && r.pass == pass
+                && (r.batch, r.heads, r.slots, r.width) == shape
+        })
+        .map(|r| r.median_us)
+}
+
+/// Discrete over soft speedups per shape, where both were measured.
+fn speedups(rows: &[Row]) -> String {
+    let mut s =
+        String::from("speedup of discrete over soft (soft time / discrete time, medians)\n");
+    let _ = writeln!(
+        s,
+        "{:>3} {:>2} {:>8} {:>4} {:>12} {:>12} {:>12} {:>12} {:>12} {:>12}",
+        "B",
+        "H",
+        "N",
+        "W",
+        "read f+b",
+        "write f+b",
+        "access both",
+        "step fwd",
+        "step bwd",
+        "step both"
+    );
+    let mut shapes: Vec<Shape4> = rows
+        .iter()
+        .map(|r| (r.batch, r.heads, r.slots, r.width))
+        .collect();
+    shapes.dedup();
+    for sh in shapes {
+        let fb = |op: &str, acc: &str| {
+            Some(
+                median_of(rows, op, acc, "forward", sh)?
+                    + median_of(rows, op, acc, "backward", sh)?,
+            )
+        };
+        let ratio = |x: Option<f64>, y: Option<f64>| match (x, y) {
+            (Some(a), Some(b)) if b > 0.0 => format!("{:.1}x", a / b),
+            _ => "-".to_string(),
+        };
+        let one = |op: &str, pass: &str| {
+            ratio(
+                median_of(rows, op, "soft", pass, sh),
+                median_of(rows, op, "discrete", pass, sh),
+            )
+        };
+        let (b, h, n, w) = sh;
+        let _ = writeln!(
+            s,
+            "{b:>3} {h:>2} {n:>8} {w:>4} {:>12} {:>12} {:>12} {:>12} {:>12} {:>12}",
+            ratio(fb("read", "soft"), fb("read", "discrete")),
+            ratio(fb("write", "soft"), fb("write", "discrete")),
+            one("access", "both"),
+            one("step", "forward"),
+            one("step", "backward"),
+            one("step", "both")
+        );
+    }
+    s
+}
+
+/// Log-log plots of time against N, soft and discrete on the same axes, one panel per op and
+/// one for the whole step, and backprop memory against N, as one SVG.
+fn plot(rows: &[Row], memory: &[(Shape4, u64, u64)], adapter: &str, steps: u64) -> String {
+    // The slice plotted: the first shape's B, H, W.
+    let Some(first) = rows.iter().find(|r| r.op != "copy") else {
+        return String::from("<svg xmlns=\"http://www.w3.org/2000/svg\"/>");
+    };
+    let (b, h, w) = (first.batch, first.heads, first.width);
+    let slice: Vec<&Row> = rows
+        .iter()
+        .filter(|r| (r.batch, r.heads, r.width) == (b, h, w))
+        .collect();
+    let panels = ["content_address", "read", "write", "access", "step"];
+    let (pw, ph, cols) = (420.0, 300.0, 3usize);
+    let total_h = ph * 2.0 + 40.0;
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{total_h}\" font-family=\"sans-serif\" font-size=\"11\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+         <text x=\"10\" y=\"20\" font-size=\"14\">ntm-kernels: soft vs discrete memory access, B={b} H={h} W={w}, on {}</text>\n",
+        pw * cols as f64,
+        xml(adapter)
+    );
+    type Series = (String, &'static str, &'static str, Vec<(f64, f64)>);
+    let mut all: Vec<(String, Vec<Series>, &str)> = Vec::new();
+    for op in panels {
+        let mut series = Vec::new();
+        for (acc, color) in [("soft", "#d62728"), ("discrete", "#1f77b4")] {
+            for (pass, dash) in [("forward", ""), ("backward", "6,3"), ("both", "2,2")] {
+                let pts: Vec<(f64, f64)> = slice
+                    .iter()
+                    .filter(|r| r.op == op && r.access == acc && r.pass == pass)
+                    .map(|r| (r.slots as f64, r.median_us))
+                    .collect();
+                if !pts.is_empty() {
+                    series.push((format!("{acc} {pass}"), color, dash, pts));
+                }
+            }
+        }
+        all.push((format!("{op}: time vs N"), series, "median time (us)"));
+    }
+    let mem: Vec<(f64, f64, f64)> = memory
+        .iter()
+        .filter(|((mb, mh, _, mw), _, _)| (*mb, *mh, *mw) == (b, h, w))
+        .map(|((_, _, n, _), s, d)| (*n as f64, *s as f64, *d as f64))
+        .collect();
+    all.push((
+        format!("backprop memory, T = {steps}"),
+        vec![
+            (
+                "soft (snapshots)".into(),
+                "#d62728",
+                "",
+                mem.iter().map(|m| (m.0, m.1)).collect(),
+            ),
+            (
+                "discrete (undo records)".into(),
+                "#1f77b4",
+                "",
+                mem.iter().map(|m| (m.0, m.2)).collect(),
+            ),
+        ],
+        "bytes kept",
+    ));
+    for (k, (title, series, ylabel)) in all.iter().enumerate() {
+        let (ox, oy) = ((k % cols) as f64 * pw, 30.0 + (k / cols) as f64 * ph);
+        svg.push_str(&panel(ox, oy, pw, ph, title, ylabel, series));
+    }
+    svg.push_str("</svg>\n");
+    svg
+}
+
+fn xml(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+fn panel(
+    ox: f64,
+    oy: f64,
+    pw: f64,
+    ph: f64,
+    title: &str,
+    ylabel: &str,
+    series: &[(String, &str, &str, Vec<(f64, f64)>)],
+) -> String {
+    let (l, r, t, bm) = (ox + 62.0, ox + pw - 12.0, oy + 24.0, oy + ph - 40.0);
+    let pts: Vec<(f64, f64)> = series
+        .iter()
+        .flat_map(|s| s.3.iter().copied())
+        .filter(|p| p.0 > 0.0 && p.1 > 0.0)
+        .collect();
+    let mut out = format!(
+        "<text x=\"{}\" y=\"{}\" font-size=\"12\" font-weight=\"bold\">{}</text>\n",
+        l,
+        oy + 14.0,
+        xml(title)
+    );
+    if pts.is_empty() {
+        return out;
+    }
+    let lg = |v: f64| v.log10();
+    let (x0, x1) = (
+        lg(pts.iter().map(|p| p.0).fold(f64::MAX, f64::min)).floor(),
+        lg(pts.iter().map(|p| p.0).fold(0.0, f64::max)).ceil(),
+    );
+    let (y0, y1) = (
+        lg(pts.iter().map(|p| p.1).fold(f64::MAX, f64::min)).floor(),
+        lg(pts.iter().map(|p| p.1).fold(0.0, f64::max)).ceil(),
+    );
+    let (x1, y1) = (x1.max(x0 + 1.0), y1.max(y0 + 1.0));
+    let px = |x: f64| l + (lg(x) - x0) / (x1 - x0) * (r - l);
+    let py = |y: f64| bm - (lg(y) - y0) / (y1 - y0) * (bm - t);
+    let _ = writeln!(
+        out,
+        "<rect x=\"{l}\" y=\"{t}\" width=\"{}\" height=\"{}\" fill=\"none\" stroke=\"#333\"/>",
+        r - l,
+        bm - t
+    );
+    for e in x0 as i32..=x1 as i32 {
+        let x = px(10f64.powi(e));
+        let _ = writeln!(out, "<line x1=\"{x}\" y1=\"{t}\" x2=\"{x}\" y2=\"{bm}\" stroke=\"#ddd\"/><text x=\"{x}\" y=\"{}\" text-anchor=\"middle\">1e{e}</text>", bm + 14.0);
+    }
+    for e in y0 as i32..=y1 as i32 {
+        let y = py(10f64.powi(e));
+        let _ = writeln!(out, "<line x1=\"{l}\" y1=\"{y}\" x2=\"{r}\" y2=\"{y}\" stroke=\"#ddd\"/><text x=\"{}\" y=\"{}\" text-anchor=\"end\">1e{e}</text>", l - 4.0, y + 4.0);
+    }
+    let _ = writeln!(
+        out,
+        "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">memory slots N (log scale)</text>",
+        (l + r) / 2.0,
+        bm + 30.0
+    );
+    let _ = writeln!(
+        out,
+        "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\" transform=\"rotate(-90 {} {})\">{} (log scale)</text>",
+        ox + 14.0,
+        (t + bm) / 2.0,
+        ox + 14.0,
+        (t + bm) / 2.0,
+        xml(ylabel)
+    );
+    for (k, (name, color, dash, p)) in series.iter().enumerate() {
+        let path: Vec<String> = p
+            .iter()
+            .filter(|q| q.0 > 0.0 && q.1 > 0.0)
+            .map(|&(x, y)| format!("{:.1},{:.1}", px(x), py(y)))
+            .collect();
+        let _ = writeln!(out, "<polyline points=\"{}\" fill=\"none\" stroke=\"{color}\" stroke-width=\"2\" stroke-dasharray=\"{dash}\"/>", path.join(" "));
+        let ly = t + 12.0 + k as f64 * 13.0;
+        let _ = writeln!(
+            out,
+            "<line x1=\"{}\" y1=\"{ly}\" x2=\"{}\" y2=\"{ly}\" stroke=\"{color}\" stroke-width=\"2\" stroke-dasharray=\"{dash}\"/><text x=\"{}\" y=\"{}\">{}</text>",
+            l + 6.0,
+            l + 28.0,
+            l + 32.0,
+            ly + 4.0,
+            xml(name)
+        );
+    }
+    out
 }

@@ -274,6 +274,8 @@ pub struct AdapterSummary {
     pub max_workgroups_per_dim: u32,
     /// Whether GPU timestamp queries are available.
     pub timestamps: bool,
+    /// Whether the adapter is a CPU implementation (lavapipe, llvmpipe, WARP).
+    pub is_cpu: bool,
 }
 
 impl std::fmt::Display for AdapterSummary {
@@ -437,6 +439,7 @@ impl Gpu {
             max_buffer: self.limits.max_buffer_size,
             max_workgroups_per_dim: self.limits.max_compute_workgroups_per_dimension,
             timestamps: self.features.contains(wgpu::Features::TIMESTAMP_QUERY),
+            is_cpu: self.info.device_type == wgpu::DeviceType::Cpu,
         }
     }
 
