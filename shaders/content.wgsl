@@ -25,8 +25,8 @@ struct Params {
 
 const EPS: f32 = 1e-6;
 const TR: u32 = 64u;  // rows per tile = threads per workgroup
-const TC: u32 = 16u;  // columns staged per step
-const TS: u32 = 17u;  // tile row stride (padded against bank conflicts)
+const TC: u32 = 32u;  // columns staged per step
+const TS: u32 = 33u;  // tile row stride (padded against bank conflicts)
 const HG: u32 = 4u;   // heads per unit
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -57,8 +57,8 @@ fn element(u: u32, t: u32) -> Element {
     return el;
 }
 
-var<workgroup> tile: array<f32, 1088>; // TR * TS
-var<workgroup> vtile: array<f32, 64>;  // HG * TC
+var<workgroup> tile: array<f32, 2112>;      // TR * TS
+var<workgroup> ktile: array<vec4<f32>, 32>; // TC columns x the HG heads of the group
 var<workgroup> red: array<f32, 512>;   // TR * HG * 2
 
 struct Unit {
@@ -86,33 +86,67 @@ fn unit_of(wg: vec3<u32>, t: u32) -> Unit {
     return r;
 }
 
-// Stages columns [j0, j0 + TC) of the tile's rows of `mem` and of the group's vectors `vecs`.
-fn stage_mem(un: Unit, j0: u32, t: u32) {
+fn load_mem(un: Unit, j0: u32, e: u32) -> f32 {
     let N = p.dims.z;
     let W = p.dims.w;
-    for (var e = t; e < TR * TC; e += TR) {
-        let r = e / TC;
-        let c = e % TC;
-        let i = un.blk * TR + r;
-        let j = j0 + c;
-        var v = 0.0;
-        if i < N && j < W {
-            v = mem[(un.b * N + i) * W + j - p.base0.x];
-        }
-        tile[r * TS + c] = v;
+    let i = un.blk * TR + e / TC;
+    let j = j0 + e % TC;
+    if i < N && j < W {
+        return mem[(un.b * N + i) * W + j - p.base0.x];
+    }
+    return 0.0;
+}
+
+fn store_tile(e: u32, x: f32) {
+    tile[(e / TC) * TS + e % TC] = x;
+}
+
+// Stages columns [j0, j0 + TC) of the tile's rows. Loads go 8 at a time into scalars, so
+// they are in flight together, and no private array is indexed (it would live in local memory).
+fn stage_mem(un: Unit, j0: u32, t: u32) {
+    for (var k = 0u; k < TC; k += 8u) {
+        let e = t + k * TR;
+        let x0 = load_mem(un, j0, e);
+        let x1 = load_mem(un, j0, e + TR);
+        let x2 = load_mem(un, j0, e + 2u * TR);
+        let x3 = load_mem(un, j0, e + 3u * TR);
+        let x4 = load_mem(un, j0, e + 4u * TR);
+        let x5 = load_mem(un, j0, e + 5u * TR);
+        let x6 = load_mem(un, j0, e + 6u * TR);
+        let x7 = load_mem(un, j0, e + 7u * TR);
+        store_tile(e, x0);
+        store_tile(e + TR, x1);
+        store_tile(e + 2u * TR, x2);
+        store_tile(e + 3u * TR, x3);
+        store_tile(e + 4u * TR, x4);
+        store_tile(e + 5u * TR, x5);
+        store_tile(e + 6u * TR, x6);
+        store_tile(e + 7u * TR, x7);
     }
 }
 
+// Columns [j0, j0 + TC) of the group's vectors, one vec4 (its HG heads; absent heads 0) per column.
 fn stage_vecs(un: Unit, j0: u32, t: u32) {
     let H = p.dims.y;
     let W = p.dims.w;
-    let hh = t / TC;
-    let c = t % TC;
-    var v = 0.0;
-    if hh < un.nh && j0 + c < W {
-        v = vecs[(un.b * H + un.h0 + hh) * W + j0 + c - p.base0.y];
+    if t < TC {
+        var k = vec4<f32>(0.0);
+        let j = j0 + t;
+        if j < W {
+            let o = (un.b * H + un.h0) * W + j - p.base0.y;
+            k.x = vecs[o];
+            if un.nh > 1u {
+                k.y = vecs[o + W];
+            }
+            if un.nh > 2u {
+                k.z = vecs[o + 2u * W];
+            }
+            if un.nh > 3u {
+                k.w = vecs[o + 3u * W];
+            }
+        }
+        ktile[t] = k;
     }
-    vtile[t] = v;
 }
 
 @group(0) @binding(1) var<storage, read> mem: array<f32>;
@@ -132,8 +166,9 @@ fn scores(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
     let H = p.dims.y;
     let N = p.dims.z;
     let W = p.dims.w;
-    var dot = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
-    var ksq = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
+    // The HG heads of the group in vec4 lanes: registers, no private arrays.
+    var dot = vec4<f32>(0.0);
+    var ksq = vec4<f32>(0.0);
     var msq = 0.0;
     for (var j0 = 0u; j0 < W; j0 += TC) {
         stage_mem(un, j0, t);
@@ -141,26 +176,26 @@ fn scores(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
         workgroupBarrier();
         for (var c = 0u; c < TC; c += 1u) {
             let m = tile[t * TS + c];
+            let k = ktile[c];
             msq += m * m;
-            for (var hh = 0u; hh < un.nh; hh += 1u) {
-                let k = vtile[hh * TC + c];
-                dot[hh] += m * k;
-                ksq[hh] += k * k;
-            }
+            dot += m * k;
+            ksq += k * k;
         }
         workgroupBarrier();
     }
     if un.i >= N {
         return;
     }
-    for (var hh = 0u; hh < un.nh; hh += 1u) {
-        let bh = un.b * H + un.h0 + hh;
-        var v = dot[hh];
-        if p.extra.x == 1u {
-            let P = sqrt(ksq[hh] + EPS) * sqrt(msq + EPS);
-            v = beta[bh - p.base0.z] * (dot[hh] / (P + EPS));
+    for (var hh = 0u; hh < HG; hh += 1u) {
+        if hh < un.nh {
+            let bh = un.b * H + un.h0 + hh;
+            var v = dot[hh];
+            if p.extra.x == 1u {
+                let P = sqrt(ksq[hh] + EPS) * sqrt(msq + EPS);
+                v = beta[bh - p.base0.z] * (dot[hh] / (P + EPS));
+            }
+            scores_out[bh * N + un.i - p.base0.w] = v;
         }
-        scores_out[bh * N + un.i - p.base0.w] = v;
     }
 }
 
@@ -180,8 +215,9 @@ fn bwd_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_inde
     let N = p.dims.z;
     let W = p.dims.w;
     let nblk = (N + TR - 1u) / TR;
-    var dot = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
-    var ksq = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
+    // The HG heads of the group in vec4 lanes: registers, no private arrays.
+    var dot = vec4<f32>(0.0);
+    var ksq = vec4<f32>(0.0);
     var msq = 0.0;
     for (var j0 = 0u; j0 < W; j0 += TC) {
         stage_mem(un, j0, t);
@@ -189,12 +225,10 @@ fn bwd_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_inde
         workgroupBarrier();
         for (var c = 0u; c < TC; c += 1u) {
             let m = tile[t * TS + c];
+            let k = ktile[c];
             msq += m * m;
-            for (var hh = 0u; hh < un.nh; hh += 1u) {
-                let k = vtile[hh * TC + c];
-                dot[hh] += m * k;
-                ksq[hh] += k * k;
-            }
+            dot += m * k;
+            ksq += k * k;
         }
         workgroupBarrier();
     }

@@ -17,11 +17,11 @@ struct Params {
     base0: vec4<u32>,
     base1: vec4<u32>,
     dims: vec4<u32>,  // B, H, N, W
-    extra: vec4<u32>, // partial: x = TW (column tile), y = row blocks, z = column tiles; combine: y = blocks
+    extra: vec4<u32>, // partial: x = TW (column tile), y = row blocks, z = column tiles, w = rows per block
+                      // combine: y = blocks, z = lanes per output (a power of two)
     fx: vec4<f32>,
 }
 
-const RB: u32 = 256u; // rows per block
 const HG: u32 = 4u;   // heads per unit
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -82,13 +82,26 @@ fn partial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index
     let c = t % tw;
     let rl = t / tw;
     let j = ct * tw + c;
-    var acc = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
-    let i_end = min(blk * RB + RB, N);
+    var acc = vec4<f32>(0.0);
+    let rb = p.extra.w;
+    let i_end = min(blk * rb + rb, N);
     if j < W {
-        for (var i = blk * RB + rl; i < i_end; i += rl_count) {
-            let m = mem[(b * N + i) * W + j - p.base0.x];
-            for (var hh = 0u; hh < nh; hh += 1u) {
-                acc[hh] += w[(b * H + h0 + hh) * N + i - p.base0.y] * m;
+        let w0 = (b * H + h0) * N - p.base0.y;
+        if nh == 1u {
+            // One head (uniform branch): one weight load per element.
+            for (var i = blk * rb + rl; i < i_end; i += rl_count) {
+                acc.x += w[w0 + i] * mem[(b * N + i) * W + j - p.base0.x];
+            }
+        } else {
+            // Absent heads of the group are clamped to a present one and masked to 0.
+            let mask = vec4<f32>(1.0, f32(nh > 1u), f32(nh > 2u), f32(nh > 3u));
+            let o1 = min(1u, nh - 1u) * N;
+            let o2 = min(2u, nh - 1u) * N;
+            let o3 = min(3u, nh - 1u) * N;
+            for (var i = blk * rb + rl; i < i_end; i += rl_count) {
+                let m = mem[(b * N + i) * W + j - p.base0.x];
+                let wv = vec4<f32>(w[w0 + i], w[w0 + o1 + i], w[w0 + o2 + i], w[w0 + o3 + i]);
+                acc += wv * mask * m;
             }
         }
     }
@@ -105,8 +118,10 @@ fn partial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index
     }
     workgroupBarrier();
     if rl == 0u && j < W {
-        for (var hh = 0u; hh < nh; hh += 1u) {
-            part[((b * nblk + blk) * H + h0 + hh) * W + j - p.base0.z] = red[hh * 64u + t];
+        for (var hh = 0u; hh < HG; hh += 1u) {
+            if hh < nh {
+                part[((b * nblk + blk) * H + h0 + hh) * W + j - p.base0.z] = red[hh * 64u + t];
+            }
         }
     }
 }
@@ -114,7 +129,12 @@ fn partial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index
 @group(0) @binding(1) var<storage, read> cparts: array<f32>;
 @group(0) @binding(2) var<storage, read_write> cout: array<f32>;
 
-// out[b, h, j] = sum over blocks of part[b, blk, h, j], in block order.
+var<workgroup> csum: array<f32, 256>;
+
+// out[b, h, j] = sum over blocks of part[b, blk, h, j]. Each output gets `lanes` threads
+// (lane k sums blocks k, k + lanes, ...), then a fixed-order tree over the lanes: parallel
+// for long block lists, and the same bits every run. Consecutive threads take consecutive
+// outputs, so loads of one block are coalesced.
 @compute @workgroup_size(256)
 fn combine(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
     let u = p.unit_base + wg.y * p.groups_x + wg.x;
@@ -123,17 +143,30 @@ fn combine(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index
     }
     let hw = p.dims.y * p.dims.w;
     let nblk = p.extra.y;
-    let e = u * 256u + t;
-    if e >= p.dims.x * hw {
-        return;
-    }
-    let b = e / hw;
-    let rem = e % hw;
+    let lanes = p.extra.z;
+    let per_wg = 256u / lanes;
+    let o = t % per_wg;
+    let lane = t / per_wg;
+    let e = u * per_wg + o;
+    let ok = e < p.dims.x * hw;
     var s = 0.0;
-    for (var blk = 0u; blk < nblk; blk += 1u) {
-        s += cparts[(b * nblk + blk) * hw + rem - p.base0.x];
+    if ok {
+        let b = e / hw;
+        let rem = e % hw;
+        for (var blk = lane; blk < nblk; blk += lanes) {
+            s += cparts[(b * nblk + blk) * hw + rem - p.base0.x];
+        }
     }
-    cout[e - p.base0.y] = s;
+    csum[t] = s;
+    for (var stride = lanes / 2u; stride > 0u; stride = stride / 2u) {
+        workgroupBarrier();
+        if lane < stride {
+            csum[t] += csum[t + stride * per_wg];
+        }
+    }
+    if ok && lane == 0u {
+        cout[e - p.base0.y] = csum[t];
+    }
 }
 
 @group(0) @binding(1) var<storage, read> bw: array<f32>;

@@ -18,7 +18,7 @@ struct Params {
     base0: vec4<u32>,
     base1: vec4<u32>,
     dims: vec4<u32>,  // B, H, N, W
-    extra: vec4<u32>, // bwd_cols: x = TW, y = row blocks, z = column tiles
+    extra: vec4<u32>, // bwd_cols: x = TW, y = row blocks, z = column tiles, w = rows per block
     fx: vec4<f32>,
 }
 
@@ -26,7 +26,6 @@ const HG: u32 = 4u;
 const TR: u32 = 64u;
 const TC: u32 = 16u;
 const TS: u32 = 17u;
-const RB: u32 = 256u;
 
 @group(0) @binding(0) var<uniform> p: Params;
 
@@ -130,8 +129,8 @@ fn bwd_mem(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index
 
 var<workgroup> tile_m: array<f32, 1088>; // TR * TS
 var<workgroup> tile_g: array<f32, 1088>;
-var<workgroup> tile_e: array<f32, 64>;   // HG * TC
-var<workgroup> tile_a: array<f32, 64>;
+var<workgroup> tile_e: array<vec4<f32>, 16>; // TC columns x the HG heads of the group
+var<workgroup> tile_a: array<vec4<f32>, 16>;
 
 // Product of (1 - w_h(i) e_h(j)) over heads h in [h_lo, h_hi).
 fn keep_range(b: u32, i: u32, j: u32, h_lo: u32, h_hi: u32) -> f32 {
@@ -145,7 +144,49 @@ fn keep_range(b: u32, i: u32, j: u32, h_lo: u32, h_hi: u32) -> f32 {
     return q;
 }
 
-// dw_h(i): one thread per row of a TR-row tile, up to HG heads per unit.
+// Products over the other heads of a group of four, each skipping its own head (no division).
+fn skip_products(f: vec4<f32>) -> vec4<f32> {
+    return vec4<f32>(f.y * f.z * f.w, f.x * f.z * f.w, f.x * f.y * f.w, f.x * f.y * f.z);
+}
+
+// (M, dM') at flat position e of the tile: rows blk*TR.., columns j0...
+fn load_mg(b: u32, blk: u32, j0: u32, e: u32) -> vec2<f32> {
+    let N = p.dims.z;
+    let W = p.dims.w;
+    let i = blk * TR + e / TC;
+    let j = j0 + e % TC;
+    if i < N && j < W {
+        let g = (b * N + i) * W + j;
+        return vec2<f32>(rmem[g - p.base0.x], rgrad[g - p.base1.x]);
+    }
+    return vec2<f32>(0.0);
+}
+
+fn store_mg(e: u32, v: vec2<f32>) {
+    let o = (e / TC) * TS + e % TC;
+    tile_m[o] = v.x;
+    tile_g[o] = v.y;
+}
+
+// Per head h of a group of four (in vec4 lanes), w, e, a of absent heads are 0.
+fn group_w(b: u32, i: u32, h0: u32, nh: u32) -> vec4<f32> {
+    let H = p.dims.y;
+    let N = p.dims.z;
+    let o = (b * H + h0) * N + i - p.base0.y;
+    var v = vec4<f32>(rw[o], 0.0, 0.0, 0.0);
+    if nh > 1u {
+        v.y = rw[o + N];
+    }
+    if nh > 2u {
+        v.z = rw[o + 2u * N];
+    }
+    if nh > 3u {
+        v.w = rw[o + 3u * N];
+    }
+    return v;
+}
+
+// dw_h(i): one thread per row of a TR-row tile, the HG heads of a unit in vec4 lanes.
 @compute @workgroup_size(64)
 fn bwd_dw(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
     let u = p.unit_base + wg.y * p.groups_x + wg.x;
@@ -164,38 +205,52 @@ fn bwd_dw(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
     let nh = min(HG, H - h0);
     let i = blk * TR + t;
     let row_ok = i < N;
-    var wv = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
+    var wv = vec4<f32>(0.0);
     if row_ok {
-        for (var hh = 0u; hh < nh; hh += 1u) {
-            wv[hh] = rw[(b * H + h0 + hh) * N + i - p.base0.y];
-        }
+        wv = group_w(b, i, h0, nh);
     }
-    var dw = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
+    var dw = vec4<f32>(0.0);
     for (var j0 = 0u; j0 < W; j0 += TC) {
-        for (var s = t; s < TR * TC; s += TR) {
-            let r = s / TC;
-            let c = s % TC;
-            let ii = blk * TR + r;
-            let j = j0 + c;
-            var vm = 0.0;
-            var vg = 0.0;
-            if ii < N && j < W {
-                let g = (b * N + ii) * W + j;
-                vm = rmem[g - p.base0.x];
-                vg = rgrad[g - p.base1.x];
-            }
-            tile_m[r * TS + c] = vm;
-            tile_g[r * TS + c] = vg;
+        // Loads 8 at a time into registers, then stores: all in flight together.
+        for (var k = 0u; k < TC; k += 8u) {
+            let e = t + k * TR;
+            let x0 = load_mg(b, blk, j0, e);
+            let x1 = load_mg(b, blk, j0, e + TR);
+            let x2 = load_mg(b, blk, j0, e + 2u * TR);
+            let x3 = load_mg(b, blk, j0, e + 3u * TR);
+            let x4 = load_mg(b, blk, j0, e + 4u * TR);
+            let x5 = load_mg(b, blk, j0, e + 5u * TR);
+            let x6 = load_mg(b, blk, j0, e + 6u * TR);
+            let x7 = load_mg(b, blk, j0, e + 7u * TR);
+            store_mg(e, x0);
+            store_mg(e + TR, x1);
+            store_mg(e + 2u * TR, x2);
+            store_mg(e + 3u * TR, x3);
+            store_mg(e + 4u * TR, x4);
+            store_mg(e + 5u * TR, x5);
+            store_mg(e + 6u * TR, x6);
+            store_mg(e + 7u * TR, x7);
         }
-        {
-            let hh = t / TC;
-            let c = t % TC;
-            var ve = 0.0;
-            var va = 0.0;
-            if hh < nh && j0 + c < W {
-                let hj = (b * H + h0 + hh) * W + j0 + c;
-                ve = re[hj];
-                va = ra[hj];
+        if t < TC {
+            var ve = vec4<f32>(0.0);
+            var va = vec4<f32>(0.0);
+            let j = j0 + t;
+            if j < W {
+                let o = (b * H + h0) * W + j;
+                ve.x = re[o];
+                va.x = ra[o];
+                if nh > 1u {
+                    ve.y = re[o + W];
+                    va.y = ra[o + W];
+                }
+                if nh > 2u {
+                    ve.z = re[o + 2u * W];
+                    va.z = ra[o + 2u * W];
+                }
+                if nh > 3u {
+                    ve.w = re[o + 3u * W];
+                    va.w = ra[o + 3u * W];
+                }
             }
             tile_e[t] = ve;
             tile_a[t] = va;
@@ -207,28 +262,20 @@ fn bwd_dw(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
                 let j = j0 + c;
                 let m = tile_m[t * TS + c];
                 let g = tile_g[t * TS + c];
+                let e4 = tile_e[c];
                 // Heads outside this unit's group: prefix and suffix products.
                 let outside = keep_range(b, i, j, 0u, h0) * keep_range(b, i, j, h0 + nh, H);
-                var f = array<f32, 4>(1.0, 1.0, 1.0, 1.0);
-                for (var hh = 0u; hh < nh; hh += 1u) {
-                    f[hh] = 1.0 - wv[hh] * tile_e[hh * TC + c];
-                }
-                for (var hh = 0u; hh < nh; hh += 1u) {
-                    var q = outside;
-                    for (var o = 0u; o < nh; o += 1u) {
-                        if o != hh {
-                            q *= f[o];
-                        }
-                    }
-                    dw[hh] += g * (tile_a[hh * TC + c] - m * tile_e[hh * TC + c] * q);
-                }
+                let q = outside * skip_products(vec4<f32>(1.0) - wv * e4);
+                dw += g * (tile_a[c] - m * e4 * q);
             }
         }
         workgroupBarrier();
     }
     if row_ok {
-        for (var hh = 0u; hh < nh; hh += 1u) {
-            rdw[(b * H + h0 + hh) * N + i - p.base1.y] = dw[hh];
+        for (var hh = 0u; hh < HG; hh += 1u) {
+            if hh < nh {
+                rdw[(b * H + h0 + hh) * N + i - p.base1.y] = dw[hh];
+            }
         }
     }
 }
@@ -280,35 +327,42 @@ fn bwd_cols(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_inde
     let c = t % tw;
     let rl = t / tw;
     let j = ct * tw + c;
-    var de = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
-    var da = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
+    var de = vec4<f32>(0.0);
+    var da = vec4<f32>(0.0);
     if j < W {
-        var eg = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
-        for (var hh = 0u; hh < nh; hh += 1u) {
-            eg[hh] = ce[(b * H + h0 + hh) * W + j];
+        // e of the group's heads at this thread's column, in vec4 lanes (absent heads 0).
+        let eo = (b * H + h0) * W + j;
+        var eg = vec4<f32>(ce[eo], 0.0, 0.0, 0.0);
+        if nh > 1u {
+            eg.y = ce[eo + W];
         }
-        let i_end = min(blk * RB + RB, N);
-        for (var i = blk * RB + rl; i < i_end; i += rl_count) {
+        if nh > 2u {
+            eg.z = ce[eo + 2u * W];
+        }
+        if nh > 3u {
+            eg.w = ce[eo + 3u * W];
+        }
+        let rb = p.extra.w;
+        let i_end = min(blk * rb + rb, N);
+        let w0 = (b * H + h0) * N - p.base0.y;
+        for (var i = blk * rb + rl; i < i_end; i += rl_count) {
             let g_idx = (b * N + i) * W + j;
             let m = cmem[g_idx - p.base0.x];
             let g = cgrad[g_idx - p.base0.w];
             let outside = keep_range_cols(b, i, j, 0u, h0) * keep_range_cols(b, i, j, h0 + nh, H);
-            var wv = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
-            var f = array<f32, 4>(1.0, 1.0, 1.0, 1.0);
-            for (var hh = 0u; hh < nh; hh += 1u) {
-                wv[hh] = cw[(b * H + h0 + hh) * N + i - p.base0.y];
-                f[hh] = 1.0 - wv[hh] * eg[hh];
+            var wv = vec4<f32>(cw[w0 + i], 0.0, 0.0, 0.0);
+            if nh > 1u {
+                wv.y = cw[w0 + N + i];
             }
-            for (var hh = 0u; hh < nh; hh += 1u) {
-                var q = outside;
-                for (var o = 0u; o < nh; o += 1u) {
-                    if o != hh {
-                        q *= f[o];
-                    }
-                }
-                de[hh] -= g * m * wv[hh] * q;
-                da[hh] += g * wv[hh];
+            if nh > 2u {
+                wv.z = cw[w0 + 2u * N + i];
             }
+            if nh > 3u {
+                wv.w = cw[w0 + 3u * N + i];
+            }
+            let q = outside * skip_products(vec4<f32>(1.0) - wv * eg);
+            de -= g * m * wv * q;
+            da += g * wv;
         }
     }
     for (var hh = 0u; hh < HG; hh += 1u) {
@@ -326,10 +380,12 @@ fn bwd_cols(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_inde
     }
     workgroupBarrier();
     if rl == 0u && j < W {
-        for (var hh = 0u; hh < nh; hh += 1u) {
-            let o = ((b * nblk + blk) * H + h0 + hh) * W + j;
-            part_de[o - p.base1.x] = red_e[hh * 64u + t];
-            part_da[o - p.base1.y] = red_a[hh * 64u + t];
+        for (var hh = 0u; hh < HG; hh += 1u) {
+            if hh < nh {
+                let o = ((b * nblk + blk) * H + h0 + hh) * W + j;
+                part_de[o - p.base1.x] = red_e[hh * 64u + t];
+                part_da[o - p.base1.y] = red_a[hh * 64u + t];
+            }
         }
     }
 }

@@ -771,6 +771,9 @@ fn speedups(rows: &[Row]) -> String {
     s
 }
 
+/// One line of a plot: name, colour, dash pattern, points (N, value).
+type Series = (String, &'static str, &'static str, Vec<(f64, f64)>);
+
 /// Log-log plots of time against N, soft and discrete on the same axes, one panel per op and
 /// one for the whole step, and backprop memory against N, as one SVG.
 fn plot(rows: &[Row], memory: &[(Shape4, u64, u64)], adapter: &str, steps: u64) -> String {
@@ -793,7 +796,6 @@ fn plot(rows: &[Row], memory: &[(Shape4, u64, u64)], adapter: &str, steps: u64) 
         pw * cols as f64,
         xml(adapter)
     );
-    type Series = (String, &'static str, &'static str, Vec<(f64, f64)>);
     let mut all: Vec<(String, Vec<Series>, &str)> = Vec::new();
     for op in panels {
         let mut series = Vec::new();
@@ -855,7 +857,7 @@ fn panel(
     ph: f64,
     title: &str,
     ylabel: &str,
-    series: &[(String, &str, &str, Vec<(f64, f64)>)],
+    series: &[Series],
 ) -> String {
     let (l, r, t, bm) = (ox + 62.0, ox + pw - 12.0, oy + 24.0, oy + ph - 40.0);
     let pts: Vec<(f64, f64)> = series

@@ -196,6 +196,9 @@ pub(crate) enum CheckKind {
 
 pub(crate) struct Recorder {
     encoder: Option<wgpu::CommandEncoder>,
+    /// The compute pass dispatches are recorded into, kept open across dispatches and ops
+    /// (wgpu orders the dispatches inside it) until another command or a flush needs the encoder.
+    pass: Option<wgpu::ComputePass<'static>>,
     /// Parameters staged for the batch being recorded; written to the arena just before submit.
     params: Vec<u8>,
     slots_used: u64,
@@ -213,6 +216,8 @@ pub(crate) struct Recorder {
 struct Capture {
     set: wgpu::QuerySet,
     next: u32,
+    /// Kernel of each timed pass, for `NTM_PROFILE_PASSES`.
+    labels: Vec<&'static str>,
     /// A pass found the set full and went untimed.
     overflow: bool,
 }
@@ -414,6 +419,7 @@ impl Gpu {
             kernels: Mutex::default(),
             rec: Mutex::new(Recorder {
                 encoder: None,
+                pass: None,
                 params: Vec::new(),
                 slots_used: 0,
                 checks: Vec::new(),
@@ -673,10 +679,19 @@ impl Gpu {
     }
 
     fn wait(&self) -> Result<()> {
-        self.device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map(|_| ())
-            .map_err(|e| Error::Gpu(format!("waiting for the GPU failed: {e}")))
+        // Wait in short slices: a backend may hold its context lock while it waits (wgpu's GL
+        // backend does, and panics in other threads that wait over 6 s for it), so a long job
+        // must not keep other threads of this Gpu out.
+        loop {
+            match self.device.poll(wgpu::PollType::Wait {
+                submission_index: None,
+                timeout: Some(std::time::Duration::from_millis(100)),
+            }) {
+                Ok(_) => return Ok(()),
+                Err(wgpu::PollError::Timeout) => continue,
+                Err(e) => return Err(Error::Gpu(format!("waiting for the GPU failed: {e}"))),
+            }
+        }
     }
 
     /// Reports (and clears) GPU errors and out-of-range indices from submitted batches.
@@ -768,6 +783,7 @@ impl Gpu {
             self.lock().capture = Some(Capture {
                 set: set.clone(),
                 next: 0,
+                labels: Vec::new(),
                 overflow: false,
             });
             let mut marks = Vec::new();
@@ -805,7 +821,10 @@ impl Gpu {
                 Ok(())
             })();
             let mut rec = self.lock();
-            let used = rec.capture.take().map_or(0, |c| c.next);
+            let (used, labels) = rec
+                .capture
+                .take()
+                .map_or((0, Vec::new()), |c| (c.next, c.labels));
             result?;
             if used == 0 {
                 continue;
@@ -830,6 +849,20 @@ impl Gpu {
             drop(rec);
             let raw = self.map_read(&staging, bytes)?;
             let ts: &[u64] = bytemuck::cast_slice(&raw);
+            if std::env::var_os("NTM_PROFILE_PASSES").is_some() {
+                // Per-pass breakdown of the first timed run, to find the slow kernel of an op.
+                if let Some(&(start, end)) = marks.first() {
+                    for q in (start..end).step_by(2) {
+                        let ns =
+                            ts[q as usize + 1].saturating_sub(ts[q as usize]) as f64 * period_ns;
+                        eprintln!(
+                            "  pass {:<20} {:>10.1} us",
+                            labels[q as usize / 2],
+                            ns / 1e3
+                        );
+                    }
+                }
+            }
             for (start, end) in marks {
                 let ticks = ts[end as usize - 1].saturating_sub(ts[start as usize]);
                 samples.push(std::time::Duration::from_nanos(
@@ -846,7 +879,9 @@ impl Gpu {
 
     // ----- recording -----------------------------------------------------------------------
 
+    /// The batch's encoder, for a command other than a dispatch: ends the open compute pass.
     fn encoder<'r>(&self, rec: &'r mut Recorder) -> &'r mut wgpu::CommandEncoder {
+        rec.pass = None;
         rec.encoder.get_or_insert_with(|| {
             self.device
                 .create_command_encoder(&wgpu::CommandEncoderDescriptor {
@@ -857,6 +892,7 @@ impl Gpu {
 
     /// Submits the recorded batch, if any.
     fn flush(&self, rec: &mut Recorder) {
+        rec.pass = None;
         let Some(mut enc) = rec.encoder.take() else {
             return;
         };
@@ -944,8 +980,14 @@ impl Gpu {
             .collect()
     }
 
-    pub(crate) fn recorder(&self) -> MutexGuard<'_, Recorder> {
-        self.lock()
+    /// The recorder, for one op. While profiling, each op gets a compute pass of its own
+    /// (timestamped at its start and end), closed when the guard drops.
+    pub(crate) fn recorder(&self) -> RecGuard<'_> {
+        let mut guard = self.lock();
+        if guard.capture.is_some() {
+            guard.pass = None;
+        }
+        RecGuard(guard)
     }
 
     fn kernel(&self, def: &KernelDef) -> Arc<Kernel> {
@@ -1130,29 +1172,36 @@ impl Gpu {
                 layout: &kernel.layout,
                 entries: &entries,
             });
-            let stamp = rec.capture.as_mut().and_then(|c| {
-                if c.next + 2 > wgpu::QUERY_SET_MAX_QUERIES {
-                    c.overflow = true;
-                    return None;
-                }
-                c.next += 2;
-                Some((c.set.clone(), c.next - 2))
-            });
-            let enc = self.encoder(rec);
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some(def.entry),
-                timestamp_writes: stamp
-                    .as_ref()
-                    .map(|(set, i)| wgpu::ComputePassTimestampWrites {
-                        query_set: set,
-                        beginning_of_pass_write_index: Some(*i),
-                        end_of_pass_write_index: Some(*i + 1),
-                    }),
-            });
-            pass.set_pipeline(&kernel.pipeline);
-            pass.set_bind_group(0, &bg, &[]);
-            pass.dispatch_workgroups(gx as u32, gy as u32, 1);
-            drop(pass);
+            if rec.pass.is_none() {
+                let stamp = rec.capture.as_mut().and_then(|c| {
+                    if c.next + 2 > wgpu::QUERY_SET_MAX_QUERIES {
+                        c.overflow = true;
+                        return None;
+                    }
+                    c.next += 2;
+                    c.labels.push(op);
+                    Some((c.set.clone(), c.next - 2))
+                });
+                let enc = self.encoder(rec);
+                let pass = enc
+                    .begin_compute_pass(&wgpu::ComputePassDescriptor {
+                        label: Some("ntm-kernels"),
+                        timestamp_writes: stamp.as_ref().map(|(set, i)| {
+                            wgpu::ComputePassTimestampWrites {
+                                query_set: set,
+                                beginning_of_pass_write_index: Some(*i),
+                                end_of_pass_write_index: Some(*i + 1),
+                            }
+                        }),
+                    })
+                    .forget_lifetime();
+                rec.pass = Some(pass);
+            }
+            if let Some(pass) = rec.pass.as_mut() {
+                pass.set_pipeline(&kernel.pipeline);
+                pass.set_bind_group(0, &bg, &[]);
+                pass.dispatch_workgroups(gx as u32, gy as u32, 1);
+            }
             rec.dispatches_recorded += 1;
             u0 = u1;
         }
@@ -1161,6 +1210,30 @@ impl Gpu {
 }
 
 pub(crate) use Recorder as Rec;
+
+/// The recorder locked for one op (see [`Gpu::recorder`]).
+pub(crate) struct RecGuard<'a>(MutexGuard<'a, Recorder>);
+
+impl std::ops::Deref for RecGuard<'_> {
+    type Target = Recorder;
+    fn deref(&self) -> &Recorder {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for RecGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Recorder {
+        &mut self.0
+    }
+}
+
+impl Drop for RecGuard<'_> {
+    fn drop(&mut self) {
+        if self.0.capture.is_some() {
+            self.0.pass = None;
+        }
+    }
+}
 
 const COPY: KernelDef = KernelDef {
     file: "copy.wgsl",

@@ -6,9 +6,9 @@ use crate::error::Result;
 use crate::gpu::{Arg, Gpu, KernelDef, Params, Rec, Span, Tensor};
 
 const SRC: &str = include_str!("../shaders/read.wgsl");
-/// Rows per block of the column reductions (`RB` in the shaders).
-pub(crate) const RB: u64 = 256;
 const HG: u64 = 4;
+/// Workgroups the column reductions aim for: enough to fill a large GPU.
+const TARGET_UNITS: u64 = 4096;
 
 const PARTIAL: KernelDef = KernelDef {
     file: "read.wgsl",
@@ -38,23 +38,63 @@ pub struct ReadGrads {
     pub weights: Tensor,
 }
 
-/// Layout of the column reductions: (column tile width, column tiles, row blocks, head groups,
-/// units). The tile is the narrowest power of two holding W, at most 64, so narrow memories
-/// keep several rows in flight per workgroup.
-pub(crate) fn col_layout(d: Dims) -> (u64, u64, u64, u64, u64) {
+/// Layout of the column reductions.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ColLayout {
+    /// Column tile width: the narrowest power of two holding W, at most 64, so narrow
+    /// memories keep several rows in flight per workgroup.
+    pub tw: u64,
+    /// Column tiles.
+    pub nct: u64,
+    /// Rows per block: 256, halved (down to 16) until there are enough workgroups.
+    pub rb: u64,
+    /// Row blocks.
+    pub nblk: u64,
+    /// Head groups.
+    pub nhg: u64,
+    /// Workgroups.
+    pub units: u64,
+}
+
+impl ColLayout {
+    /// `extra` of the `partial` kernels' Params.
+    pub fn extra(&self) -> [u32; 4] {
+        [
+            self.tw as u32,
+            self.nblk as u32,
+            self.nct as u32,
+            self.rb as u32,
+        ]
+    }
+}
+
+pub(crate) fn col_layout(d: Dims) -> ColLayout {
     let tw = (d.w as u64).next_power_of_two().min(64);
     let nct = (d.w as u64).div_ceil(tw);
-    let nblk = (d.n as u64).div_ceil(RB);
     let nhg = (d.h as u64).div_ceil(HG);
-    (tw, nct, nblk, nhg, d.b as u64 * nblk * nct * nhg)
+    let units = |rb: u64| d.b as u64 * (d.n as u64).div_ceil(rb) * nct * nhg;
+    let mut rb = 256;
+    while rb > 16 && units(rb) < TARGET_UNITS {
+        rb /= 2;
+    }
+    ColLayout {
+        tw,
+        nct,
+        rb,
+        nblk: (d.n as u64).div_ceil(rb),
+        nhg,
+        units: units(rb),
+    }
 }
 
 /// Element spans of the column-reduction units: (memory rows, [B,H,N] rows, partials).
 pub(crate) fn col_spans(d: Dims) -> impl Fn(u64, u64) -> (Rows, (u64, u64)) {
-    let (_, nct, nblk, nhg, _) = col_layout(d);
+    let ColLayout {
+        nct, nblk, nhg, rb, ..
+    } = col_layout(d);
     let (h, n, w) = (d.h as u64, d.n as u64, d.w as u64);
     move |u0, u1| {
-        let r = Rows::of_blocks(u0, u1, nct * nhg, nblk, RB, n);
+        let r = Rows::of_blocks(u0, u1, nct * nhg, nblk, rb, n);
         let first = u0 / (nct * nhg);
         let last = (u1 - 1) / (nct * nhg);
         (r, (first * h * w, (last + 1) * h * w))
@@ -70,12 +110,15 @@ pub(crate) fn combine_blocks(
     parts: &wgpu::Buffer,
     out: (&wgpu::Buffer, u64),
 ) -> Result<()> {
-    let (_, _, nblk, _, _) = col_layout(d);
+    let nblk = col_layout(d).nblk;
     let (b, h, w) = (d.b as u64, d.h as u64, d.w as u64);
     let total = b * h * w;
-    let out_span = |u0, u1| flat(u0, u1, 256, total);
+    // Lanes per output: about 8 blocks each, up to the whole workgroup.
+    let lanes = nblk.div_ceil(8).next_power_of_two().min(256);
+    let per_wg = 256 / lanes;
+    let out_span = |u0, u1| flat(u0, u1, per_wg, total);
     let part_span = |u0, u1| {
-        let (e0, e1) = flat(u0, u1, 256, total);
+        let (e0, e1) = flat(u0, u1, per_wg, total);
         (
             (e0 / (h * w)) * nblk * h * w,
             ((e1 - 1) / (h * w) + 1) * nblk * h * w,
@@ -85,8 +128,8 @@ pub(crate) fn combine_blocks(
         rec,
         op,
         &COMBINE,
-        Params::new(d.arr(), [0, nblk as u32, 0, 0], [0.0; 4]),
-        total.div_ceil(256),
+        Params::new(d.arr(), [0, nblk as u32, lanes as u32, 0], [0.0; 4]),
+        total.div_ceil(per_wg),
         &[
             Arg::raw(parts, b * nblk * h * w, Span::Window(&part_span)),
             Arg::raw(out.0, out.1, Span::Window(&out_span)),
@@ -105,9 +148,9 @@ pub(crate) fn weighted_row_sums(
     weights: &wgpu::Buffer,
     out: &wgpu::Buffer,
 ) -> Result<()> {
-    let (tw, nct, nblk, _, units) = col_layout(d);
+    let cl = col_layout(d);
     let (b, h, n, w) = (d.b as u64, d.h as u64, d.n as u64, d.w as u64);
-    let parts = gpu.scratch(rec, b * nblk * h * w);
+    let parts = gpu.scratch(rec, b * cl.nblk * h * w);
     let spans = col_spans(d);
     let mem_span = |u0, u1| spans(u0, u1).0.bnw(n, w);
     let w_span = |u0, u1| spans(u0, u1).0.bhn(h, n);
@@ -116,12 +159,12 @@ pub(crate) fn weighted_row_sums(
         rec,
         op,
         &PARTIAL,
-        Params::new(d.arr(), [tw as u32, nblk as u32, nct as u32, 0], [0.0; 4]),
-        units,
+        Params::new(d.arr(), cl.extra(), [0.0; 4]),
+        cl.units,
         &[
             Arg::window(mem, &mem_span),
             Arg::raw(weights, b * h * n, Span::Window(&w_span)),
-            Arg::raw(&parts, b * nblk * h * w, Span::Window(&part_span)),
+            Arg::raw(&parts, b * cl.nblk * h * w, Span::Window(&part_span)),
         ],
     )?;
     combine_blocks(gpu, rec, op, d, &parts, (out, b * h * w))?;

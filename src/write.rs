@@ -165,20 +165,20 @@ impl Gpu {
             ],
         )?;
 
-        let (tw, nct, cblk, _, units) = col_layout(d);
+        let cl = col_layout(d);
         let spans = col_spans(d);
         let c_mem = |u0, u1| spans(u0, u1).0.bnw(n, wd);
         let c_w = |u0, u1| spans(u0, u1).0.bhn(h, n);
         let c_part = |u0, u1| spans(u0, u1).1;
-        let part_len = b * cblk * h * wd;
+        let part_len = b * cl.nblk * h * wd;
         let part_de = self.scratch(&mut rec, part_len);
         let part_da = self.scratch(&mut rec, part_len);
         self.dispatch(
             &mut rec,
             OP,
             &BWD_COLS,
-            Params::new(d.arr(), [tw as u32, cblk as u32, nct as u32, 0], [0.0; 4]),
-            units,
+            Params::new(d.arr(), cl.extra(), [0.0; 4]),
+            cl.units,
             &[
                 Arg::window(memory_before, &c_mem),
                 Arg::window(w, &c_w),
