@@ -621,7 +621,7 @@ impl Gpu {
         let out = self.alloc(OP, &t.shape)?;
         let n = t.len as u64;
         let span = |u0: u64, u1: u64| (u0 * 256, (u1 * 256).min(n));
-        let mut rec = self.lock();
+        let mut rec = self.recorder();
         self.dispatch(
             &mut rec,
             OP,
