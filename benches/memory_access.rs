@@ -4,7 +4,9 @@
 //! Environment: `WGPU_BACKEND`, `WGPU_ADAPTER_NAME` pick the adapter; `NTM_BENCH_QUICK=1`
 //! runs the reduced sweep; `NTM_BENCH_FILTER=<substring>` selects ops; `NTM_BENCH_REPS`
 //! sets repetitions per row; `NTM_BENCH_SOFT_MIB` caps the memory size of soft rows (default:
-//! 256 MiB on CPU adapters such as lavapipe, no cap on GPUs).
+//! 256 MiB on CPU adapters such as lavapipe, no cap on GPUs); `NTM_BENCH_SOFT_SECONDS` skips
+//! soft rows of a shape projected to take longer (default: 40 s on CPU adapters, 0 = no cap),
+//! except in the first (plotted) slice B = 1, H = 1, W = 64.
 
 use ntm_kernels::bench::{run, Config};
 use ntm_kernels::Gpu;
@@ -30,6 +32,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some(mib) => mib << 20,
         None if cpu => 256 << 20,
         None => u64::MAX,
+    };
+    cfg.soft_seconds = match env("NTM_BENCH_SOFT_SECONDS").and_then(|v| v.parse::<f64>().ok()) {
+        Some(secs) if secs > 0.0 => secs,
+        Some(_) => f64::INFINITY,
+        None if cpu => 40.0,
+        None => f64::INFINITY,
     };
     let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
     cfg.out_dir = Some(std::path::Path::new(&target).join("ntm-bench"));

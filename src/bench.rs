@@ -74,6 +74,9 @@ pub struct Bench<'g> {
     /// How the rows were timed.
     pub clock: Option<Clock>,
     copy_gbps: f64,
+    warm: std::collections::HashSet<(String, &'static str, &'static str)>,
+    /// Seconds spent timing soft rows, for projecting the next shape's cost.
+    soft_seconds: f64,
 }
 
 /// A shape of the sweep: batch, heads, slots, width.
@@ -103,6 +106,8 @@ impl<'g> Bench<'g> {
             rows: Vec::new(),
             clock: None,
             copy_gbps: 0.0,
+            warm: Default::default(),
+            soft_seconds: 0.0,
         }
     }
 
@@ -123,16 +128,28 @@ impl<'g> Bench<'g> {
         if !self.wanted(op) {
             return Ok(None);
         }
-        // Warm-up (pipelines, first-touch allocation); slow rows get fewer repetitions.
+        // Warm-up, only for ops not measured before in this session (pipeline creation):
+        // once warm, the first timed run decides how many more a row gets (slow rows fewer).
+        let key = (op.to_string(), access, pass);
+        if !self.warm.contains(&key) {
+            f()?;
+            self.gpu.sync()?;
+            self.warm.insert(key);
+        }
         let t0 = Instant::now();
-        f()?;
-        self.gpu.sync()?;
-        let reps = if t0.elapsed().as_secs_f64() > 0.3 {
-            self.reps.min(3)
+        let mut p = self.gpu.profile(1, &mut f)?;
+        let first = t0.elapsed().as_secs_f64();
+        let more = if first > 1.0 {
+            1
+        } else if first > 0.3 {
+            2
         } else {
-            self.reps
+            self.reps.saturating_sub(1)
         };
-        let p = self.gpu.profile(reps, &mut f)?;
+        if more > 0 {
+            p.samples.extend(self.gpu.profile(more, &mut f)?.samples);
+        }
+        self.soft_seconds += if access == "soft" { t0.elapsed().as_secs_f64() } else { 0.0 };
         self.clock = Some(p.clock);
         let median_us = p.median().as_secs_f64() * 1e6;
         let gbps = if median_us > 0.0 {
@@ -552,6 +569,9 @@ pub struct Config {
     pub filter: Option<String>,
     /// Soft rows are skipped where the memory is larger than this many bytes.
     pub soft_limit: u64,
+    /// Soft rows of a shape are skipped when their time, projected from the previous N of the
+    /// same (B, H, W), would exceed this many seconds; the first (plotted) slice is exempt.
+    pub soft_seconds: f64,
     /// Steps of backprop through time for the memory accounting.
     pub steps: u64,
     /// Directory for `memory_access.csv` and `memory_access.svg`, if any.
@@ -580,6 +600,7 @@ impl Config {
             reps: 7,
             filter: None,
             soft_limit: u64::MAX,
+            soft_seconds: f64::INFINITY,
             steps: 100,
             out_dir: None,
         }
@@ -618,6 +639,9 @@ pub fn run(gpu: &Gpu, cfg: &Config) -> Result<Report> {
     let mut bench = Bench::new(gpu, cfg.reps, cfg.filter.clone());
     let mut skipped = Vec::new();
     let mut memory = Vec::new();
+    // Soft time spent at the previous N of each (B, H, W): (N, seconds).
+    let mut last_soft: std::collections::HashMap<(usize, usize, usize), (usize, f64)> = Default::default();
+    let plotted = cfg.shapes.first().map(|&(b, h, _, w)| (b, h, w));
     for &shape in &cfg.shapes {
         let (b, h, n, w) = shape;
         let bytes = (b * n * w * 4) as u64;
@@ -629,7 +653,7 @@ pub fn run(gpu: &Gpu, cfg: &Config) -> Result<Report> {
             ));
             continue;
         }
-        let soft = bytes <= cfg.soft_limit;
+        let mut soft = bytes <= cfg.soft_limit;
         if !soft {
             skipped.push(format!(
                 "B={b} H={h} N={n} W={w}: soft rows skipped, memory of {:.0} MiB exceeds the soft budget of {:.0} MiB (NTM_BENCH_SOFT_MIB)",
@@ -637,8 +661,20 @@ pub fn run(gpu: &Gpu, cfg: &Config) -> Result<Report> {
                 mib(cfg.soft_limit)
             ));
         }
+        let projected = last_soft.get(&(b, h, w)).map(|&(pn, secs)| secs * n as f64 / pn as f64);
+        if let Some(p) = projected.filter(|&p| soft && p > cfg.soft_seconds && plotted != Some((b, h, w))) {
+            soft = false;
+            skipped.push(format!(
+                "B={b} H={h} N={n} W={w}: soft rows skipped, projected to take {p:.0} s, over the budget of {:.0} s per shape (NTM_BENCH_SOFT_SECONDS)",
+                cfg.soft_seconds
+            ));
+        }
+        let before = bench.soft_seconds;
         bench.copy_baseline(shape)?;
         bench.shape(shape, soft)?;
+        if soft {
+            last_soft.insert((b, h, w), (n, bench.soft_seconds - before));
+        }
         let (sb, db) = bench.backprop_memory(shape, cfg.steps)?;
         memory.push((shape, sb, db));
     }
@@ -646,7 +682,7 @@ pub fn run(gpu: &Gpu, cfg: &Config) -> Result<Report> {
     let _ = writeln!(text, "adapter: {ad}");
     let _ = writeln!(
         text,
-        "timing: {}; median and min of up to {} runs after a warm-up (3 for rows slower than 0.3 s)",
+        "timing: {}; median and min of up to {} runs after a warm-up (3 for rows slower than 0.3 s, 2 over 1 s)",
         bench.clock.map_or("none".to_string(), |c| c.to_string()),
         cfg.reps
     );

@@ -205,3 +205,11 @@ impl Elementwise {
         self.rows(u0, u1).bnw(self.n, self.w)
     }
 }
+
+/// Elements of a [rows, len] array that units `[u0, u1)` touch, when unit `r * chunks + c`
+/// covers elements `[c * chunk, (c + 1) * chunk)` of row r.
+pub(crate) fn row_chunks(u0: u64, u1: u64, chunks: u64, chunk: u64, len: u64) -> (u64, u64) {
+    let (r0, c0) = (u0 / chunks, u0 % chunks);
+    let (r1, c1) = ((u1 - 1) / chunks, (u1 - 1) % chunks);
+    (r0 * len + c0 * chunk, r1 * len + ((c1 + 1) * chunk).min(len))
+}

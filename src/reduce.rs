@@ -2,7 +2,7 @@
 //! deterministic levels, chunk partials then a fixed-order combine. Internal to the crate;
 //! shaders in `shaders/reduce.wgsl`.
 
-use crate::check::flat;
+use crate::check::{flat, row_chunks};
 use crate::error::Result;
 use crate::gpu::{Arg, Gpu, KernelDef, Params, Rec, Span};
 
@@ -54,14 +54,7 @@ pub(crate) fn row_pairs(
 ) -> Result<wgpu::Buffer> {
     let chunks = len.div_ceil(CHUNK);
     let parts = gpu.scratch(rec, rows * chunks * 2);
-    let span = |u0: u64, u1: u64| {
-        let (r0, c0) = (u0 / chunks, u0 % chunks);
-        let (r1, c1) = ((u1 - 1) / chunks, (u1 - 1) % chunks);
-        (
-            r0 * len + c0 * CHUNK,
-            r1 * len + ((c1 + 1) * CHUNK).min(len),
-        )
-    };
+    let span = |u0, u1| row_chunks(u0, u1, chunks, CHUNK, len);
     let out_span = |u0: u64, u1: u64| (u0 * 2, u1 * 2);
     let params = Params::new(
         [0; 4],

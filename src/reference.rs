@@ -4,6 +4,10 @@
 //! central finite differences in `f64`, and the GPU against these in `f32`/`f64`.
 //! Layouts as in DESIGN.md §2: row-major `M[B,N,W]`, `k[B,H,W]`, `beta[B,H]`, `w[B,H,N]`,
 //! `e, a, r[B,H,W]`.
+//!
+//! These are oracles for tests, written for clarity: unlike the GPU API they do not validate
+//! their arguments, and panic (index out of bounds) if a slice is shorter than its shape says
+//! or an index is `>= N`.
 
 use crate::EPS;
 

@@ -1,7 +1,7 @@
 //! Sampling a slot per head (Gumbel-max), the greedy pick, and the score-function
 //! (REINFORCE) gradient with an entropy bonus. Shaders in `shaders/sample.wgsl`.
 
-use crate::check::{self, flat};
+use crate::check::{self, flat, row_chunks};
 use crate::error::{Error, Result};
 use crate::gpu::{
     Arg, CheckKind, Gpu, IndexCheck, Indices, KernelDef, Params, Span, Tensor, CHECK_SLOTS,
@@ -54,14 +54,7 @@ impl Gpu {
         let extra = [mode, seed as u32, (seed >> 32) as u32, chunks as u32];
         let mut rec = self.recorder();
         let best = self.scratch(&mut rec, rows * chunks * 2);
-        let w_span = |u0: u64, u1: u64| {
-            let (r0, c0) = (u0 / chunks, u0 % chunks);
-            let (r1, c1) = ((u1 - 1) / chunks, (u1 - 1) % chunks);
-            (
-                r0 * n64 + c0 * CHUNK,
-                r1 * n64 + ((c1 + 1) * CHUNK).min(n64),
-            )
-        };
+        let w_span = |u0, u1| row_chunks(u0, u1, chunks, CHUNK, n64);
         let best_span = |u0: u64, u1: u64| (u0 * 2, u1 * 2);
         self.dispatch(
             &mut rec,

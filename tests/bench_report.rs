@@ -13,6 +13,7 @@ fn the_report_runs_and_writes_csv_and_plot() {
         reps: 2,
         filter: None,
         soft_limit: u64::MAX,
+        soft_seconds: f64::INFINITY,
         steps: 100,
         out_dir: Some(dir.clone()),
     };
