@@ -41,6 +41,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
     cfg.out_dir = Some(std::path::Path::new(&target).join("ntm-bench"));
+    cfg.progress = true;
     let started = std::time::Instant::now();
     let report = run(&gpu, &cfg)?;
     print!("{}", report.text);

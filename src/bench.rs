@@ -75,7 +75,7 @@ pub struct Bench<'g> {
     pub clock: Option<Clock>,
     copy_gbps: f64,
     warm: std::collections::HashSet<(String, &'static str, &'static str)>,
-    /// Seconds spent timing soft rows, for projecting the next shape's cost.
+    /// Seconds spent timing soft and whole-step rows, for projecting the next shape's cost.
     soft_seconds: f64,
 }
 
@@ -149,7 +149,9 @@ impl<'g> Bench<'g> {
         if more > 0 {
             p.samples.extend(self.gpu.profile(more, &mut f)?.samples);
         }
-        self.soft_seconds += if access == "soft" { t0.elapsed().as_secs_f64() } else { 0.0 };
+        if access == "soft" || op == "step" {
+            self.soft_seconds += t0.elapsed().as_secs_f64();
+        }
         self.clock = Some(p.clock);
         let median_us = p.median().as_secs_f64() * 1e6;
         let gbps = if median_us > 0.0 {
@@ -205,9 +207,11 @@ impl<'g> Bench<'g> {
         Ok(())
     }
 
-    /// Every row at one shape: soft ops (if `soft`), discrete ops, memory access alone and
-    /// the whole NTM step, soft against discrete. The copy baseline must be measured first.
-    pub fn shape(&mut self, shape: Shape4, soft: bool) -> Result<()> {
+    /// Every row at one shape: discrete ops and discrete memory access always; with `full`,
+    /// also the soft ops, soft memory access and the whole NTM step, soft and discrete (both
+    /// forms of the step address by content, O(N·W)). The copy baseline must be measured first.
+    pub fn shape(&mut self, shape: Shape4, full: bool) -> Result<()> {
+        let soft = full;
         let (b, h, n, w) = shape;
         let gpu = self.gpu;
         let mut seed = 7;
@@ -419,57 +423,59 @@ impl<'g> Bench<'g> {
                 bwd(&fwd(&mut m)?, &d_mem)
             })?;
         }
-        let fwd = |m: &mut Tensor| -> Result<(Tensor, Indices, Tensor, Indices, WriteUndo)> {
-            let wr = gpu.content_address(m, &k, &beta)?;
-            let ir = gpu.sample(&wr, 5)?;
-            gpu.discrete_read(m, &ir)?;
-            let wwr = gpu.content_address(m, &kw, &beta_w)?;
-            let iw = gpu.sample(&wwr, 6)?;
-            let u = gpu.discrete_write(m, &iw, &e1, &a1)?;
-            Ok((wr, ir, wwr, iw, u))
-        };
-        let bwd = |m: &mut Tensor,
-                   s: &(Tensor, Indices, Tensor, Indices, WriteUndo),
-                   d_mem: &mut Tensor|
-         -> Result<()> {
-            let (wr, ir, wwr, iw, u) = s;
-            gpu.discrete_write_backward(u, &e1, &a1, d_mem)?;
-            gpu.undo_write(m, u)?;
-            let dz = gpu.reinforce_grad(wwr, iw, &adv1, 0.01)?;
-            gpu.content_address_backward_scores(m, &kw, &beta_w, &dz)?;
-            gpu.discrete_read_backward(m, ir, &dr, d_mem)?;
-            let dz = gpu.reinforce_grad(wr, ir, &adv, 0.01)?;
-            gpu.content_address_backward_scores(m, &k, &beta, &dz)?;
-            Ok(())
-        };
-        let saved = fwd(&mut m)?;
-        self.time(
-            "step",
-            "discrete",
-            "forward",
-            shape,
-            step_bytes(false),
-            || fwd(&mut m).map(drop),
-        )?;
-        self.time(
-            "step",
-            "discrete",
-            "backward",
-            shape,
-            2 * step_bytes(false),
-            || bwd(&mut m, &saved, &mut d_mem),
-        )?;
-        self.time(
-            "step",
-            "discrete",
-            "both",
-            shape,
-            3 * step_bytes(false),
-            || {
-                let s = fwd(&mut m)?;
-                bwd(&mut m, &s, &mut d_mem)
-            },
-        )?;
+        if full {
+            let fwd = |m: &mut Tensor| -> Result<(Tensor, Indices, Tensor, Indices, WriteUndo)> {
+                let wr = gpu.content_address(m, &k, &beta)?;
+                let ir = gpu.sample(&wr, 5)?;
+                gpu.discrete_read(m, &ir)?;
+                let wwr = gpu.content_address(m, &kw, &beta_w)?;
+                let iw = gpu.sample(&wwr, 6)?;
+                let u = gpu.discrete_write(m, &iw, &e1, &a1)?;
+                Ok((wr, ir, wwr, iw, u))
+            };
+            let bwd = |m: &mut Tensor,
+                       s: &(Tensor, Indices, Tensor, Indices, WriteUndo),
+                       d_mem: &mut Tensor|
+             -> Result<()> {
+                let (wr, ir, wwr, iw, u) = s;
+                gpu.discrete_write_backward(u, &e1, &a1, d_mem)?;
+                gpu.undo_write(m, u)?;
+                let dz = gpu.reinforce_grad(wwr, iw, &adv1, 0.01)?;
+                gpu.content_address_backward_scores(m, &kw, &beta_w, &dz)?;
+                gpu.discrete_read_backward(m, ir, &dr, d_mem)?;
+                let dz = gpu.reinforce_grad(wr, ir, &adv, 0.01)?;
+                gpu.content_address_backward_scores(m, &k, &beta, &dz)?;
+                Ok(())
+            };
+            let saved = fwd(&mut m)?;
+            self.time(
+                "step",
+                "discrete",
+                "forward",
+                shape,
+                step_bytes(false),
+                || fwd(&mut m).map(drop),
+            )?;
+            self.time(
+                "step",
+                "discrete",
+                "backward",
+                shape,
+                2 * step_bytes(false),
+                || bwd(&mut m, &saved, &mut d_mem),
+            )?;
+            self.time(
+                "step",
+                "discrete",
+                "both",
+                shape,
+                3 * step_bytes(false),
+                || {
+                    let s = fwd(&mut m)?;
+                    bwd(&mut m, &s, &mut d_mem)
+                },
+            )?;
+        }
         Ok(())
     }
 
@@ -569,13 +575,16 @@ pub struct Config {
     pub filter: Option<String>,
     /// Soft rows are skipped where the memory is larger than this many bytes.
     pub soft_limit: u64,
-    /// Soft rows of a shape are skipped when their time, projected from the previous N of the
-    /// same (B, H, W), would exceed this many seconds; the first (plotted) slice is exempt.
+    /// Soft and whole-step rows of a shape (both O(N·W)) are skipped when their time, projected
+    /// from the previous N of the same (B, H, W), would exceed this many seconds; the first
+    /// (plotted) slice is exempt.
     pub soft_seconds: f64,
     /// Steps of backprop through time for the memory accounting.
     pub steps: u64,
     /// Directory for `memory_access.csv` and `memory_access.svg`, if any.
     pub out_dir: Option<std::path::PathBuf>,
+    /// Print each shape to stderr as it starts.
+    pub progress: bool,
 }
 
 const SWEEP_N: [usize; 6] = [1024, 4096, 16384, 65536, 262144, 1048576];
@@ -603,6 +612,7 @@ impl Config {
             soft_seconds: f64::INFINITY,
             steps: 100,
             out_dir: None,
+            progress: false,
         }
     }
     /// The quick sweep: N in {1,024, 65,536} at B = 1, H = 1, W = 64 (every op).
@@ -640,7 +650,9 @@ pub fn run(gpu: &Gpu, cfg: &Config) -> Result<Report> {
     let mut skipped = Vec::new();
     let mut memory = Vec::new();
     // Soft time spent at the previous N of each (B, H, W): (N, seconds).
-    let mut last_soft: std::collections::HashMap<(usize, usize, usize), (usize, f64)> = Default::default();
+    let started = Instant::now();
+    let mut last_soft: std::collections::HashMap<(usize, usize, usize), (usize, f64)> =
+        Default::default();
     let plotted = cfg.shapes.first().map(|&(b, h, _, w)| (b, h, w));
     for &shape in &cfg.shapes {
         let (b, h, n, w) = shape;
@@ -656,20 +668,31 @@ pub fn run(gpu: &Gpu, cfg: &Config) -> Result<Report> {
         let mut soft = bytes <= cfg.soft_limit;
         if !soft {
             skipped.push(format!(
-                "B={b} H={h} N={n} W={w}: soft rows skipped, memory of {:.0} MiB exceeds the soft budget of {:.0} MiB (NTM_BENCH_SOFT_MIB)",
+                "B={b} H={h} N={n} W={w}: soft and whole-step rows skipped, memory of {:.0} MiB exceeds the soft budget of {:.0} MiB (NTM_BENCH_SOFT_MIB)",
                 mib(bytes),
                 mib(cfg.soft_limit)
             ));
         }
-        let projected = last_soft.get(&(b, h, w)).map(|&(pn, secs)| secs * n as f64 / pn as f64);
-        if let Some(p) = projected.filter(|&p| soft && p > cfg.soft_seconds && plotted != Some((b, h, w))) {
+        let projected = last_soft
+            .get(&(b, h, w))
+            .map(|&(pn, secs)| secs * n as f64 / pn as f64);
+        if let Some(p) =
+            projected.filter(|&p| soft && p > cfg.soft_seconds && plotted != Some((b, h, w)))
+        {
             soft = false;
             skipped.push(format!(
-                "B={b} H={h} N={n} W={w}: soft rows skipped, projected to take {p:.0} s, over the budget of {:.0} s per shape (NTM_BENCH_SOFT_SECONDS)",
+                "B={b} H={h} N={n} W={w}: soft and whole-step rows skipped, projected to take {p:.0} s, over the budget of {:.0} s per shape (NTM_BENCH_SOFT_SECONDS)",
                 cfg.soft_seconds
             ));
         }
         let before = bench.soft_seconds;
+        if cfg.progress {
+            eprintln!(
+                "[{:5.0} s] B={b} H={h} N={n} W={w}{}",
+                started.elapsed().as_secs_f64(),
+                if soft { "" } else { " (discrete rows only)" }
+            );
+        }
         bench.copy_baseline(shape)?;
         bench.shape(shape, soft)?;
         if soft {

@@ -211,5 +211,8 @@ impl Elementwise {
 pub(crate) fn row_chunks(u0: u64, u1: u64, chunks: u64, chunk: u64, len: u64) -> (u64, u64) {
     let (r0, c0) = (u0 / chunks, u0 % chunks);
     let (r1, c1) = ((u1 - 1) / chunks, (u1 - 1) % chunks);
-    (r0 * len + c0 * chunk, r1 * len + ((c1 + 1) * chunk).min(len))
+    (
+        r0 * len + c0 * chunk,
+        r1 * len + ((c1 + 1) * chunk).min(len),
+    )
 }

@@ -16,6 +16,7 @@ fn the_report_runs_and_writes_csv_and_plot() {
         soft_seconds: f64::INFINITY,
         steps: 100,
         out_dir: Some(dir.clone()),
+        progress: false,
     };
     let report = run(g, &cfg).unwrap();
     for part in [
