@@ -748,7 +748,8 @@ impl Gpu {
     }
 
     /// Runs `f` `reps` times and times each run: with GPU timestamp queries where the adapter
-    /// has them (one sample per run, from its first pass's start to its last pass's end), else
+    /// has them (one sample per run, from its first compute pass's start to its last pass's
+    /// end; a run's ops share passes as they do outside profiling), else
     /// by wall clock over batches of runs with one submit-and-wait each (up to 5 samples).
     /// Work queued before the call is finished first and not timed.
     pub fn profile(&self, reps: usize, mut f: impl FnMut() -> Result<()>) -> Result<Profile> {
@@ -791,11 +792,15 @@ impl Gpu {
                 while done < reps {
                     let start = self.lock().capture.as_ref().map_or(0, |c| c.next);
                     f()?;
-                    let (end, overflow) = self
-                        .lock()
+                    // A run's ops share compute passes, as they do outside profiling; the run
+                    // is timed from its first pass's start to its last pass's end.
+                    let mut rec = self.lock();
+                    rec.pass = None;
+                    let (end, overflow) = rec
                         .capture
                         .as_ref()
                         .map_or((0, false), |c| (c.next, c.overflow));
+                    drop(rec);
                     if overflow {
                         // This run went partly untimed: drop it and time it again in a fresh set.
                         if start == 0 {
@@ -980,14 +985,9 @@ impl Gpu {
             .collect()
     }
 
-    /// The recorder, for one op. While profiling, each op gets a compute pass of its own
-    /// (timestamped at its start and end), closed when the guard drops.
-    pub(crate) fn recorder(&self) -> RecGuard<'_> {
-        let mut guard = self.lock();
-        if guard.capture.is_some() {
-            guard.pass = None;
-        }
-        RecGuard(guard)
+    /// The recorder, locked for one op.
+    pub(crate) fn recorder(&self) -> MutexGuard<'_, Recorder> {
+        self.lock()
     }
 
     fn kernel(&self, def: &KernelDef) -> Arc<Kernel> {
@@ -1210,30 +1210,6 @@ impl Gpu {
 }
 
 pub(crate) use Recorder as Rec;
-
-/// The recorder locked for one op (see [`Gpu::recorder`]).
-pub(crate) struct RecGuard<'a>(MutexGuard<'a, Recorder>);
-
-impl std::ops::Deref for RecGuard<'_> {
-    type Target = Recorder;
-    fn deref(&self) -> &Recorder {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for RecGuard<'_> {
-    fn deref_mut(&mut self) -> &mut Recorder {
-        &mut self.0
-    }
-}
-
-impl Drop for RecGuard<'_> {
-    fn drop(&mut self) {
-        if self.0.capture.is_some() {
-            self.0.pass = None;
-        }
-    }
-}
 
 const COPY: KernelDef = KernelDef {
     file: "copy.wgsl",
