@@ -979,7 +979,14 @@ impl Gpu {
             return vec![(0, rows)];
         }
         let align = self.limits.min_storage_buffer_offset_alignment as u64;
-        let per = (max_bind.saturating_sub(align) / (width * 4)).max(1);
+        let row_bytes = width * 4;
+        // Windows of a whole number of aligned row groups start at aligned offsets and fill
+        // the binding exactly; otherwise leave room for aligning each start down.
+        let group = align / gcd(align, row_bytes);
+        let per = match (max_bind / row_bytes) / group * group {
+            0 => (max_bind.saturating_sub(align) / row_bytes).max(1),
+            p => p,
+        };
         (0..rows.div_ceil(per))
             .map(|k| (k * per, ((k + 1) * per).min(rows)))
             .collect()
@@ -1210,6 +1217,14 @@ impl Gpu {
 }
 
 pub(crate) use Recorder as Rec;
+
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
 
 const COPY: KernelDef = KernelDef {
     file: "copy.wgsl",

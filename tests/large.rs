@@ -95,4 +95,68 @@ fn soft_read_write_and_addressing_past_one_binding() {
         2e-6,
         1e-5,
     );
+
+    // Discrete ops gather and scatter across binding windows: on a 128 MiB binding the edge
+    // is flattened row 524,288 = batch 1, slot 224,281. Heads pick rows on both sides of it.
+    let idx = vec![0u32, 300_006, 224_280, 224_281];
+    let ix = g.upload_indices(&[s.b, s.h], &idx).unwrap();
+    let rd = g.download(&g.discrete_read(&gm, &ix).unwrap()).unwrap();
+    all_close(
+        "large discrete_read",
+        &rd,
+        &r::discrete_read(&m64, &idx, s),
+        0.0,
+        0.0,
+    );
+    let mut md = g.upload(&[s.b, s.n, s.w], &m).unwrap();
+    let undo = g.discrete_write(&mut md, &ix, &ge, &ga).unwrap();
+    let after = g.download(&md).unwrap();
+    let mut want = m64.clone();
+    r::discrete_write(&mut want, &idx, &f64s(&e), &f64s(&a), s);
+    for (bh, &i) in idx.iter().enumerate() {
+        let row = (bh / s.h) * s.n + i as usize;
+        let span = row * s.w..(row + 1) * s.w;
+        all_close(
+            &format!("large discrete_write row {row}"),
+            &after[span.clone()],
+            &want[span],
+            2e-6,
+            1e-5,
+        );
+    }
+    let changed = after.iter().zip(&m).filter(|(x, y)| x != y).count();
+    assert!(
+        changed <= idx.len() * s.w,
+        "discrete_write changed {changed} elements outside the chosen rows"
+    );
+    g.undo_write(&mut md, &undo).unwrap();
+    assert!(
+        g.download(&md).unwrap() == m,
+        "undo_write across windows must restore the memory bit for bit"
+    );
+    let mut dm = g.zeros(&[s.b, s.n, s.w]).unwrap();
+    let dwi = g
+        .download(&g.discrete_read_backward(&gm, &ix, &ga, &mut dm).unwrap())
+        .unwrap();
+    let mut want_dm = vec![0.0; m.len()];
+    let want_dwi = r::discrete_read_backward(&m64, &idx, &f64s(&a), &mut want_dm, s);
+    all_close(
+        "large discrete_read_backward dw_at_idx",
+        &dwi,
+        &want_dwi,
+        2e-6,
+        1e-5,
+    );
+    let got_dm = g.download(&dm).unwrap();
+    for (bh, &i) in idx.iter().enumerate() {
+        let row = (bh / s.h) * s.n + i as usize;
+        let span = row * s.w..(row + 1) * s.w;
+        all_close(
+            &format!("large discrete_read_backward row {row}"),
+            &got_dm[span.clone()],
+            &want_dm[span],
+            0.0,
+            0.0,
+        );
+    }
 }
