@@ -146,7 +146,7 @@ pub fn content_address<T: Real>(m: &[T], k: &[T], beta: &[T], s: Shape) -> Vec<T
     z.chunks(s.n).flat_map(softmax).collect()
 }
 
-/// Gradients of content addressing (or of the reads and writes, with their own fields).
+/// Gradients of content addressing.
 #[derive(Clone, Debug)]
 pub struct ContentGrads<T> {
     /// d memory, [B, N, W].
