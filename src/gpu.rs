@@ -17,6 +17,8 @@ const PARAM_BYTES: u64 = std::mem::size_of::<Params>() as u64;
 const ARENA_SLOTS: u64 = 4096;
 /// Index-check slots per batch (each op that reads indices takes one).
 pub(crate) const CHECK_SLOTS: u64 = 1024;
+/// Bytes of the index-check flags buffer (one u32 per slot).
+const CHECK_BYTES: u64 = CHECK_SLOTS * 4;
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -312,7 +314,6 @@ pub struct Gpu {
     id: u64,
     arena: wgpu::Buffer,
     slot_bytes: u64,
-    checks_buf_bytes: u64,
     kernels: Mutex<HashMap<(&'static str, &'static str), Arc<Kernel>>>,
     rec: Mutex<Recorder>,
     gpu_errors: Arc<Mutex<Vec<String>>>,
@@ -405,7 +406,6 @@ impl Gpu {
                 v.push(e.to_string());
             }
         }));
-        let checks_buf_bytes = CHECK_SLOTS * 4;
         Ok(Gpu {
             device,
             queue,
@@ -415,7 +415,6 @@ impl Gpu {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             arena,
             slot_bytes,
-            checks_buf_bytes,
             kernels: Mutex::default(),
             rec: Mutex::new(Recorder {
                 encoder: None,
@@ -704,7 +703,7 @@ impl Gpu {
             return Err(Error::Gpu(e));
         }
         for (buf, checks) in submitted {
-            let bytes = self.map_read(&buf, self.checks_buf_bytes)?;
+            let bytes = self.map_read(&buf, CHECK_BYTES)?;
             let flags: &[u32] = bytemuck::cast_slice(&bytes);
             for (slot, check) in checks.iter().enumerate() {
                 // Kernels store u32::MAX - (first bad position) with atomicMax; 0 = all in range.
@@ -906,11 +905,11 @@ impl Gpu {
             let flags = self.pooled_checks_buffer(rec);
             let read = self.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("ntm-kernels index checks readback"),
-                size: self.checks_buf_bytes,
+                size: CHECK_BYTES,
                 usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
                 mapped_at_creation: false,
             });
-            enc.copy_buffer_to_buffer(&flags, 0, &read, 0, self.checks_buf_bytes);
+            enc.copy_buffer_to_buffer(&flags, 0, &read, 0, CHECK_BYTES);
             let checks = std::mem::take(&mut rec.checks);
             rec.submitted_checks.push((read, checks));
         }
