@@ -8,8 +8,10 @@
 //! soft rows of a shape projected to take longer (default: 40 s on CPU adapters, 0 = no cap),
 //! except in the first (plotted) slice B = 1, H = 1, W = 64.
 
-use ntm_kernels::bench::{run, Config};
+mod report;
+
 use ntm_kernels::Gpu;
+use report::{run, Config};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     // `cargo test` builds and runs bench targets without `--bench`: nothing to do then.
@@ -45,7 +47,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let started = std::time::Instant::now();
     let report = run(&gpu, &cfg)?;
     print!("{}", report.text);
-    let bench = ntm_kernels::bench::Bench::new(&gpu, 1, None);
+    let bench = report::Bench::new(&gpu, 1, None);
     let (queued, single) = bench.queued_small_ops(1000)?;
     println!(
         "\n1000 queued small ops (soft_read, B=1 N=64 W=16): {queued:.1} us per op; one op then submit-and-wait: {single:.1} us ({:.1}x)",

@@ -1,212 +1,25 @@
 // Content addressing, per batch b, head h, slot i (EPS = 1e-6, norm(x) = sqrt(sum_j x_j^2 + EPS)):
 //   D_i = k . M_i,  P_i = norm(k) norm(M_i),  K_i = D_i / (P_i + EPS),  z_i = beta K_i
-//   w = softmax_i(z) (done by reduce.wgsl)
+//   w = softmax_i(z) (primitives/rowstat.wgsl)
 // Backward, given dz (the scores' gradient; dz = w (dw - sum_j w_j dw_j) when given dw):
 //   dbeta = sum_i dz_i K_i,  dK_i = beta dz_i,  dD_i = dK_i / (P_i + EPS),  dP_i = -dK_i D_i / (P_i + EPS)^2
 //   dk  = sum_i dD_i M_i + (sum_i dP_i norm(M_i)) k / norm(k)
 //   dM_i = sum_h [dD_hi k_h + dP_hi norm(k_h) M_i / norm(M_i)]
 //
-// `scores` and `bwd_rows` work on tiles of TR memory rows: the workgroup stages TC columns of
-// the tile at a time in workgroup memory (coalesced loads), then each thread owns one row and
-// up to HG heads, so every memory row is read from global memory once per group of HG heads,
-// with its norm and its dot products in the same pass.
+// The scores come from primitives/rowtile.wgsl (`scores`, mode 1), which this file imports:
+// `bwd_rows` works on the same row tiles, reading each memory row once per group of HG heads.
 
-struct Params {
-    unit_base: u32,
-    unit_end: u32,
-    groups_x: u32,
-    check_slot: u32,
-    base0: vec4<u32>,
-    base1: vec4<u32>,
-    dims: vec4<u32>,  // B, H, N, W
-    extra: vec4<u32>, // scores: x = mode (0: plain dot V.M_i, 1: content score)
-    fx: vec4<f32>,
-}
 
-const EPS: f32 = 1e-6;
-const TR: u32 = 64u;  // rows per tile = threads per workgroup
-const TC: u32 = 32u;  // columns staged per step
-const TS: u32 = 33u;  // tile row stride (padded against bank conflicts)
-const HG: u32 = 4u;   // heads per unit
-
-@group(0) @binding(0) var<uniform> p: Params;
-
-// Elementwise kernels over [B, N, W] map a workgroup of 256 threads to rows x a power-of-two
-// column tile (extra.z = tile width, extra.w = its log2): one division per thread, coalesced.
-struct Element {
-    ok: bool,
-    e: u32,
-    j: u32,
-    b: u32,
-    i: u32,
-}
-
-fn element(u: u32, t: u32) -> Element {
-    let N = p.dims.z;
-    let W = p.dims.w;
-    let tw = p.extra.z;
-    let nct = (W + tw - 1u) / tw;
-    let rows_per_wg = 256u / tw;
-    let row = (u / nct) * rows_per_wg + (t >> p.extra.w);
-    var el: Element;
-    el.j = (u % nct) * tw + (t & (tw - 1u));
-    el.ok = row < p.dims.x * N && el.j < W;
-    el.e = row * W + el.j;
-    el.b = row / N;
-    el.i = row - el.b * N;
-    return el;
-}
-
-var<workgroup> tile: array<f32, 2112>;      // TR * TS
-var<workgroup> ktile: array<vec4<f32>, 32>; // TC columns x the HG heads of the group
 var<workgroup> red: array<f32, 512>;   // TR * HG * 2
-
-struct Unit {
-    b: u32,
-    blk: u32,
-    h0: u32,
-    nh: u32,
-    i: u32,
-}
-
-fn unit_of(wg: vec3<u32>, t: u32) -> Unit {
-    let u = p.unit_base + wg.y * p.groups_x + wg.x;
-    let H = p.dims.y;
-    let N = p.dims.z;
-    let nhg = (H + HG - 1u) / HG;
-    let nblk = (N + TR - 1u) / TR;
-    let hg = u % nhg;
-    let rest = u / nhg;
-    var r: Unit;
-    r.blk = rest % nblk;
-    r.b = rest / nblk;
-    r.h0 = hg * HG;
-    r.nh = min(HG, H - r.h0);
-    r.i = r.blk * TR + t;
-    return r;
-}
-
-fn load_mem(un: Unit, j0: u32, e: u32) -> f32 {
-    let N = p.dims.z;
-    let W = p.dims.w;
-    let i = un.blk * TR + e / TC;
-    let j = j0 + e % TC;
-    if i < N && j < W {
-        return mem[(un.b * N + i) * W + j - p.base0.x];
-    }
-    return 0.0;
-}
-
-fn store_tile(e: u32, x: f32) {
-    tile[(e / TC) * TS + e % TC] = x;
-}
-
-// Stages columns [j0, j0 + TC) of the tile's rows. Loads go 8 at a time into scalars, so
-// they are in flight together, and no private array is indexed (it would live in local memory).
-fn stage_mem(un: Unit, j0: u32, t: u32) {
-    for (var k = 0u; k < TC; k += 8u) {
-        let e = t + k * TR;
-        let x0 = load_mem(un, j0, e);
-        let x1 = load_mem(un, j0, e + TR);
-        let x2 = load_mem(un, j0, e + 2u * TR);
-        let x3 = load_mem(un, j0, e + 3u * TR);
-        let x4 = load_mem(un, j0, e + 4u * TR);
-        let x5 = load_mem(un, j0, e + 5u * TR);
-        let x6 = load_mem(un, j0, e + 6u * TR);
-        let x7 = load_mem(un, j0, e + 7u * TR);
-        store_tile(e, x0);
-        store_tile(e + TR, x1);
-        store_tile(e + 2u * TR, x2);
-        store_tile(e + 3u * TR, x3);
-        store_tile(e + 4u * TR, x4);
-        store_tile(e + 5u * TR, x5);
-        store_tile(e + 6u * TR, x6);
-        store_tile(e + 7u * TR, x7);
-    }
-}
-
-// Columns [j0, j0 + TC) of the group's vectors, one vec4 (its HG heads; absent heads 0) per column.
-fn stage_vecs(un: Unit, j0: u32, t: u32) {
-    let H = p.dims.y;
-    let W = p.dims.w;
-    if t < TC {
-        var k = vec4<f32>(0.0);
-        let j = j0 + t;
-        if j < W {
-            let o = (un.b * H + un.h0) * W + j - p.base0.y;
-            k.x = vecs[o];
-            if un.nh > 1u {
-                k.y = vecs[o + W];
-            }
-            if un.nh > 2u {
-                k.z = vecs[o + 2u * W];
-            }
-            if un.nh > 3u {
-                k.w = vecs[o + 3u * W];
-            }
-        }
-        ktile[t] = k;
-    }
-}
-
-@group(0) @binding(1) var<storage, read> mem: array<f32>;
-@group(0) @binding(2) var<storage, read> vecs: array<f32>;
-@group(0) @binding(3) var<storage, read> beta: array<f32>;
-@group(0) @binding(4) var<storage, read_write> scores_out: array<f32>;
-
-// mode 0: out = V_h . M_i (the weights' gradient of a soft read, V = dr)
-// mode 1: out = beta_h K_hi (content scores, V = keys)
-@compute @workgroup_size(64)
-fn scores(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
-    let u = p.unit_base + wg.y * p.groups_x + wg.x;
-    if u >= p.unit_end {
-        return;
-    }
-    let un = unit_of(wg, t);
-    let H = p.dims.y;
-    let N = p.dims.z;
-    let W = p.dims.w;
-    // The HG heads of the group in vec4 lanes: registers, no private arrays.
-    var dot = vec4<f32>(0.0);
-    var ksq = vec4<f32>(0.0);
-    var msq = 0.0;
-    for (var j0 = 0u; j0 < W; j0 += TC) {
-        stage_mem(un, j0, t);
-        stage_vecs(un, j0, t);
-        workgroupBarrier();
-        for (var c = 0u; c < TC; c += 1u) {
-            let m = tile[t * TS + c];
-            let k = ktile[c];
-            msq += m * m;
-            dot += m * k;
-            ksq += k * k;
-        }
-        workgroupBarrier();
-    }
-    if un.i >= N {
-        return;
-    }
-    for (var hh = 0u; hh < HG; hh += 1u) {
-        if hh < un.nh {
-            let bh = un.b * H + un.h0 + hh;
-            var v = dot[hh];
-            if p.extra.x == 1u {
-                let P = sqrt(ksq[hh] + EPS) * sqrt(msq + EPS);
-                v = beta[bh - p.base0.z] * (dot[hh] / (P + EPS));
-            }
-            scores_out[bh * N + un.i - p.base0.w] = v;
-        }
-    }
-}
 
 @group(0) @binding(4) var<storage, read> dz: array<f32>;
 @group(0) @binding(5) var<storage, read_write> coef_d: array<f32>;  // dD_hi
 @group(0) @binding(6) var<storage, read_write> coef_m: array<f32>;  // dP_hi norm(k_h) / norm(M_i)
 @group(0) @binding(7) var<storage, read_write> part: array<f32>;    // per (b,h,blk): sum dP norm(M), sum dz K
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(TR)
 fn bwd_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
-    let u = p.unit_base + wg.y * p.groups_x + wg.x;
+    let u = unit_id(wg);
     if u >= p.unit_end {
         return;
     }
@@ -215,23 +28,10 @@ fn bwd_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_inde
     let N = p.dims.z;
     let W = p.dims.w;
     let nblk = (N + TR - 1u) / TR;
-    // The HG heads of the group in vec4 lanes: registers, no private arrays.
-    var dot = vec4<f32>(0.0);
-    var ksq = vec4<f32>(0.0);
-    var msq = 0.0;
-    for (var j0 = 0u; j0 < W; j0 += TC) {
-        stage_mem(un, j0, t);
-        stage_vecs(un, j0, t);
-        workgroupBarrier();
-        for (var c = 0u; c < TC; c += 1u) {
-            let m = tile[t * TS + c];
-            let k = ktile[c];
-            msq += m * m;
-            dot += m * k;
-            ksq += k * k;
-        }
-        workgroupBarrier();
-    }
+    let d = tile_dots(un, t);
+    let dot = d.dot;
+    let ksq = d.ksq;
+    let msq = d.msq;
     let nm = sqrt(msq + EPS);
     for (var hh = 0u; hh < HG; hh += 1u) {
         var sp = 0.0;
@@ -282,9 +82,9 @@ fn bwd_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_inde
 @group(0) @binding(5) var<storage, read_write> dmem: array<f32>;
 
 // dM_ij = sum_h [dD_hi k_hj + (dP_hi norm(k_h) / norm(M_i)) M_ij], one thread per element.
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn bwd_mem(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
-    let u = p.unit_base + wg.y * p.groups_x + wg.x;
+    let u = unit_id(wg);
     if u >= p.unit_end {
         return;
     }
@@ -320,7 +120,7 @@ var<workgroup> ksum: array<f32, 64>;
 // One workgroup per (b, h): dk = sum_i dD_i M_i + (sum_i dP_i norm(M_i)) k / norm(k); dbeta = sum_i dz_i K_i.
 @compute @workgroup_size(64)
 fn bwd_finish(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
-    let u = p.unit_base + wg.y * p.groups_x + wg.x;
+    let u = unit_id(wg);
     if u >= p.unit_end {
         return;
     }
@@ -354,9 +154,9 @@ fn bwd_finish(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_in
 @group(0) @binding(4) var<storage, read_write> dz_out: array<f32>;
 
 // dz_i = w_i (dw_i - sum_j w_j dw_j), one thread per element of [B, H, N].
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn dz_from_dw(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
-    let u = p.unit_base + wg.y * p.groups_x + wg.x;
+    let u = unit_id(wg);
     if u >= p.unit_end {
         return;
     }

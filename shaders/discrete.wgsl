@@ -15,19 +15,7 @@
 // [extra.x, extra.y): a dispatch acts on the heads whose row lies in its window.
 // Indices >= N are flagged (atomicMax of u32::MAX - (b H + h) in flags[check_slot]) and skipped.
 
-struct Params {
-    unit_base: u32,
-    unit_end: u32,
-    groups_x: u32,
-    check_slot: u32,
-    base0: vec4<u32>,
-    base1: vec4<u32>,
-    dims: vec4<u32>,  // B, H, N, W
-    extra: vec4<u32>, // x, y: window of flattened memory rows
-    fx: vec4<f32>,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
+// Params.extra: x, y: window of flattened memory rows
 
 // What one (b, h) workgroup does: its row, whether that row is valid and in this window,
 // and whether this head owns it.
@@ -60,7 +48,7 @@ fn head_of(u: u32, i: u32) -> Head {
 // r_h = M[idx_h] (also da_h = dM'[idx_h] in the write backward).
 @compute @workgroup_size(64)
 fn gather(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
-    let u = p.unit_base + wg.y * p.groups_x + wg.x;
+    let u = unit_id(wg);
     if u >= p.unit_end {
         return;
     }
@@ -102,7 +90,7 @@ fn reduce64(t: u32) -> f32 {
 
 @compute @workgroup_size(64)
 fn read_bwd(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
-    let u = p.unit_base + wg.y * p.groups_x + wg.x;
+    let u = unit_id(wg);
     if u >= p.unit_end {
         return;
     }
@@ -151,7 +139,7 @@ fn read_bwd(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_inde
 // First pass of a write: the undo record, old_h = M[idx_h], for every head.
 @compute @workgroup_size(64)
 fn save(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
-    let u = p.unit_base + wg.y * p.groups_x + wg.x;
+    let u = unit_id(wg);
     if u >= p.unit_end {
         return;
     }
@@ -181,7 +169,7 @@ fn save(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
 // extra.z: 0 = write (erase product, then adds), 1 = undo (restore old).
 @compute @workgroup_size(64)
 fn scatter(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
-    let u = p.unit_base + wg.y * p.groups_x + wg.x;
+    let u = unit_id(wg);
     if u >= p.unit_end {
         return;
     }
@@ -227,7 +215,7 @@ fn scatter(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index
 // de_h and dw_at_idx_h from dM' at the chosen rows (before dM' is turned into dM).
 @compute @workgroup_size(64)
 fn write_bwd_grads(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
-    let u = p.unit_base + wg.y * p.groups_x + wg.x;
+    let u = unit_id(wg);
     if u >= p.unit_end {
         return;
     }
@@ -265,7 +253,7 @@ fn write_bwd_grads(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocati
 // dM[r] = dM'[r] prod_{h: idx_h = r} (1 - e_h), by the row's owner.
 @compute @workgroup_size(64)
 fn write_bwd_mem(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
-    let u = p.unit_base + wg.y * p.groups_x + wg.x;
+    let u = unit_id(wg);
     if u >= p.unit_end {
         return;
     }

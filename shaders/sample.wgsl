@@ -8,24 +8,11 @@
 //           H(w) = -sum_i w(i) log w(i), with w log w = 0 where w = 0: the gradient of
 //           -A log w(idx) - lambda H(w) with respect to the scores, never dividing by w(idx).
 
-struct Params {
-    unit_base: u32,
-    unit_end: u32,
-    groups_x: u32,
-    check_slot: u32,
-    base0: vec4<u32>,
-    base1: vec4<u32>,
-    dims: vec4<u32>,  // B, H, N, W
-    extra: vec4<u32>, // partial/combine: x = mode (0 sample, 1 argmax), y, z = seed (low, high), w = chunks
-    fx: vec4<f32>,    // reinforce: x = lambda
-}
+// Params.extra: partial/combine: x = mode (0 sample, 1 argmax), y, z = seed (low, high), w = chunks
+// Params.fx: reinforce: x = lambda
 
-const WG: u32 = 256u;
 const PER_THREAD: u32 = 4u;
-const CHUNK: u32 = 1024u;
 const NONE: u32 = 0xffffffffu;
-
-@group(0) @binding(0) var<uniform> p: Params;
 
 fn mix(v: u32) -> u32 {
     // lowbias32 (Wellons): a full-avalanche 32-bit integer hash.
@@ -80,9 +67,9 @@ fn reduce_best(t: u32) {
 @group(0) @binding(1) var<storage, read> sw: array<f32>;
 @group(0) @binding(2) var<storage, read_write> best: array<u32>; // [rows, chunks, 2]: score bits, index
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn partial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
-    let u = p.unit_base + wg.y * p.groups_x + wg.x;
+    let u = unit_id(wg);
     if u >= p.unit_end {
         return;
     }
@@ -123,9 +110,9 @@ fn partial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index
 @group(0) @binding(3) var<storage, read_write> cflags: array<atomic<u32>>;
 
 // One workgroup per row; a row with nothing drawable is flagged and gets index 0.
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn combine(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
-    let u = p.unit_base + wg.y * p.groups_x + wg.x;
+    let u = unit_id(wg);
     if u >= p.unit_end {
         return;
     }
@@ -161,9 +148,9 @@ fn combine(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index
 @group(0) @binding(5) var<storage, read_write> rdz: array<f32>;
 @group(0) @binding(6) var<storage, read_write> rflags: array<atomic<u32>>;
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn reinforce(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
-    let u = p.unit_base + wg.y * p.groups_x + wg.x;
+    let u = unit_id(wg);
     if u >= p.unit_end {
         return;
     }

@@ -10,50 +10,10 @@
 // `bwd_dw` works on row tiles like content.wgsl; `bwd_cols` on row blocks like read.wgsl
 // `partial`, whose `combine` then sums the blocks.
 
-struct Params {
-    unit_base: u32,
-    unit_end: u32,
-    groups_x: u32,
-    check_slot: u32,
-    base0: vec4<u32>,
-    base1: vec4<u32>,
-    dims: vec4<u32>,  // B, H, N, W
-    extra: vec4<u32>, // bwd_cols: x = TW, y = row blocks, z = column tiles, w = rows per block
-    fx: vec4<f32>,
-}
+// Params.extra: bwd_cols: x = TW, y = row blocks, z = column tiles, w = rows per block
 
-const HG: u32 = 4u;
-const TR: u32 = 64u;
 const TC: u32 = 16u;
 const TS: u32 = 17u;
-
-@group(0) @binding(0) var<uniform> p: Params;
-
-// Elementwise kernels over [B, N, W] map a workgroup of 256 threads to rows x a power-of-two
-// column tile (extra.z = tile width, extra.w = its log2): one division per thread, coalesced.
-struct Element {
-    ok: bool,
-    e: u32,
-    j: u32,
-    b: u32,
-    i: u32,
-}
-
-fn element(u: u32, t: u32) -> Element {
-    let N = p.dims.z;
-    let W = p.dims.w;
-    let tw = p.extra.z;
-    let nct = (W + tw - 1u) / tw;
-    let rows_per_wg = 256u / tw;
-    let row = (u / nct) * rows_per_wg + (t >> p.extra.w);
-    var el: Element;
-    el.j = (u % nct) * tw + (t & (tw - 1u));
-    el.ok = row < p.dims.x * N && el.j < W;
-    el.e = row * W + el.j;
-    el.b = row / N;
-    el.i = row - el.b * N;
-    return el;
-}
 
 @group(0) @binding(1) var<storage, read_write> fmem: array<f32>;
 @group(0) @binding(2) var<storage, read> fw: array<f32>;
@@ -61,9 +21,9 @@ fn element(u: u32, t: u32) -> Element {
 @group(0) @binding(4) var<storage, read> fa: array<f32>;
 
 // In place, one thread per element of M.
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn fwd(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
-    let u = p.unit_base + wg.y * p.groups_x + wg.x;
+    let u = unit_id(wg);
     if u >= p.unit_end {
         return;
     }
@@ -96,9 +56,9 @@ fn fwd(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t:
 @group(0) @binding(4) var<storage, read_write> mdm: array<f32>;
 
 // dM = dM' prod_h (1 - w_h e_h), one thread per element.
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn bwd_mem(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
-    let u = p.unit_base + wg.y * p.groups_x + wg.x;
+    let u = unit_id(wg);
     if u >= p.unit_end {
         return;
     }
@@ -189,7 +149,7 @@ fn group_w(b: u32, i: u32, h0: u32, nh: u32) -> vec4<f32> {
 // dw_h(i): one thread per row of a TR-row tile, the HG heads of a unit in vec4 lanes.
 @compute @workgroup_size(64)
 fn bwd_dw(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
-    let u = p.unit_base + wg.y * p.groups_x + wg.x;
+    let u = unit_id(wg);
     if u >= p.unit_end {
         return;
     }
@@ -304,7 +264,7 @@ fn keep_range_cols(b: u32, i: u32, j: u32, h_lo: u32, h_hi: u32) -> f32 {
 // de, da partial sums over a block of RB rows; threads along columns as in read.wgsl.
 @compute @workgroup_size(64)
 fn bwd_cols(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
-    let u = p.unit_base + wg.y * p.groups_x + wg.x;
+    let u = unit_id(wg);
     if u >= p.unit_end {
         return;
     }

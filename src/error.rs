@@ -65,6 +65,26 @@ pub enum Error {
         /// The number of memory slots.
         slots: usize,
     },
+    /// The device's limits are below what the crate's kernels need (checked when a [`crate::Gpu`]
+    /// is created).
+    Limit {
+        /// The `wgpu::Limits` field, e.g. `max_storage_buffers_per_shader_stage`.
+        limit: &'static str,
+        /// What the kernels need.
+        needed: u64,
+        /// What the device allows.
+        available: u64,
+    },
+    /// A wait gave up after the timeout set by [`crate::Gpu::set_wait_timeout`]; the queued
+    /// work goes on, and a later wait picks it up.
+    Timeout {
+        /// The call that waited.
+        op: &'static str,
+        /// What it was waiting for.
+        what: String,
+        /// How long it waited.
+        waited: std::time::Duration,
+    },
     /// The GPU or wgpu reported an error (validation, out of memory, device lost, mapping).
     Gpu(String),
 }
@@ -90,6 +110,16 @@ impl fmt::Display for Error {
                 f,
                 "{op}: index {index} at [batch {batch}, head {head}] is out of range: memory has {slots} slots; \
                  the rows it would have touched were left unchanged"
+            ),
+            Error::Limit { limit, needed, available } => write!(
+                f,
+                "the device's limit `{limit}` is {available}, but this crate's kernels need {needed}; \
+                 request the adapter's limits when creating the device"
+            ),
+            Error::Timeout { op, what, waited } => write!(
+                f,
+                "{op}: gave up after {:.1} s waiting for {what} (see Gpu::set_wait_timeout)",
+                waited.as_secs_f64()
             ),
             Error::Gpu(m) => write!(f, "GPU error: {m}"),
         }

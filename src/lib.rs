@@ -2,24 +2,22 @@
 #![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 
-pub mod bench;
 mod check;
-mod content;
-mod discrete;
 mod error;
-mod gpu;
-mod read;
-mod reduce;
+mod ops;
+mod primitives;
 pub mod reference;
-mod sample;
-mod write;
+mod registry;
+mod runtime;
 
-pub use content::ContentGrads;
-pub use discrete::{DiscreteWriteGrads, WriteUndo};
 pub use error::{Error, Result};
-pub use gpu::{AdapterSummary, Clock, Gpu, Indices, Profile, Tensor};
-pub use read::ReadGrads;
-pub use write::WriteGrads;
+pub use ops::content::ContentGrads;
+pub use ops::discrete::{DiscreteWriteGrads, WriteUndo};
+pub use ops::read::ReadGrads;
+pub use ops::write::WriteGrads;
+pub use runtime::profile::{Clock, Profile};
+pub use runtime::tensor::{Indices, Tensor};
+pub use runtime::{AdapterSummary, Gpu, DEFAULT_WAIT_TIMEOUT};
 
 /// The epsilon of `norm(x) = sqrt(sum x² + EPS)` and of `K = D / (P + EPS)`.
 pub const EPS: f32 = 1e-6;

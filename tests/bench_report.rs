@@ -1,7 +1,9 @@
 //! The bench's code path on tiny shapes: `cargo test` proves the report works (not how fast).
 mod common;
 use common::*;
-use ntm_kernels::bench::{run, Config, CSV_HEADER};
+#[path = "../benches/report/mod.rs"]
+mod report;
+use report::{run, Config, CSV_HEADER};
 use std::collections::HashSet;
 
 #[test]

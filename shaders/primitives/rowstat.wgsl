@@ -8,24 +8,11 @@
 //                modes 1, 2: componentwise sums
 //   normalize: x_i <- exp(x_i - m_r) / s_r   (softmax with the row maximum subtracted)
 
-struct Params {
-    unit_base: u32,
-    unit_end: u32,
-    groups_x: u32,
-    check_slot: u32,
-    base0: vec4<u32>,
-    base1: vec4<u32>,
-    dims: vec4<u32>,
-    extra: vec4<u32>, // x: mode, y: L (row length), z: C (chunks per row)
-    fx: vec4<f32>,
-}
+// Params.extra: x: mode, y: L (row length), z: C (chunks per row)
 
-const WG: u32 = 256u;
 const PER_THREAD: u32 = 4u;
-const CHUNK: u32 = 1024u; // WG * PER_THREAD
 const NEG_BIG: f32 = -3.0e38;
 
-@group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> y: array<f32>;
 @group(0) @binding(3) var<storage, read_write> pairs: array<f32>;
@@ -54,9 +41,9 @@ fn reduce_wg(t: u32, mode: u32) {
     workgroupBarrier();
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn partial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
-    let u = p.unit_base + wg.y * p.groups_x + wg.x;
+    let u = unit_id(wg);
     if u >= p.unit_end {
         return;
     }
@@ -99,9 +86,9 @@ fn partial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index
 @group(0) @binding(1) var<storage, read> in_pairs: array<f32>;
 @group(0) @binding(2) var<storage, read_write> out_pairs: array<f32>;
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn combine(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
-    let u = p.unit_base + wg.y * p.groups_x + wg.x;
+    let u = unit_id(wg);
     if u >= p.unit_end {
         return;
     }
@@ -130,9 +117,9 @@ fn combine(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index
 @group(0) @binding(1) var<storage, read> stats: array<f32>;
 @group(0) @binding(2) var<storage, read_write> z: array<f32>;
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn normalize(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
-    let u = p.unit_base + wg.y * p.groups_x + wg.x;
+    let u = unit_id(wg);
     if u >= p.unit_end {
         return;
     }

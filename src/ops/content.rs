@@ -1,45 +1,39 @@
 //! Content addressing: `w = softmax(beta * cosine(k, M_i))` and its backward pass.
-//! Shaders in `shaders/content.wgsl`; the softmax in `shaders/reduce.wgsl`.
+//! Shader: `shaders/content.wgsl` (imports the row-tile primitive); the scores are
+//! [`row_scores`], the softmax and row sums the row-statistic primitive.
 
-use crate::check::{self, flat, Dims, Elementwise, Rows};
+use crate::check::{self, Dims};
 use crate::error::Result;
-use crate::gpu::{Arg, Gpu, KernelDef, Params, Rec, Span, Tensor};
-use crate::read::weighted_row_sums;
-use crate::reduce::{combine_pairs, row_pairs, softmax_rows, Stat};
+use crate::primitives::colsum::weighted_row_sums;
+use crate::primitives::rowstat::{combine_pairs, row_pairs, softmax_rows, Stat};
+use crate::primitives::rowtile::{self, row_scores, tile_units};
+use crate::primitives::spans::{flat, Elementwise, Rows};
+use crate::runtime::abi::{Params, TR, WG};
+use crate::runtime::dispatch::{Arg, Span};
+use crate::runtime::pipelines::{KernelDef, Shader};
+use crate::runtime::tensor::Tensor;
+use crate::runtime::Gpu;
 
-const SRC: &str = include_str!("../shaders/content.wgsl");
-const TR: u64 = 64;
-const HG: u64 = 4;
-
-const SCORES: KernelDef = KernelDef {
-    file: "content.wgsl",
-    source: SRC,
-    entry: "scores",
-    writes: &[false, false, false, true],
+pub(crate) const SHADER: Shader = Shader {
+    name: "content.wgsl",
+    source: include_str!("../../shaders/content.wgsl"),
+    imports: &[&rowtile::SHADER],
 };
 const BWD_ROWS: KernelDef = KernelDef {
-    file: "content.wgsl",
-    source: SRC,
+    shader: &SHADER,
     entry: "bwd_rows",
-    writes: &[false, false, false, false, true, true, true],
 };
 const BWD_MEM: KernelDef = KernelDef {
-    file: "content.wgsl",
-    source: SRC,
+    shader: &SHADER,
     entry: "bwd_mem",
-    writes: &[false, false, false, false, true],
 };
 const BWD_FINISH: KernelDef = KernelDef {
-    file: "content.wgsl",
-    source: SRC,
+    shader: &SHADER,
     entry: "bwd_finish",
-    writes: &[false, false, false, true, true],
 };
 const DZ_FROM_DW: KernelDef = KernelDef {
-    file: "content.wgsl",
-    source: SRC,
+    shader: &SHADER,
     entry: "dz_from_dw",
-    writes: &[false, false, false, true],
 };
 
 /// Gradients of content addressing with respect to its inputs.
@@ -51,47 +45,6 @@ pub struct ContentGrads {
     pub keys: Tensor,
     /// d loss / d strengths, [B, H].
     pub beta: Tensor,
-}
-
-/// Row-tile units: (b, block of TR rows, group of HG heads).
-fn tile_units(d: Dims) -> (u64, u64, u64) {
-    let nblk = (d.n as u64).div_ceil(TR);
-    let nhg = (d.h as u64).div_ceil(HG);
-    (d.b as u64 * nblk * nhg, nblk, nhg)
-}
-
-/// `out[b,h,i] = V[b,h] . M[b,i]` (`beta = None`), or the content scores
-/// `beta[b,h] K(V[b,h], M[b,i])` (`beta = Some`), into a [B, H, N] buffer.
-#[allow(clippy::too_many_arguments)] // internal: one kernel, its inputs spelled out
-pub(crate) fn row_scores(
-    gpu: &Gpu,
-    rec: &mut Rec,
-    op: &'static str,
-    d: Dims,
-    mem: &Tensor,
-    vecs: &Tensor,
-    beta: Option<&Tensor>,
-    out: &Tensor,
-) -> Result<()> {
-    let (units, nblk, nhg) = tile_units(d);
-    let (n, w, h) = (d.n as u64, d.w as u64, d.h as u64);
-    let rows = |u0, u1| Rows::of_blocks(u0, u1, nhg, nblk, TR, n);
-    let mem_span = |u0, u1| rows(u0, u1).bnw(n, w);
-    let out_span = |u0, u1| rows(u0, u1).bhn(h, n);
-    let mode = beta.is_some() as u32;
-    gpu.dispatch(
-        rec,
-        op,
-        &SCORES,
-        Params::new(d.arr(), [mode, 0, 0, 0], [0.0; 4]),
-        units,
-        &[
-            Arg::window(mem, &mem_span),
-            Arg::whole(vecs),
-            Arg::whole(beta.unwrap_or(vecs)),
-            Arg::window(out, &out_span),
-        ],
-    )
 }
 
 fn inputs(gpu: &Gpu, op: &'static str, m: &Tensor, keys: &Tensor, beta: &Tensor) -> Result<Dims> {
@@ -147,13 +100,13 @@ impl Gpu {
                 rows,
                 d.n as u64,
             )?;
-            let span = |u0, u1| flat(u0, u1, 256, total);
+            let span = |u0, u1| flat(u0, u1, WG as u64, total);
             self.dispatch(
                 &mut rec,
                 OP,
                 &DZ_FROM_DW,
                 Params::new(d.arr(), [0; 4], [0.0; 4]),
-                total.div_ceil(256),
+                total.div_ceil(WG as u64),
                 &[
                     Arg::window(w, &span),
                     Arg::window(dw, &span),
@@ -185,11 +138,11 @@ impl Gpu {
         let (b, h, n, w) = (d.b as u64, d.h as u64, d.n as u64, d.w as u64);
         let (units, nblk, nhg) = tile_units(d);
         let mut rec = self.recorder();
-        let coef_d = self.scratch(&mut rec, b * h * n);
-        let coef_m = self.scratch(&mut rec, b * h * n);
-        let parts = self.scratch(&mut rec, b * h * nblk * 2);
+        let coef_d = self.scratch(OP, &mut rec, b * h * n)?;
+        let coef_m = self.scratch(OP, &mut rec, b * h * n)?;
+        let parts = self.scratch(OP, &mut rec, b * h * nblk * 2)?;
         {
-            let rows = |u0, u1| Rows::of_blocks(u0, u1, nhg, nblk, TR, n);
+            let rows = |u0, u1| Rows::of_blocks(u0, u1, nhg, nblk, TR as u64, n);
             let mem_span = |u0, u1| rows(u0, u1).bnw(n, w);
             let bhn_span = |u0, u1| rows(u0, u1).bhn(h, n);
             let part_span = |u0, u1| {
@@ -234,7 +187,7 @@ impl Gpu {
             )?;
         }
         // dk's first term is a soft read of the memory with weights dD.
-        let read = self.scratch(&mut rec, b * h * w);
+        let read = self.scratch(OP, &mut rec, b * h * w)?;
         weighted_row_sums(self, &mut rec, OP, d, memory, &coef_d, &read)?;
         self.dispatch(
             &mut rec,

@@ -1,31 +1,31 @@
-//! Row statistics (softmax normalisation, row dot products, sums of partial pairs): two
-//! deterministic levels, chunk partials then a fixed-order combine. Internal to the crate;
-//! shaders in `shaders/reduce.wgsl`.
+//! Row statistics (softmax normalisation, row dot products, entropies, sums of partial
+//! pairs): two deterministic levels, chunk partials then a fixed-order combine.
+//! Shader: `shaders/primitives/rowstat.wgsl`.
 
-use crate::check::{flat, row_chunks};
 use crate::error::Result;
-use crate::gpu::{Arg, Gpu, KernelDef, Params, Rec, Span};
+use crate::primitives::spans::{flat, row_chunks};
+use crate::runtime::abi::{Params, CHUNK, WG};
+use crate::runtime::dispatch::{Arg, Span};
+use crate::runtime::pipelines::{KernelDef, Shader};
+use crate::runtime::recorder::Recorder;
+use crate::runtime::Gpu;
 
-const SRC: &str = include_str!("../shaders/reduce.wgsl");
-const CHUNK: u64 = 1024;
-
+pub(crate) const SHADER: Shader = Shader {
+    name: "primitives/rowstat.wgsl",
+    source: include_str!("../../shaders/primitives/rowstat.wgsl"),
+    imports: &[],
+};
 const PARTIAL: KernelDef = KernelDef {
-    file: "reduce.wgsl",
-    source: SRC,
+    shader: &SHADER,
     entry: "partial",
-    writes: &[false, false, true],
 };
 const COMBINE: KernelDef = KernelDef {
-    file: "reduce.wgsl",
-    source: SRC,
+    shader: &SHADER,
     entry: "combine",
-    writes: &[false, true],
 };
 const NORMALIZE: KernelDef = KernelDef {
-    file: "reduce.wgsl",
-    source: SRC,
+    shader: &SHADER,
     entry: "normalize",
-    writes: &[false, true],
 };
 
 /// What a row statistic computes.
@@ -44,7 +44,7 @@ pub(crate) enum Stat {
 #[allow(clippy::too_many_arguments)] // internal: one reduction, its inputs spelled out
 pub(crate) fn row_pairs(
     gpu: &Gpu,
-    rec: &mut Rec,
+    rec: &mut Recorder,
     op: &'static str,
     stat: Stat,
     x: (&wgpu::Buffer, u64),
@@ -52,9 +52,9 @@ pub(crate) fn row_pairs(
     rows: u64,
     len: u64,
 ) -> Result<wgpu::Buffer> {
-    let chunks = len.div_ceil(CHUNK);
-    let parts = gpu.scratch(rec, rows * chunks * 2);
-    let span = |u0, u1| row_chunks(u0, u1, chunks, CHUNK, len);
+    let chunks = len.div_ceil(CHUNK as u64);
+    let parts = gpu.scratch(op, rec, rows * chunks * 2)?;
+    let span = |u0, u1| row_chunks(u0, u1, chunks, CHUNK as u64, len);
     let out_span = |u0: u64, u1: u64| (u0 * 2, u1 * 2);
     let params = Params::new(
         [0; 4],
@@ -81,14 +81,14 @@ pub(crate) fn row_pairs(
 /// Merges [rows, chunks, 2] pairs into a scratch buffer [rows, 2] that the caller releases.
 pub(crate) fn combine_pairs(
     gpu: &Gpu,
-    rec: &mut Rec,
+    rec: &mut Recorder,
     op: &'static str,
     stat: Stat,
     pairs: &wgpu::Buffer,
     rows: u64,
     chunks: u64,
 ) -> Result<wgpu::Buffer> {
-    let out = gpu.scratch(rec, rows * 2);
+    let out = gpu.scratch(op, rec, rows * 2)?;
     let in_span = |u0: u64, u1: u64| (u0 * chunks * 2, u1 * chunks * 2);
     let out_span = |u0: u64, u1: u64| (u0 * 2, u1 * 2);
     let params = Params::new([0; 4], [stat as u32, 0, chunks as u32, 0], [0.0; 4]);
@@ -109,7 +109,7 @@ pub(crate) fn combine_pairs(
 /// In place: each row of `z` [rows, len] becomes softmax(row), with the row maximum subtracted.
 pub(crate) fn softmax_rows(
     gpu: &Gpu,
-    rec: &mut Rec,
+    rec: &mut Recorder,
     op: &'static str,
     z: &wgpu::Buffer,
     rows: u64,
@@ -126,9 +126,9 @@ pub(crate) fn softmax_rows(
         len,
     )?;
     let total = rows * len;
-    let span = |u0: u64, u1: u64| flat(u0, u1, 256, total);
+    let span = |u0: u64, u1: u64| flat(u0, u1, WG as u64, total);
     let stat_span = |u0: u64, u1: u64| {
-        let (e0, e1) = flat(u0, u1, 256, total);
+        let (e0, e1) = flat(u0, u1, WG as u64, total);
         ((e0 / len) * 2, (e1 - 1) / len * 2 + 2)
     };
     let params = Params::new([0; 4], [0, len as u32, 0, total as u32], [0.0; 4]);
@@ -137,7 +137,7 @@ pub(crate) fn softmax_rows(
         op,
         &NORMALIZE,
         params,
-        total.div_ceil(256),
+        total.div_ceil(WG as u64),
         &[
             Arg::raw(&stats, rows * 2, Span::Window(&stat_span)),
             Arg::raw(z, total, Span::Window(&span)),

@@ -1,33 +1,34 @@
 //! Sampling a slot per head (Gumbel-max), the greedy pick, and the score-function
 //! (REINFORCE) gradient with an entropy bonus. Shaders in `shaders/sample.wgsl`.
 
-use crate::check::{self, flat, row_chunks};
+use crate::check;
 use crate::error::{Error, Result};
-use crate::gpu::{
-    Arg, CheckKind, Gpu, IndexCheck, Indices, KernelDef, Params, Span, Tensor, CHECK_SLOTS,
-};
-use crate::reduce::{row_pairs, Stat};
+use crate::primitives::rowstat::{row_pairs, Stat};
+use crate::primitives::spans::{flat, row_chunks};
+use crate::runtime::abi::{Params, CHUNK, WG};
+use crate::runtime::dispatch::{Arg, Span};
+use crate::runtime::pipelines::{KernelDef, Shader};
+use crate::runtime::recorder::{CheckKind, IndexCheck, CHECK_SLOTS};
+use crate::runtime::tensor::{Indices, Tensor};
+use crate::runtime::Gpu;
 
-const SRC: &str = include_str!("../shaders/sample.wgsl");
-const CHUNK: u64 = 1024;
+pub(crate) const SHADER: Shader = Shader {
+    name: "sample.wgsl",
+    source: include_str!("../../shaders/sample.wgsl"),
+    imports: &[],
+};
 
 const PARTIAL: KernelDef = KernelDef {
-    file: "sample.wgsl",
-    source: SRC,
+    shader: &SHADER,
     entry: "partial",
-    writes: &[false, true],
 };
 const COMBINE: KernelDef = KernelDef {
-    file: "sample.wgsl",
-    source: SRC,
+    shader: &SHADER,
     entry: "combine",
-    writes: &[false, true, true],
 };
 const REINFORCE: KernelDef = KernelDef {
-    file: "sample.wgsl",
-    source: SRC,
+    shader: &SHADER,
     entry: "reinforce",
-    writes: &[false, false, false, false, true, true],
 };
 
 fn weights(gpu: &Gpu, op: &'static str, w: &Tensor) -> Result<(usize, usize, usize)> {
@@ -49,12 +50,12 @@ impl Gpu {
         let out = self.alloc_indices(op, &[b, h])?;
         let rows = (b * h) as u64;
         let n64 = n as u64;
-        let chunks = n64.div_ceil(CHUNK);
+        let chunks = n64.div_ceil(CHUNK as u64);
         let dims = [b, h, n, 0];
         let extra = [mode, seed as u32, (seed >> 32) as u32, chunks as u32];
         let mut rec = self.recorder();
-        let best = self.scratch(&mut rec, rows * chunks * 2);
-        let w_span = |u0, u1| row_chunks(u0, u1, chunks, CHUNK, n64);
+        let best = self.scratch(op, &mut rec, rows * chunks * 2)?;
+        let w_span = |u0, u1| row_chunks(u0, u1, chunks, CHUNK as u64, n64);
         let best_span = |u0: u64, u1: u64| (u0 * 2, u1 * 2);
         self.dispatch(
             &mut rec,
@@ -67,7 +68,7 @@ impl Gpu {
                 Arg::raw(&best, rows * chunks * 2, Span::Window(&best_span)),
             ],
         )?;
-        let (slot, flags) = self.reserve_check(
+        let flags = self.reserve_check(
             &mut rec,
             IndexCheck {
                 op,
@@ -75,8 +76,7 @@ impl Gpu {
                 kind: CheckKind::NoPositiveWeight,
             },
         );
-        let mut params = Params::new(dims, extra, [0.0; 4]);
-        params.check_slot = slot;
+        let params = Params::new(dims, extra, [0.0; 4]);
         let in_span = |u0: u64, u1: u64| (u0 * chunks * 2, u1 * chunks * 2);
         self.dispatch(
             &mut rec,
@@ -155,16 +155,15 @@ impl Gpu {
                 slots: n,
             },
         };
-        let (slot, flags) = self.reserve_check(&mut rec, check);
-        let mut params = Params::new([b, h, n, 0], [0; 4], [lambda, 0.0, 0.0, 0.0]);
-        params.check_slot = slot;
-        let span = |u0, u1| flat(u0, u1, 256, total);
+        let flags = self.reserve_check(&mut rec, check);
+        let params = Params::new([b, h, n, 0], [0; 4], [lambda, 0.0, 0.0, 0.0]);
+        let span = |u0, u1| flat(u0, u1, WG as u64, total);
         self.dispatch(
             &mut rec,
             OP,
             &REINFORCE,
             params,
-            total.div_ceil(256),
+            total.div_ceil(WG as u64),
             &[
                 Arg::window(w, &span),
                 Arg::indices(indices),

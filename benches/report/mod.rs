@@ -1,14 +1,26 @@
 //! The measurements behind `cargo bench`: soft against discrete memory access, per op and
 //! pass, with the bytes each op must move and its bandwidth against a plain copy kernel of the
-//! same bytes measured in the same run. Public so that the bench and a test (on tiny shapes)
-//! run the same code.
+//! same bytes measured in the same run. Not part of the library: `benches/memory_access.rs`
+//! and `tests/bench_report.rs` (on tiny shapes) both include this module, so they run the
+//! same code.
+#![allow(dead_code)] // each includer uses part of it
 
 use std::fmt::Write as _;
 use std::time::Instant;
 
-use crate::discrete::WriteUndo;
-use crate::error::Result;
-use crate::gpu::{Clock, Gpu, Indices, Tensor};
+use ntm_kernels::{Clock, Gpu, Indices, Result, Tensor, WriteUndo};
+
+/// The report's errors: the library's, or I/O writing the CSV and plot.
+pub type ReportResult<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+/// The newest of the forwards prepared for timed backward runs (each undoes its write, so
+/// runs take them in last-in-first-out order; `time` makes at most `reps + 1` runs).
+fn pop<T>(stack: &mut Vec<T>) -> Result<T> {
+    stack.pop().ok_or_else(|| ntm_kernels::Error::Invalid {
+        op: "bench",
+        message: "more timed backward runs than prepared forwards".into(),
+    })
+}
 
 /// One measured row of the report.
 #[derive(Clone, Debug)]
@@ -320,8 +332,12 @@ impl<'g> Bench<'g> {
                     .map(drop)
             },
         )?;
+        // Each timed undo takes the newest record of a stack of writes: undos in LIFO order.
+        let mut stack = (0..self.reps + 1)
+            .map(|_| gpu.discrete_write(&mut m, &ix, &e, &a))
+            .collect::<Result<Vec<_>>>()?;
         self.time("undo", "discrete", "backward", shape, undo_bytes, || {
-            gpu.undo_write(&mut m, &undo)
+            gpu.undo_write(&mut m, &pop(&mut stack)?)
         })?;
         self.time(
             "reinforce_grad",
@@ -379,8 +395,12 @@ impl<'g> Bench<'g> {
         self.time("access", "discrete", "forward", shape, 8 * bhw, || {
             disc_fwd(&mut m).map(drop)
         })?;
+        // Backward rows undo writes: each timed run takes the newest of a stack of forwards.
+        let mut fwds = (0..self.reps + 1)
+            .map(|_| disc_fwd(&mut m))
+            .collect::<Result<Vec<_>>>()?;
         self.time("access", "discrete", "backward", shape, 12 * bhw, || {
-            disc_bwd(&mut m, &undo, &mut d_mem)
+            disc_bwd(&mut m, &pop(&mut fwds)?, &mut d_mem)
         })?;
         self.time("access", "discrete", "both", shape, 20 * bhw, || {
             let u = disc_fwd(&mut m)?;
@@ -447,7 +467,6 @@ impl<'g> Bench<'g> {
                 gpu.content_address_backward_scores(m, &k, &beta, &dz)?;
                 Ok(())
             };
-            let saved = fwd(&mut m)?;
             self.time(
                 "step",
                 "discrete",
@@ -456,13 +475,16 @@ impl<'g> Bench<'g> {
                 step_bytes(false),
                 || fwd(&mut m).map(drop),
             )?;
+            let mut saved = (0..self.reps + 1)
+                .map(|_| fwd(&mut m))
+                .collect::<Result<Vec<_>>>()?;
             self.time(
                 "step",
                 "discrete",
                 "backward",
                 shape,
                 2 * step_bytes(false),
-                || bwd(&mut m, &saved, &mut d_mem),
+                || bwd(&mut m, &pop(&mut saved)?, &mut d_mem),
             )?;
             self.time(
                 "step",
@@ -644,7 +666,7 @@ fn mib(b: u64) -> f64 {
 
 /// Runs the sweep of `cfg` on `gpu`: prints nothing, returns the report (and writes the CSV
 /// and SVG plot into `cfg.out_dir`).
-pub fn run(gpu: &Gpu, cfg: &Config) -> Result<Report> {
+pub fn run(gpu: &Gpu, cfg: &Config) -> ReportResult<Report> {
     let ad = gpu.adapter();
     let mut bench = Bench::new(gpu, cfg.reps, cfg.filter.clone());
     let mut skipped = Vec::new();
@@ -738,10 +760,7 @@ pub fn run(gpu: &Gpu, cfg: &Config) -> Result<Report> {
         let _ = writeln!(text, "skipped: {s}");
     }
     if let Some(dir) = &cfg.out_dir {
-        let io = |e: std::io::Error| crate::Error::Invalid {
-            op: "bench",
-            message: format!("writing {}: {e}", dir.display()),
-        };
+        let io = |e: std::io::Error| format!("writing {}: {e}", dir.display());
         std::fs::create_dir_all(dir).map_err(io)?;
         let mut csv = String::from(CSV_HEADER);
         csv.push('\n');

@@ -6,47 +6,42 @@ use std::sync::Arc;
 
 use crate::check::{self, Dims};
 use crate::error::{Error, Result};
-use crate::gpu::{
-    Arg, CheckKind, Gpu, IndexCheck, Indices, KernelDef, Params, Rec, Span, Tensor, CHECK_SLOTS,
-};
+use crate::runtime::abi::Params;
+use crate::runtime::dispatch::{Arg, Span};
+use crate::runtime::pipelines::{KernelDef, Shader};
+use crate::runtime::recorder::{CheckKind, IndexCheck, Recorder, CHECK_SLOTS};
+use crate::runtime::tensor::{Indices, Tensor};
+use crate::runtime::Gpu;
 
-const SRC: &str = include_str!("../shaders/discrete.wgsl");
+pub(crate) const SHADER: Shader = Shader {
+    name: "discrete.wgsl",
+    source: include_str!("../../shaders/discrete.wgsl"),
+    imports: &[],
+};
 
 const GATHER: KernelDef = KernelDef {
-    file: "discrete.wgsl",
-    source: SRC,
+    shader: &SHADER,
     entry: "gather",
-    writes: &[false, false, true, true],
 };
 const READ_BWD: KernelDef = KernelDef {
-    file: "discrete.wgsl",
-    source: SRC,
+    shader: &SHADER,
     entry: "read_bwd",
-    writes: &[false, false, false, true, true, true],
 };
 const SAVE: KernelDef = KernelDef {
-    file: "discrete.wgsl",
-    source: SRC,
+    shader: &SHADER,
     entry: "save",
-    writes: &[false, false, true, true],
 };
 const SCATTER: KernelDef = KernelDef {
-    file: "discrete.wgsl",
-    source: SRC,
+    shader: &SHADER,
     entry: "scatter",
-    writes: &[true, false, false, false, false],
 };
 const WRITE_BWD_GRADS: KernelDef = KernelDef {
-    file: "discrete.wgsl",
-    source: SRC,
+    shader: &SHADER,
     entry: "write_bwd_grads",
-    writes: &[false, false, false, false, false, true, true],
 };
 const WRITE_BWD_MEM: KernelDef = KernelDef {
-    file: "discrete.wgsl",
-    source: SRC,
+    shader: &SHADER,
     entry: "write_bwd_mem",
-    writes: &[true, false, false],
 };
 
 /// What [`Gpu::discrete_write`] overwrote: the chosen indices and the old rows, O(B·H·W).
@@ -58,6 +53,10 @@ pub struct WriteUndo {
     old_rows: Tensor,
     memory: u64,
     memory_shape: Vec<usize>,
+    /// The memory's version before and after the write: undoing needs the memory exactly as
+    /// the write left it (later writes undone first), and leaves it as it was before.
+    version_before: u64,
+    version_after: u64,
 }
 
 impl WriteUndo {
@@ -91,19 +90,17 @@ pub struct DiscreteWriteGrads {
 #[allow(clippy::too_many_arguments)] // internal: the window loop of every discrete kernel
 fn per_window(
     gpu: &Gpu,
-    rec: &mut Rec,
+    rec: &mut Recorder,
     op: &'static str,
     def: &KernelDef,
     d: Dims,
     extra_z: u32,
-    check_slot: u32,
     args: &[WindowArg],
 ) -> Result<()> {
     let w = d.w as u64;
     for (lo, hi) in gpu.row_windows((d.b * d.n) as u64, w) {
         let span = move |_: u64, _: u64| (lo * w, hi * w);
-        let mut params = Params::new(d.arr(), [lo as u32, hi as u32, extra_z, 0], [0.0; 4]);
-        params.check_slot = check_slot;
+        let params = Params::new(d.arr(), [lo as u32, hi as u32, extra_z, 0], [0.0; 4]);
         let resolved: Vec<Arg<'_>> = args
             .iter()
             .map(|a| match a {
@@ -134,7 +131,7 @@ fn whole_idx(t: &Indices) -> WindowArg {
     WindowArg::Whole(t.buf.clone(), t.len as u64)
 }
 
-fn reserve(gpu: &Gpu, rec: &mut Rec, op: &'static str, d: Dims, ix: &Indices) -> (u32, WindowArg) {
+fn reserve(gpu: &Gpu, rec: &mut Recorder, op: &'static str, d: Dims, ix: &Indices) -> WindowArg {
     let check = IndexCheck {
         op,
         heads: d.h,
@@ -143,8 +140,7 @@ fn reserve(gpu: &Gpu, rec: &mut Rec, op: &'static str, d: Dims, ix: &Indices) ->
             slots: d.n,
         },
     };
-    let (slot, flags) = gpu.reserve_check(rec, check);
-    (slot, WindowArg::Whole(flags, CHECK_SLOTS))
+    WindowArg::Whole(gpu.reserve_check(rec, check), CHECK_SLOTS)
 }
 
 fn memory_and_indices(gpu: &Gpu, op: &'static str, m: &Tensor, ix: &Indices) -> Result<Dims> {
@@ -174,7 +170,7 @@ impl Gpu {
         let d = memory_and_indices(self, OP, memory, indices)?;
         let out = self.alloc(OP, &[d.b, d.h, d.w])?;
         let mut rec = self.recorder();
-        let (slot, flags) = reserve(self, &mut rec, OP, d, indices);
+        let flags = reserve(self, &mut rec, OP, d, indices);
         per_window(
             self,
             &mut rec,
@@ -182,7 +178,6 @@ impl Gpu {
             &GATHER,
             d,
             0,
-            slot,
             &[
                 mem_arg(memory),
                 whole_idx(indices),
@@ -217,7 +212,7 @@ impl Gpu {
         )?;
         let out = self.alloc(OP, &[d.b, d.h])?;
         let mut rec = self.recorder();
-        let (slot, flags) = reserve(self, &mut rec, OP, d, indices);
+        let flags = reserve(self, &mut rec, OP, d, indices);
         per_window(
             self,
             &mut rec,
@@ -225,7 +220,6 @@ impl Gpu {
             &READ_BWD,
             d,
             0,
-            slot,
             &[
                 mem_arg(memory),
                 whole_idx(indices),
@@ -235,6 +229,7 @@ impl Gpu {
                 flags.clone(),
             ],
         )?;
+        d_memory.touch();
         Ok(out)
     }
 
@@ -256,7 +251,7 @@ impl Gpu {
         check::tensor(self, OP, "add", add, &["B", "H", "W"], &[d.b, d.h, d.w])?;
         let old = self.alloc(OP, &[d.b, d.h, d.w])?;
         let mut rec = self.recorder();
-        let (slot, flags) = reserve(self, &mut rec, OP, d, indices);
+        let flags = reserve(self, &mut rec, OP, d, indices);
         per_window(
             self,
             &mut rec,
@@ -264,7 +259,6 @@ impl Gpu {
             &SAVE,
             d,
             0,
-            slot,
             &[
                 mem_arg(memory),
                 whole_idx(indices),
@@ -279,7 +273,6 @@ impl Gpu {
             &SCATTER,
             d,
             0,
-            0,
             &[
                 mem_arg(memory),
                 whole_idx(indices),
@@ -288,11 +281,15 @@ impl Gpu {
                 whole(add),
             ],
         )?;
+        let version_before = memory.version;
+        memory.touch();
         Ok(WriteUndo {
             indices: indices.share(),
             old_rows: old,
             memory: memory.id,
             memory_shape: memory.shape.clone(),
+            version_before,
+            version_after: memory.version,
         })
     }
 
@@ -302,6 +299,15 @@ impl Gpu {
             return Err(Error::Invalid {
                 op,
                 message: "this WriteUndo was made by a write to a different memory tensor".into(),
+            });
+        }
+        if memory.version != undo.version_after {
+            return Err(Error::Invalid {
+                op,
+                message: "the memory changed after this write (a later write not yet undone, an \
+                          undo already applied, or another in-place op): undo writes in \
+                          last-in-first-out order; the memory was left unchanged"
+                    .into(),
             });
         }
         memory_and_indices(self, op, memory, &undo.indices)
@@ -322,7 +328,6 @@ impl Gpu {
             &SCATTER,
             d,
             1,
-            0,
             &[
                 mem_arg(memory),
                 whole_idx(&undo.indices),
@@ -330,7 +335,9 @@ impl Gpu {
                 old(),
                 old(),
             ],
-        )
+        )?;
+        memory.version = undo.version_before;
+        Ok(())
     }
 
     /// Backward of [`Gpu::discrete_write`]: turns `d_memory` from `dM'` (the gradient after
@@ -360,7 +367,7 @@ impl Gpu {
         let g_a = self.alloc(OP, &[d.b, d.h, d.w])?;
         let g_w = self.alloc(OP, &[d.b, d.h])?;
         let mut rec = self.recorder();
-        let (slot, flags) = reserve(self, &mut rec, OP, d, &undo.indices);
+        let flags = reserve(self, &mut rec, OP, d, &undo.indices);
         // da_h = dM'[idx_h]: a gather, before dM' becomes dM.
         per_window(
             self,
@@ -369,7 +376,6 @@ impl Gpu {
             &GATHER,
             d,
             0,
-            slot,
             &[
                 mem_arg(d_memory),
                 whole_idx(&undo.indices),
@@ -383,7 +389,6 @@ impl Gpu {
             OP,
             &WRITE_BWD_GRADS,
             d,
-            0,
             0,
             &[
                 mem_arg(d_memory),
@@ -402,9 +407,9 @@ impl Gpu {
             &WRITE_BWD_MEM,
             d,
             0,
-            0,
             &[mem_arg(d_memory), whole_idx(&undo.indices), whole(erase)],
         )?;
+        d_memory.touch();
         Ok(DiscreteWriteGrads {
             erase: g_e,
             add: g_a,

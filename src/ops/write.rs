@@ -1,38 +1,37 @@
 //! Soft write (the NTM paper's: all erases, then all adds) and its backward pass.
 //! Shaders in `shaders/write.wgsl`.
 
-use crate::check::{self, Dims, Elementwise, Rows};
+use crate::check::{self, Dims};
 use crate::error::Result;
-use crate::gpu::{Arg, Gpu, KernelDef, Params, Span, Tensor};
-use crate::read::{col_layout, col_spans, combine_blocks};
+use crate::primitives::colsum::{col_layout, col_spans, combine_blocks};
+use crate::primitives::spans::{Elementwise, Rows};
+use crate::runtime::abi::{Params, HG, TR};
+use crate::runtime::dispatch::{Arg, Span};
+use crate::runtime::pipelines::{KernelDef, Shader};
+use crate::runtime::tensor::Tensor;
+use crate::runtime::Gpu;
 
-const SRC: &str = include_str!("../shaders/write.wgsl");
-const TR: u64 = 64;
-const HG: u64 = 4;
+pub(crate) const SHADER: Shader = Shader {
+    name: "write.wgsl",
+    source: include_str!("../../shaders/write.wgsl"),
+    imports: &[],
+};
 
 const FWD: KernelDef = KernelDef {
-    file: "write.wgsl",
-    source: SRC,
+    shader: &SHADER,
     entry: "fwd",
-    writes: &[true, false, false, false],
 };
 const BWD_MEM: KernelDef = KernelDef {
-    file: "write.wgsl",
-    source: SRC,
+    shader: &SHADER,
     entry: "bwd_mem",
-    writes: &[false, false, false, true],
 };
 const BWD_DW: KernelDef = KernelDef {
-    file: "write.wgsl",
-    source: SRC,
+    shader: &SHADER,
     entry: "bwd_dw",
-    writes: &[false, false, false, false, false, true],
 };
 const BWD_COLS: KernelDef = KernelDef {
-    file: "write.wgsl",
-    source: SRC,
+    shader: &SHADER,
     entry: "bwd_cols",
-    writes: &[false, false, false, false, true, true],
 };
 
 /// Gradients of a soft write.
@@ -95,7 +94,9 @@ impl Gpu {
                 Arg::whole(erase),
                 Arg::whole(add),
             ],
-        )
+        )?;
+        memory.touch();
+        Ok(())
     }
 
     /// Backward of [`Gpu::soft_write`], given the memory before the write and
@@ -144,9 +145,9 @@ impl Gpu {
             ],
         )?;
 
-        let nblk = n.div_ceil(TR);
-        let nhg = h.div_ceil(HG);
-        let rows = |u0, u1| Rows::of_blocks(u0, u1, nhg, nblk, TR, n);
+        let nblk = n.div_ceil(TR as u64);
+        let nhg = h.div_ceil(HG as u64);
+        let rows = |u0, u1| Rows::of_blocks(u0, u1, nhg, nblk, TR as u64, n);
         let t_mem = |u0, u1| rows(u0, u1).bnw(n, wd);
         let t_w = |u0, u1| rows(u0, u1).bhn(h, n);
         self.dispatch(
@@ -171,8 +172,8 @@ impl Gpu {
         let c_w = |u0, u1| spans(u0, u1).0.bhn(h, n);
         let c_part = |u0, u1| spans(u0, u1).1;
         let part_len = b * cl.nblk * h * wd;
-        let part_de = self.scratch(&mut rec, part_len);
-        let part_da = self.scratch(&mut rec, part_len);
+        let part_de = self.scratch(OP, &mut rec, part_len)?;
+        let part_da = self.scratch(OP, &mut rec, part_len)?;
         self.dispatch(
             &mut rec,
             OP,

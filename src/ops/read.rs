@@ -1,0 +1,89 @@
+//! Soft read: `r_h = sum_i w_h(i) M_i` and its backward pass. Shader: `shaders/read.wgsl`;
+//! the forward is the column-reduction primitive, the weight gradient the row-tile one.
+
+use crate::check::{self, Dims};
+use crate::error::Result;
+use crate::primitives::colsum::weighted_row_sums;
+use crate::primitives::rowtile::row_scores;
+use crate::primitives::spans::Elementwise;
+use crate::runtime::abi::Params;
+use crate::runtime::dispatch::Arg;
+use crate::runtime::pipelines::{KernelDef, Shader};
+use crate::runtime::tensor::Tensor;
+use crate::runtime::Gpu;
+
+pub(crate) const SHADER: Shader = Shader {
+    name: "read.wgsl",
+    source: include_str!("../../shaders/read.wgsl"),
+    imports: &[],
+};
+const BWD_MEM: KernelDef = KernelDef {
+    shader: &SHADER,
+    entry: "bwd_mem",
+};
+
+/// Gradients of a soft read.
+#[derive(Debug)]
+pub struct ReadGrads {
+    /// d loss / d memory, [B, N, W].
+    pub memory: Tensor,
+    /// d loss / d weights, [B, H, N].
+    pub weights: Tensor,
+}
+
+fn inputs(gpu: &Gpu, op: &'static str, m: &Tensor, w: &Tensor) -> Result<Dims> {
+    let (b, n, wd) = check::memory(gpu, op, "memory", m)?;
+    let h = check::middle(gpu, op, "w", w, ["B", "H", "N"], b, n)?;
+    Ok(Dims { b, h, n, w: wd })
+}
+
+impl Gpu {
+    /// Soft read: `r[b,h] = sum_i w[b,h,i] M[b,i]`, [B, H, W].
+    ///
+    /// `memory` is [B, N, W], `w` [B, H, N].
+    pub fn soft_read(&self, memory: &Tensor, w: &Tensor) -> Result<Tensor> {
+        const OP: &str = "soft_read";
+        let d = inputs(self, OP, memory, w)?;
+        let out = self.alloc(OP, &[d.b, d.h, d.w])?;
+        let mut rec = self.recorder();
+        weighted_row_sums(self, &mut rec, OP, d, memory, &w.buf, &out.buf)?;
+        Ok(out)
+    }
+
+    /// Backward of [`Gpu::soft_read`] given `dr` [B, H, W]:
+    /// `weights[b,h,i] = dr[b,h]·M[b,i]`, `memory[b,i,j] = sum_h w[b,h,i] dr[b,h,j]`.
+    pub fn soft_read_backward(
+        &self,
+        memory: &Tensor,
+        w: &Tensor,
+        dr: &Tensor,
+    ) -> Result<ReadGrads> {
+        const OP: &str = "soft_read_backward";
+        let d = inputs(self, OP, memory, w)?;
+        check::tensor(self, OP, "dr", dr, &["B", "H", "W"], &[d.b, d.h, d.w])?;
+        let g_mem = self.alloc(OP, &[d.b, d.n, d.w])?;
+        let g_w = self.alloc(OP, &[d.b, d.h, d.n])?;
+        let mut rec = self.recorder();
+        row_scores(self, &mut rec, OP, d, memory, dr, None, &g_w)?;
+        let (h, n) = (d.h as u64, d.n as u64);
+        let ew = Elementwise::new(d);
+        let elems = |u0, u1| ew.bnw(u0, u1);
+        let w_span = |u0, u1| ew.rows(u0, u1).bhn(h, n);
+        self.dispatch(
+            &mut rec,
+            OP,
+            &BWD_MEM,
+            Params::new(d.arr(), ew.extra(), [0.0; 4]),
+            ew.units,
+            &[
+                Arg::window(w, &w_span),
+                Arg::whole(dr),
+                Arg::window(&g_mem, &elems),
+            ],
+        )?;
+        Ok(ReadGrads {
+            memory: g_mem,
+            weights: g_w,
+        })
+    }
+}

@@ -1,0 +1,110 @@
+//! The element ranges ("spans") that a range of work units touches in each tensor layout,
+//! used to bind windows of tensors larger than one storage binding, and the layouts of the
+//! elementwise kernels.
+
+use crate::check::Dims;
+use crate::runtime::abi::WG;
+
+/// The memory rows `[g0, g1)` (flattened over batch) that a range of units touches, when each
+/// batch element has `per_b` units of which each block of `per_blk` consecutive units covers
+/// `rows` consecutive slots.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Rows {
+    pub b0: u64,
+    pub i0: u64,
+    pub b1: u64,
+    /// One past the last slot of batch `b1`.
+    pub i1: u64,
+}
+
+impl Rows {
+    pub fn of_blocks(u0: u64, u1: u64, units_per_blk: u64, blocks: u64, rows: u64, n: u64) -> Rows {
+        let first = u0 / units_per_blk;
+        let last = (u1 - 1) / units_per_blk;
+        Rows {
+            b0: first / blocks,
+            i0: (first % blocks) * rows,
+            b1: last / blocks,
+            i1: ((last % blocks) * rows + rows).min(n),
+        }
+    }
+    /// Elements of a [B, N, W] tensor.
+    pub fn bnw(&self, n: u64, w: u64) -> (u64, u64) {
+        ((self.b0 * n + self.i0) * w, (self.b1 * n + self.i1) * w)
+    }
+    /// Elements of a [B, H, N] tensor (all heads of the rows).
+    pub fn bhn(&self, h: u64, n: u64) -> (u64, u64) {
+        (
+            self.b0 * h * n + self.i0,
+            (self.b1 * h + h - 1) * n + self.i1,
+        )
+    }
+}
+
+/// Elements `[u0 * per, min(u1 * per, total))` of a flat range processed `per` elements a unit.
+pub(crate) fn flat(u0: u64, u1: u64, per: u64, total: u64) -> (u64, u64) {
+    (u0 * per, (u1 * per).min(total))
+}
+
+/// Layout of the elementwise kernels over [B, N, W]: a workgroup of `WG` threads covers
+/// `WG / tw` rows by a column tile of `tw` (a power of two) columns.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Elementwise {
+    tw: u64,
+    nct: u64,
+    rows_per_wg: u64,
+    rows: u64,
+    n: u64,
+    w: u64,
+    /// Workgroups to dispatch.
+    pub units: u64,
+}
+
+impl Elementwise {
+    pub fn new(d: Dims) -> Self {
+        let (n, w) = (d.n as u64, d.w as u64);
+        let tw = w.next_power_of_two().min(WG as u64);
+        let nct = w.div_ceil(tw);
+        let rows_per_wg = WG as u64 / tw;
+        let rows = d.b as u64 * n;
+        Elementwise {
+            tw,
+            nct,
+            rows_per_wg,
+            rows,
+            n,
+            w,
+            units: rows.div_ceil(rows_per_wg) * nct,
+        }
+    }
+    /// `[0, 0, tw, log2 tw]`: the `extra` of the kernel's Params.
+    pub fn extra(&self) -> [u32; 4] {
+        [0, 0, self.tw as u32, self.tw.trailing_zeros()]
+    }
+    /// Memory rows that units `[u0, u1)` touch.
+    pub fn rows(&self, u0: u64, u1: u64) -> Rows {
+        let g0 = (u0 / self.nct) * self.rows_per_wg;
+        let g1 = (((u1 - 1) / self.nct + 1) * self.rows_per_wg).min(self.rows);
+        Rows {
+            b0: g0 / self.n,
+            i0: g0 % self.n,
+            b1: (g1 - 1) / self.n,
+            i1: (g1 - 1) % self.n + 1,
+        }
+    }
+    /// Elements of the [B, N, W] tensors that units `[u0, u1)` touch.
+    pub fn bnw(&self, u0: u64, u1: u64) -> (u64, u64) {
+        self.rows(u0, u1).bnw(self.n, self.w)
+    }
+}
+
+/// Elements of a [rows, len] array that units `[u0, u1)` touch, when unit `r * chunks + c`
+/// covers elements `[c * chunk, (c + 1) * chunk)` of row r.
+pub(crate) fn row_chunks(u0: u64, u1: u64, chunks: u64, chunk: u64, len: u64) -> (u64, u64) {
+    let (r0, c0) = (u0 / chunks, u0 % chunks);
+    let (r1, c1) = ((u1 - 1) / chunks, (u1 - 1) % chunks);
+    (
+        r0 * len + c0 * chunk,
+        r1 * len + ((c1 + 1) * chunk).min(len),
+    )
+}

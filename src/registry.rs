@@ -1,0 +1,35 @@
+//! Every shader of the crate, one line each. Registering a shader here lets `Gpu::from_wgpu`
+//! check the adapter's limits against what its kernels need (read from the WGSL), and puts
+//! it under the test that every shader composes and validates.
+
+use crate::runtime::pipelines::Shader;
+use crate::{ops, primitives};
+
+pub(crate) const SHADERS: &[&Shader] = &[
+    &primitives::colsum::SHADER,
+    &primitives::rowstat::SHADER,
+    &primitives::rowtile::SHADER,
+    &ops::content::SHADER,
+    &ops::copy::SHADER,
+    &ops::discrete::SHADER,
+    &ops::read::SHADER,
+    &ops::sample::SHADER,
+    &ops::write::SHADER,
+];
+
+#[cfg(test)]
+mod tests {
+    use super::SHADERS;
+    use crate::runtime::pipelines::{compose, reflect_all};
+
+    /// Every shader composes behind the prelude and its imports and passes naga's validation;
+    /// every entry point's bindings are derived without error.
+    #[test]
+    fn every_shader_composes_and_validates() {
+        for s in SHADERS {
+            let src = compose(s);
+            let eps = reflect_all(&src).unwrap_or_else(|e| panic!("{}: {e}", s.name));
+            assert!(!eps.is_empty(), "{}: no compute entry point", s.name);
+        }
+    }
+}

@@ -1,0 +1,349 @@
+//! The host layer, one concern per module:
+//!
+//! | module | concern |
+//! | --- | --- |
+//! | `mod.rs` (this file) | the [`Gpu`] context: adapter and device, the limits the kernels need, error scopes |
+//! | [`abi`] | the GPU ABI: dispatch parameters, shared constants, the WGSL prelude |
+//! | [`pipelines`] | shader composition, bind-group layouts derived from the WGSL, the pipeline cache |
+//! | [`tensor`] | tensors and indices: allocation, upload |
+//! | [`recorder`] | recording and batching: the open compute pass, the uniform arena, submits, index checks, scratch |
+//! | [`dispatch`] | dispatch of one kernel over units, split by binding windows and dispatch limits |
+//! | [`readback`] | waiting (with a deadline), downloads, deferred errors |
+//! | [`profile`] | timing recorded work with GPU timestamps or the wall clock |
+
+pub(crate) mod abi;
+pub(crate) mod dispatch;
+pub(crate) mod pipelines;
+pub(crate) mod profile;
+pub(crate) mod readback;
+pub(crate) mod recorder;
+pub(crate) mod tensor;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use abi::PARAM_BYTES;
+use recorder::{Recorder, ARENA_SLOTS};
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A process-wide unique number: ids of Gpus and tensors, and tensor versions.
+pub(crate) fn next_id() -> u64 {
+    NEXT_ID.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Facts about the adapter in use.
+#[derive(Clone, Debug)]
+pub struct AdapterSummary {
+    /// Adapter name, e.g. `llvmpipe (LLVM 15.0.6, 256 bits)` or `NVIDIA H100 80GB HBM3`.
+    pub name: String,
+    /// Backend: Vulkan, Gl, Metal, Dx12.
+    pub backend: String,
+    /// Driver name and version, as the adapter reports them.
+    pub driver: String,
+    /// Largest storage-buffer binding, bytes.
+    pub max_storage_binding: u64,
+    /// Largest buffer, bytes.
+    pub max_buffer: u64,
+    /// Largest dispatch, workgroups per dimension.
+    pub max_workgroups_per_dim: u32,
+    /// Whether GPU timestamp queries are available.
+    pub timestamps: bool,
+    /// Whether the adapter is a CPU implementation (lavapipe, llvmpipe, WARP).
+    pub is_cpu: bool,
+}
+
+impl std::fmt::Display for AdapterSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} ({}; driver {}; max storage binding {} MiB, max buffer {} MiB, {} workgroups/dim; timestamps: {})",
+            self.name,
+            self.backend,
+            self.driver,
+            self.max_storage_binding >> 20,
+            self.max_buffer >> 20,
+            self.max_workgroups_per_dim,
+            if self.timestamps { "yes" } else { "no" }
+        )
+    }
+}
+
+/// A GPU device with the kernels of this crate.
+///
+/// Ops record their work and return at once; work is submitted in batches, and only
+/// [`Gpu::download`], [`Gpu::download_indices`] and [`Gpu::sync`] wait for it.
+///
+/// GPU errors raised by the crate's own work are captured with wgpu error scopes (pushed
+/// around everything the crate records or submits) and reported by the next wait as
+/// [`Error::Gpu`]; the device's uncaptured-error handler is left to its owner.
+pub struct Gpu {
+    pub(crate) device: wgpu::Device,
+    pub(crate) queue: wgpu::Queue,
+    info: wgpu::AdapterInfo,
+    pub(crate) limits: wgpu::Limits,
+    features: wgpu::Features,
+    pub(crate) id: u64,
+    pub(crate) arena: wgpu::Buffer,
+    pub(crate) slot_bytes: u64,
+    pub(crate) pipelines: Mutex<pipelines::Cache>,
+    pub(crate) rec: Mutex<Recorder>,
+    /// GPU errors captured by the crate's error scopes (and, for a device of its own, its
+    /// uncaptured-error handler), reported by the next wait.
+    pub(crate) gpu_errors: Arc<Mutex<Vec<String>>>,
+    /// How long a wait may take before it gives up with [`Error::Timeout`].
+    pub(crate) wait_timeout: Mutex<Duration>,
+}
+
+impl std::fmt::Debug for Gpu {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gpu")
+            .field("adapter", &self.info.name)
+            .finish()
+    }
+}
+
+/// The default for [`Gpu::set_wait_timeout`].
+pub const DEFAULT_WAIT_TIMEOUT: Duration = Duration::from_secs(600);
+
+impl Gpu {
+    /// Opens the default adapter.
+    ///
+    /// `WGPU_BACKEND` (e.g. `vulkan`, `gl`, `metal`, `dx12`) restricts the backends, and
+    /// `WGPU_ADAPTER_NAME` picks the first adapter whose name contains it (case-insensitive).
+    pub fn new() -> Result<Gpu> {
+        pollster::block_on(Self::new_async())
+    }
+
+    async fn new_async() -> Result<Gpu> {
+        let backends = wgpu::Backends::from_env().unwrap_or(wgpu::Backends::all());
+        let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+        desc.backends = backends;
+        desc.flags = wgpu::InstanceFlags::empty().with_env();
+        let instance = wgpu::Instance::new(desc);
+        let hint = "on a machine without a GPU, install Mesa's software drivers \
+                    (Debian/Ubuntu: `apt-get install mesa-vulkan-drivers` for lavapipe) \
+                    or use `WGPU_BACKEND=gl` with Mesa's llvmpipe";
+        let adapter = match std::env::var("WGPU_ADAPTER_NAME") {
+            Ok(name) if !name.is_empty() => {
+                let want = name.to_lowercase();
+                let all = instance.enumerate_adapters(backends).await;
+                let names: Vec<String> = all.iter().map(|a| a.get_info().name).collect();
+                all.into_iter()
+                    .find(|a| a.get_info().name.to_lowercase().contains(&want))
+                    .ok_or_else(|| {
+                        Error::NoAdapter(format!(
+                            "WGPU_ADAPTER_NAME={name:?} matches none of the adapters found: {names:?}; {hint}"
+                        ))
+                    })?
+            }
+            _ => instance
+                .request_adapter(&wgpu::RequestAdapterOptions {
+                    power_preference: wgpu::PowerPreference::from_env()
+                        .unwrap_or(wgpu::PowerPreference::HighPerformance),
+                    force_fallback_adapter: false,
+                    compatible_surface: None,
+                    apply_limit_buckets: false,
+                })
+                .await
+                .map_err(|e| Error::NoAdapter(format!("backends {backends:?}: {e}; {hint}")))?,
+        };
+        let features = adapter.features() & wgpu::Features::TIMESTAMP_QUERY;
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("ntm-kernels"),
+                required_features: features,
+                required_limits: adapter.limits(),
+                experimental_features: wgpu::ExperimentalFeatures::disabled(),
+                memory_hints: wgpu::MemoryHints::Performance,
+                trace: wgpu::Trace::Off,
+            })
+            .await
+            .map_err(|e| Error::Device(e.to_string()))?;
+        let gpu = Self::from_wgpu(device, queue)?;
+        // The device is ours: anything that escapes the error scopes is still reported.
+        let sink = gpu.gpu_errors.clone();
+        gpu.device
+            .on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+                if let Ok(mut v) = sink.lock() {
+                    v.push(e.to_string());
+                }
+            }));
+        Ok(gpu)
+    }
+
+    /// Wraps a device and queue that the host application already has, so that this crate's
+    /// tensors live beside the application's own buffers. Limits and features are read from the
+    /// device; request the adapter's limits when creating it to allow large tensors.
+    ///
+    /// The application's uncaptured-error handler is left in place: the crate captures the
+    /// errors of its own work with error scopes and reports them from its next wait.
+    /// A device whose limits are below what the crate's kernels need (storage buffers per
+    /// stage, workgroup memory and size, uniform binding size) is refused with
+    /// [`Error::Limit`] naming the limit.
+    pub fn from_wgpu(device: wgpu::Device, queue: wgpu::Queue) -> Result<Gpu> {
+        let limits = device.limits();
+        check_limits(&limits)?;
+        let info = device.adapter_info();
+        let features = device.features();
+        let slot_bytes =
+            PARAM_BYTES.next_multiple_of(limits.min_uniform_buffer_offset_alignment as u64);
+        let scope = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let arena = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("ntm-kernels params arena"),
+            size: slot_bytes * ARENA_SLOTS,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(Error::Device(format!("the parameter arena: {e}")));
+        }
+        Ok(Gpu {
+            device,
+            queue,
+            info,
+            limits,
+            features,
+            id: next_id(),
+            arena,
+            slot_bytes,
+            pipelines: Mutex::default(),
+            rec: Mutex::new(Recorder::default()),
+            gpu_errors: Arc::default(),
+            wait_timeout: Mutex::new(DEFAULT_WAIT_TIMEOUT),
+        })
+    }
+
+    /// The adapter in use, its backend, driver and the limits that shape dispatches.
+    pub fn adapter(&self) -> AdapterSummary {
+        AdapterSummary {
+            name: self.info.name.clone(),
+            backend: format!("{:?}", self.info.backend),
+            driver: format!("{} {}", self.info.driver, self.info.driver_info)
+                .trim()
+                .to_string(),
+            max_storage_binding: self.limits.max_storage_buffer_binding_size,
+            max_buffer: self.limits.max_buffer_size,
+            max_workgroups_per_dim: self.limits.max_compute_workgroups_per_dimension,
+            timestamps: self.features.contains(wgpu::Features::TIMESTAMP_QUERY),
+            is_cpu: self.info.device_type == wgpu::DeviceType::Cpu,
+        }
+    }
+
+    /// The underlying wgpu device, for applications that share it.
+    pub fn device(&self) -> &wgpu::Device {
+        &self.device
+    }
+
+    /// The underlying wgpu queue.
+    pub fn queue(&self) -> &wgpu::Queue {
+        &self.queue
+    }
+
+    /// How long a wait ([`Gpu::sync`], downloads) may take before it returns
+    /// [`Error::Timeout`]; the default is [`DEFAULT_WAIT_TIMEOUT`]. The queued work is not
+    /// cancelled: a later wait picks it up again.
+    pub fn set_wait_timeout(&self, timeout: Duration) {
+        *self.wait_timeout.lock().unwrap_or_else(|p| p.into_inner()) = timeout;
+    }
+
+    /// Runs `f` inside error scopes for validation, out-of-memory and internal errors; what
+    /// they capture is kept for the next wait.
+    pub(crate) fn scoped<T>(&self, f: impl FnOnce() -> T) -> T {
+        let scopes = ErrorScopes::push(self);
+        let out = f();
+        scopes.pop(self);
+        out
+    }
+}
+
+/// Error scopes of the three filters, popped in reverse order.
+pub(crate) struct ErrorScopes(Vec<wgpu::ErrorScopeGuard>);
+
+impl ErrorScopes {
+    pub(crate) fn push(gpu: &Gpu) -> Self {
+        ErrorScopes(
+            [
+                wgpu::ErrorFilter::Validation,
+                wgpu::ErrorFilter::OutOfMemory,
+                wgpu::ErrorFilter::Internal,
+            ]
+            .into_iter()
+            .map(|f| gpu.device.push_error_scope(f))
+            .collect(),
+        )
+    }
+
+    /// Pops the scopes and keeps what they caught for the next wait.
+    pub(crate) fn pop(mut self, gpu: &Gpu) {
+        let caught = self.take();
+        if !caught.is_empty() {
+            gpu.gpu_errors
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend(caught);
+        }
+    }
+
+    fn take(&mut self) -> Vec<String> {
+        let mut caught = Vec::new();
+        while let Some(s) = self.0.pop() {
+            if let Some(e) = pollster::block_on(s.pop()) {
+                caught.push(e.to_string());
+            }
+        }
+        caught
+    }
+}
+
+/// Checks the limits the crate's kernels need (read from their WGSL) against the device's.
+fn check_limits(l: &wgpu::Limits) -> Result<()> {
+    let needs = crate::runtime::pipelines::crate_needs().map_err(|e| Error::Invalid {
+        op: "from_wgpu",
+        message: format!("a crate shader does not compile: {e}"),
+    })?;
+    let checks: [(&'static str, u64, u64); 6] = [
+        (
+            "max_storage_buffers_per_shader_stage",
+            needs.storage_bindings as u64,
+            l.max_storage_buffers_per_shader_stage as u64,
+        ),
+        (
+            "max_bindings_per_bind_group",
+            needs.storage_bindings as u64 + 1,
+            l.max_bindings_per_bind_group as u64,
+        ),
+        (
+            "max_compute_workgroup_storage_size",
+            needs.workgroup_bytes,
+            l.max_compute_workgroup_storage_size as u64,
+        ),
+        (
+            "max_compute_invocations_per_workgroup",
+            needs.invocations as u64,
+            l.max_compute_invocations_per_workgroup as u64,
+        ),
+        (
+            "max_compute_workgroup_size_x",
+            needs.workgroup_size_x as u64,
+            l.max_compute_workgroup_size_x as u64,
+        ),
+        (
+            "max_uniform_buffer_binding_size",
+            PARAM_BYTES,
+            l.max_uniform_buffer_binding_size,
+        ),
+    ];
+    for (limit, needed, available) in checks {
+        if available < needed {
+            return Err(Error::Limit {
+                limit,
+                needed,
+                available,
+            });
+        }
+    }
+    Ok(())
+}
