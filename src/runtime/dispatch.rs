@@ -276,3 +276,61 @@ fn gcd(a: u64, b: u64) -> u64 {
         gcd(b, a % b)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::copy::SHADER;
+
+    const COPY: KernelDef = KernelDef {
+        shader: &SHADER,
+        entry: "copy",
+    };
+
+    fn gpu() -> Gpu {
+        Gpu::new().unwrap_or_else(|e| panic!("GPU tests need an adapter: {e}"))
+    }
+
+    /// Arguments that do not match the kernel's bindings, spans past the end of a buffer and
+    /// unknown entry points are errors, never panics, and the Gpu stays usable.
+    #[test]
+    fn mismatched_dispatches_are_errors() {
+        let g = gpu();
+        let t = g.upload(&[4], &[1.0, 2.0, 3.0, 4.0]).unwrap();
+        let out = g.zeros(&[4]).unwrap();
+        let p = Params::new([0; 4], [4, 0, 0, 0], [0.0; 4]);
+        let msg = |r: Result<()>| r.unwrap_err().to_string();
+        {
+            let mut rec = g.recorder();
+            let m = msg(g.dispatch(&mut rec, "test", &COPY, p, 1, &[Arg::whole(&t)]));
+            assert!(m.contains("has 2 storage bindings but 1 arguments"), "{m}");
+            let nine: Vec<Arg<'_>> = (0..9).map(|_| Arg::whole(&t)).collect();
+            let m = msg(g.dispatch(&mut rec, "test", &COPY, p, 1, &nine));
+            assert!(m.contains("but 9 arguments"), "{m}");
+            let past = |_: u64, _: u64| (10u64, 20u64);
+            let m = msg(g.dispatch(
+                &mut rec,
+                "test",
+                &COPY,
+                p,
+                1,
+                &[Arg::window(&t, &past), Arg::whole(&out)],
+            ));
+            assert!(
+                m.contains("span elements [10, 20) of an argument of 4 elements"),
+                "{m}"
+            );
+            let missing = KernelDef {
+                shader: &SHADER,
+                entry: "no_such_entry",
+            };
+            let m = msg(g.dispatch(&mut rec, "test", &missing, p, 1, &[]));
+            assert!(
+                m.contains("no_such_entry") && m.contains("copy.wgsl"),
+                "{m}"
+            );
+        }
+        let c = g.copy(&t).unwrap();
+        assert_eq!(g.download(&c).unwrap(), vec![1.0, 2.0, 3.0, 4.0]);
+    }
+}

@@ -23,6 +23,40 @@ pub fn own_gpu() -> Gpu {
     Gpu::new().unwrap_or_else(|e| panic!("GPU tests need an adapter and none was found: {e}"))
 }
 
+/// A wgpu device of the test's own on the adapter `Gpu::new` would pick (honouring
+/// `WGPU_BACKEND`), with the adapter's limits changed by `f`: to test `Gpu::from_wgpu` and the
+/// crate under small limits.
+pub fn device_with(f: impl FnOnce(&mut wgpu::Limits)) -> (wgpu::Device, wgpu::Queue) {
+    pollster::block_on(async {
+        let backends = wgpu::Backends::from_env().unwrap_or(wgpu::Backends::all());
+        let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+        desc.backends = backends;
+        let instance = wgpu::Instance::new(desc);
+        let adapter = instance
+            .request_adapter(&wgpu::RequestAdapterOptions {
+                power_preference: wgpu::PowerPreference::HighPerformance,
+                force_fallback_adapter: false,
+                compatible_surface: None,
+                apply_limit_buckets: false,
+            })
+            .await
+            .expect("GPU tests need an adapter");
+        let mut limits = adapter.limits();
+        f(&mut limits);
+        adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("test device"),
+                required_features: adapter.features() & wgpu::Features::TIMESTAMP_QUERY,
+                required_limits: limits,
+                experimental_features: wgpu::ExperimentalFeatures::disabled(),
+                memory_hints: wgpu::MemoryHints::Performance,
+                trace: wgpu::Trace::Off,
+            })
+            .await
+            .expect("a device with the requested limits")
+    })
+}
+
 /// SplitMix64: deterministic test data.
 pub struct Rng(pub u64);
 
@@ -101,9 +135,9 @@ pub fn all_close_terms(
         }
     }
     let (i, err) = worst;
+    // A report mode for tuning tolerances: it prints every comparison, and still fails.
     if std::env::var("NTM_TEST_REPORT").is_ok() {
         eprintln!("REPORT {err:10.4} {what}");
-        return err;
     }
     assert!(
         err <= 1.0,
