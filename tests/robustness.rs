@@ -210,7 +210,8 @@ fn from_wgpu_keeps_the_applications_error_handler() {
 /// A device whose limits are below what the kernels need is refused up front, naming the limit.
 #[test]
 fn from_wgpu_checks_the_limits_the_kernels_need() {
-    let cases: [(&str, fn(&mut wgpu::Limits)); 2] = [
+    type Lower = fn(&mut wgpu::Limits);
+    let cases: [(&str, Lower); 2] = [
         ("max_storage_buffers_per_shader_stage", |l| {
             l.max_storage_buffers_per_shader_stage = 4
         }),
