@@ -150,3 +150,120 @@ fn tensors_of_another_gpu_are_refused() {
     );
     says(&msg(g.download(&m)), &["download", "another Gpu"]);
 }
+
+#[test]
+fn discrete_ops_check_every_argument() {
+    let g = gpu();
+    let (b, h, n, w) = (2, 3, 5, 4);
+    let m = g.zeros(&[b, n, w]).unwrap();
+    let wt = g.zeros(&[b, h, n]).unwrap();
+    let v = g.zeros(&[b, h, w]).unwrap();
+    let adv = g.zeros(&[b, h]).unwrap();
+    let ix = g.upload_indices(&[b, h], &vec![0; b * h]).unwrap();
+    let bad_ix = g
+        .upload_indices(&[b + 1, h], &vec![0; (b + 1) * h])
+        .unwrap();
+    let flat_ix = g.upload_indices(&[b * h], &vec![0; b * h]).unwrap();
+    let bad_w = g.zeros(&[b, h, w + 1]).unwrap();
+    let flat = g.zeros(&[b * h * n]).unwrap();
+
+    says(
+        &msg(g.sample(&flat, 1)),
+        &["sample", "`w`", "rank 3: [B, H, N]", "[30]"],
+    );
+    says(
+        &msg(g.argmax(&flat)),
+        &["argmax", "`w`", "rank 3: [B, H, N]", "[30]"],
+    );
+    says(
+        &msg(g.reinforce_grad(&flat, &ix, &adv, 0.0)),
+        &["reinforce_grad", "`w`", "[B, H, N]"],
+    );
+    says(
+        &msg(g.reinforce_grad(&wt, &bad_ix, &adv, 0.0)),
+        &["reinforce_grad", "indices", "[B, H] = [2, 3]", "[3, 3]"],
+    );
+    says(
+        &msg(g.reinforce_grad(&wt, &ix, &v, 0.0)),
+        &[
+            "reinforce_grad",
+            "advantage",
+            "[B, H] = [2, 3]",
+            "[2, 3, 4]",
+        ],
+    );
+    says(
+        &msg(g.reinforce_grad(&wt, &ix, &adv, f32::NAN)),
+        &["reinforce_grad", "lambda", "finite"],
+    );
+    says(
+        &msg(g.discrete_read(&m, &flat_ix)),
+        &["discrete_read", "indices", "[B, H] = [2, H]", "[6]"],
+    );
+    let mut d = g.zeros(&[b, n, w]).unwrap();
+    says(
+        &msg(g.discrete_read_backward(&m, &ix, &bad_w, &mut d)),
+        &["discrete_read_backward", "dr", "[B, H, W] = [2, 3, 4]"],
+    );
+}
+
+#[test]
+fn refused_discrete_writes_leave_memory_unchanged() {
+    let g = gpu();
+    let (b, h, n, w) = (2, 3, 5, 4);
+    let host: Vec<f32> = (0..b * n * w).map(|x| x as f32).collect();
+    let mut m = g.upload(&[b, n, w], &host).unwrap();
+    let v = g.upload(&[b, h, w], &vec![0.5; b * h * w]).unwrap();
+    let ix = g.upload_indices(&[b, h], &[0, 1, 2, 3, 4, 0]).unwrap();
+    let bad_ix = g
+        .upload_indices(&[b + 1, h], &vec![0; (b + 1) * h])
+        .unwrap();
+    let bad_w = g.zeros(&[b, h, w + 1]).unwrap();
+    let bad_h = g.zeros(&[b, h + 1, w]).unwrap();
+    says(
+        &msg(g.discrete_write(&mut m, &ix, &bad_w, &v)),
+        &[
+            "discrete_write",
+            "erase",
+            "[B, H, W] = [2, 3, 4]",
+            "[2, 3, 5]",
+        ],
+    );
+    says(
+        &msg(g.discrete_write(&mut m, &ix, &v, &bad_h)),
+        &["discrete_write", "add", "[2, 4, 4]"],
+    );
+    says(
+        &msg(g.discrete_write(&mut m, &bad_ix, &v, &v)),
+        &["discrete_write", "indices", "[B, H] = [2, H]", "[3, 3]"],
+    );
+    let undo = g.discrete_write(&mut m, &ix, &v, &v).unwrap();
+    let written = g.download(&m).unwrap();
+    let mut d = g.zeros(&[b, n + 1, w]).unwrap();
+    says(
+        &msg(g.discrete_write_backward(&undo, &v, &v, &mut d)),
+        &[
+            "discrete_write_backward",
+            "d_memory",
+            "[B, N, W] = [2, 5, 4]",
+        ],
+    );
+    let mut d = g.zeros(&[b, n, w]).unwrap();
+    says(
+        &msg(g.discrete_write_backward(&undo, &bad_w, &v, &mut d)),
+        &["discrete_write_backward", "erase"],
+    );
+    let mut other = g.upload(&[b, n, w], &host).unwrap();
+    says(
+        &msg(g.undo_write(&mut other, &undo)),
+        &["undo_write", "different memory tensor"],
+    );
+    assert_eq!(g.download(&other).unwrap(), host);
+    assert_eq!(
+        g.download(&m).unwrap(),
+        written,
+        "a refused op modified the memory"
+    );
+    g.undo_write(&mut m, &undo).unwrap();
+    assert_eq!(g.download(&m).unwrap(), host);
+}

@@ -34,7 +34,10 @@ fn at_idx(w: &[f64], idx: &[u32], n: usize) -> Vec<f64> {
 }
 
 fn run(s: Shape, seed: u64, erase_one: bool) {
-    let g = gpu();
+    run_on(gpu(), s, seed, erase_one)
+}
+
+fn run_on(g: &Gpu, s: Shape, seed: u64, erase_one: bool) {
     let tag = format!("B={} H={} N={} W={}", s.b, s.h, s.n, s.w);
     let mut rng = Rng(seed);
     let m0 = rng.vec(s.b * s.n * s.w, -1.0, 1.0);
@@ -247,6 +250,36 @@ fn every_discrete_op_on_the_shape_grid() {
                 }
             }
         }
+    }
+}
+
+/// Widths past one workgroup's column loop (64).
+#[test]
+fn every_discrete_op_on_wide_words() {
+    let mut seed = 800;
+    for b in [1, 3] {
+        for h in [1, 2, 5] {
+            for n in [7, 129, 1000] {
+                for w in [65, 128, 300] {
+                    seed += 1;
+                    run(Shape::new(b, h, n, w), seed, false);
+                }
+            }
+        }
+    }
+}
+
+/// Every discrete op on a device whose storage bindings are 256 KiB: gathers and scatters run
+/// once per row window.
+#[test]
+fn every_discrete_op_bound_in_windows() {
+    let (device, queue) = device_with(|l| l.max_storage_buffer_binding_size = 256 << 10);
+    let g = Gpu::from_wgpu(device, queue).unwrap();
+    for (k, s) in [Shape::new(2, 3, 1000, 64), Shape::new(3, 5, 700, 65)]
+        .into_iter()
+        .enumerate()
+    {
+        run_on(&g, s, 950 + k as u64, k == 1);
     }
 }
 

@@ -164,3 +164,47 @@ fn soft_write_backward_matches_finite_differences() {
         }
     }
 }
+
+/// `reference::undo_write` restores a chain of discrete writes, undone in reverse order, bit
+/// for bit, with heads sharing rows.
+#[test]
+fn reference_undo_write_restores_bit_for_bit() {
+    let mut rng = Rng(77);
+    for s in [
+        Shape::new(2, 3, 5, 4),
+        Shape::new(1, 4, 1, 3),
+        Shape::new(3, 2, 7, 1),
+    ] {
+        let m0: Vec<f32> = rng.vec(s.b * s.n * s.w, -1.0, 1.0);
+        let mut m = m0.clone();
+        let mut records = Vec::new();
+        let mut states = Vec::new();
+        for _ in 0..4 {
+            // Heads of a batch element share a row every other write.
+            let idx: Vec<u32> = (0..s.b * s.h)
+                .map(|bh| {
+                    if records.len() % 2 == 0 {
+                        (bh / s.h % s.n) as u32
+                    } else {
+                        (rng.next_u64() % s.n as u64) as u32
+                    }
+                })
+                .collect();
+            let e = rng.vec(s.b * s.h * s.w, 0.0, 1.0);
+            let a = rng.vec(s.b * s.h * s.w, -1.0, 1.0);
+            states.push(m.clone());
+            let old = r::discrete_write(&mut m, &idx, &e, &a, s);
+            assert_ne!(m, *states.last().unwrap(), "the write changed the memory");
+            records.push((idx, old));
+        }
+        while let Some((idx, old)) = records.pop() {
+            r::undo_write(&mut m, &idx, &old, s);
+            let want = states.pop().unwrap();
+            assert!(
+                m.iter().zip(&want).all(|(x, y)| x.to_bits() == y.to_bits()),
+                "undo restores the memory bit for bit at {s:?}"
+            );
+        }
+        assert_eq!(m, m0);
+    }
+}

@@ -104,7 +104,10 @@ fn up(g: &Gpu, shape: &[usize], x: &[f32]) -> Tensor {
 }
 
 fn run(c: &Case, atol: f64) {
-    let g = gpu();
+    run_on(gpu(), c, atol)
+}
+
+fn run_on(g: &Gpu, c: &Case, atol: f64) {
     let s = c.s;
     let tag = format!("B={} H={} N={} W={}", s.b, s.h, s.n, s.w);
     let (mem_s, vec_s, wt_s) = ([s.b, s.n, s.w], [s.b, s.h, s.w], [s.b, s.h, s.n]);
@@ -248,6 +251,46 @@ fn every_op_on_the_shape_grid() {
                 }
             }
         }
+    }
+}
+
+/// Widths past one column tile (64) and past the kernels' `j += 64` loops.
+#[test]
+fn every_op_on_wide_words() {
+    let mut seed = 300;
+    for b in [1, 3] {
+        for h in [1, 2, 5] {
+            for n in [7, 129, 1000] {
+                for w in [65, 128, 300] {
+                    seed += 1;
+                    run(&Case::new(Shape::new(b, h, n, w), seed), ATOL);
+                }
+            }
+        }
+    }
+}
+
+/// Every soft op, backward passes included, on a device whose storage bindings are 256 KiB:
+/// memories of 0.5 to 2.3 MiB are bound in windows on every machine (large GPUs bind the
+/// `large` test's memory whole).
+#[test]
+fn every_op_bound_in_windows() {
+    let (device, queue) = device_with(|l| l.max_storage_buffer_binding_size = 256 << 10);
+    let g = Gpu::from_wgpu(device, queue).unwrap();
+    assert_eq!(g.adapter().max_storage_binding, 256 << 10);
+    for (k, s) in [
+        Shape::new(2, 2, 1000, 64),
+        Shape::new(3, 5, 700, 65),
+        Shape::new(1, 1, 3000, 200),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        assert!(
+            s.b * s.n * s.w * 4 > 256 << 10,
+            "the memory spans several bindings"
+        );
+        run_on(&g, &Case::new(s, 700 + k as u64), ATOL);
     }
 }
 
