@@ -8,6 +8,8 @@
 //
 // The scores come from primitives/rowtile.wgsl (`scores`, mode 1), which this file imports:
 // `bwd_rows` works on the same row tiles, reading each memory row once per group of HG heads.
+// Composed behind the prelude (src/runtime/abi.rs, shaders/prelude.wgsl) and
+// primitives/rowtile.wgsl.
 
 
 var<workgroup> red: array<f32, 512>;   // TR * HG * 2
@@ -84,17 +86,13 @@ fn bwd_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_inde
 // dM_ij = sum_h [dD_hi k_hj + (dP_hi norm(k_h) / norm(M_i)) M_ij], one thread per element.
 @compute @workgroup_size(WG)
 fn bwd_mem(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
-    let u = unit_id(wg);
-    if u >= p.unit_end {
+    let el = element(wg, t);
+    if !el.ok {
         return;
     }
     let H = p.dims.y;
     let N = p.dims.z;
     let W = p.dims.w;
-    let el = element(u, t);
-    if !el.ok {
-        return;
-    }
     let e = el.e;
     let j = el.j;
     let b = el.b;

@@ -1,5 +1,6 @@
 // Plain copy: dst[e] = src[e] for every element e.
 // The bandwidth baseline of the benches, and the memory snapshot of soft backprop.
+// Composed behind the prelude (src/runtime/abi.rs, shaders/prelude.wgsl).
 
 // Params.extra: x: element count
 

@@ -14,6 +14,7 @@
 // along W. Memory larger than one storage binding is processed in row windows
 // [extra.x, extra.y): a dispatch acts on the heads whose row lies in its window.
 // Indices >= N are flagged (atomicMax of u32::MAX - (b H + h) in flags[check_slot]) and skipped.
+// Composed behind the prelude (src/runtime/abi.rs, shaders/prelude.wgsl).
 
 // Params.extra: x, y: window of flattened memory rows
 

@@ -13,6 +13,8 @@ fn unit_id(wg: vec3<u32>) -> u32 {
 
 // Elementwise kernels over [B, N, W] map a workgroup of WG threads to rows x a power-of-two
 // column tile (extra.z = tile width, extra.w = its log2): one division per thread, coalesced.
+// `ok` is false past the dispatch's units or the tensor. Kernels start with
+//   let el = element(wg, t); if !el.ok { return; }
 struct Element {
     ok: bool,
     e: u32,
@@ -21,7 +23,8 @@ struct Element {
     i: u32,
 }
 
-fn element(u: u32, t: u32) -> Element {
+fn element(wg: vec3<u32>, t: u32) -> Element {
+    let u = unit_id(wg);
     let N = p.dims.z;
     let W = p.dims.w;
     let tw = p.extra.z;
@@ -30,7 +33,7 @@ fn element(u: u32, t: u32) -> Element {
     let row = (u / nct) * rows_per_wg + (t >> p.extra.w);
     var el: Element;
     el.j = (u % nct) * tw + (t & (tw - 1u));
-    el.ok = row < p.dims.x * N && el.j < W;
+    el.ok = u < p.unit_end && row < p.dims.x * N && el.j < W;
     el.e = row * W + el.j;
     el.b = row / N;
     el.i = row - el.b * N;

@@ -12,17 +12,13 @@
 // dM(i, j) = sum_h w_h(i) dr_h(j), one thread per element of M.
 @compute @workgroup_size(WG)
 fn bwd_mem(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
-    let u = unit_id(wg);
-    if u >= p.unit_end {
+    let el = element(wg, t);
+    if !el.ok {
         return;
     }
     let H = p.dims.y;
     let N = p.dims.z;
     let W = p.dims.w;
-    let el = element(u, t);
-    if !el.ok {
-        return;
-    }
     let e = el.e;
     let j = el.j;
     let b = el.b;

@@ -7,6 +7,7 @@
 //   reinforce: dz(i) = -A (onehot(idx)(i) - w(i)) + lambda w(i) (log w(i) + H(w)),
 //           H(w) = -sum_i w(i) log w(i), with w log w = 0 where w = 0: the gradient of
 //           -A log w(idx) - lambda H(w) with respect to the scores, never dividing by w(idx).
+// Composed behind the prelude (src/runtime/abi.rs, shaders/prelude.wgsl).
 
 // Params.extra: partial/combine: x = mode (0 sample, 1 argmax), y, z = seed (low, high), w = chunks
 // Params.fx: reinforce: x = lambda

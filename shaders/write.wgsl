@@ -7,8 +7,9 @@
 //   dw_h(i)  = sum_j dM'(i,j) (a_h(j) - M(i,j) e_h(j) Q_h(i,j))
 //   de_h(j)  = -sum_i dM'(i,j) M(i,j) w_h(i) Q_h(i,j)
 //   da_h(j)  = sum_i dM'(i,j) w_h(i)
-// `bwd_dw` works on row tiles like content.wgsl; `bwd_cols` on row blocks like read.wgsl
-// `partial`, whose `combine` then sums the blocks.
+// `bwd_dw` works on row tiles (as primitives/rowtile.wgsl, staging dM' beside M); `bwd_cols`
+// on row blocks in the layout of primitives/colsum.wgsl, whose `combine` then sums the blocks.
+// Composed behind the prelude (src/runtime/abi.rs, shaders/prelude.wgsl).
 
 // Params.extra: bwd_cols: x = TW, y = row blocks, z = column tiles, w = rows per block
 
@@ -23,17 +24,13 @@ const TS: u32 = 17u;
 // In place, one thread per element of M.
 @compute @workgroup_size(WG)
 fn fwd(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
-    let u = unit_id(wg);
-    if u >= p.unit_end {
+    let el = element(wg, t);
+    if !el.ok {
         return;
     }
     let H = p.dims.y;
     let N = p.dims.z;
     let W = p.dims.w;
-    let el = element(u, t);
-    if !el.ok {
-        return;
-    }
     let e = el.e;
     let j = el.j;
     let b = el.b;
@@ -58,17 +55,13 @@ fn fwd(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t:
 // dM = dM' prod_h (1 - w_h e_h), one thread per element.
 @compute @workgroup_size(WG)
 fn bwd_mem(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
-    let u = unit_id(wg);
-    if u >= p.unit_end {
+    let el = element(wg, t);
+    if !el.ok {
         return;
     }
     let H = p.dims.y;
     let N = p.dims.z;
     let W = p.dims.w;
-    let el = element(u, t);
-    if !el.ok {
-        return;
-    }
     let e = el.e;
     let j = el.j;
     let b = el.b;
@@ -261,7 +254,7 @@ fn keep_range_cols(b: u32, i: u32, j: u32, h_lo: u32, h_hi: u32) -> f32 {
     return q;
 }
 
-// de, da partial sums over a block of RB rows; threads along columns as in read.wgsl.
+// de, da partial sums over a block of RB rows; threads along columns as in primitives/colsum.wgsl.
 @compute @workgroup_size(64)
 fn bwd_cols(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
     let u = unit_id(wg);

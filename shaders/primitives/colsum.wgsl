@@ -7,6 +7,7 @@
 //            also sums the partials other kernels write in the same layout (write.wgsl bwd_cols)
 // Params.extra: partial: x = TW (column tile), y = row blocks, z = column tiles, w = rows per block
 //               combine: y = blocks, z = lanes per output (a power of two)
+// Composed behind the prelude (src/runtime/abi.rs, shaders/prelude.wgsl).
 
 @group(0) @binding(1) var<storage, read> mem: array<f32>;
 @group(0) @binding(2) var<storage, read> w: array<f32>;

@@ -7,6 +7,7 @@
 //                mode 0: m = max(m1, m2), s = s1 exp(m1 - m) + s2 exp(m2 - m)
 //                modes 1, 2: componentwise sums
 //   normalize: x_i <- exp(x_i - m_r) / s_r   (softmax with the row maximum subtracted)
+// Composed behind the prelude (src/runtime/abi.rs, shaders/prelude.wgsl).
 
 // Params.extra: x: mode, y: L (row length), z: C (chunks per row)
 

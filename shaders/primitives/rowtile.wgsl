@@ -9,6 +9,7 @@
 // with norm(x) = sqrt(sum_j x_j^2 + EPS).
 // Bindings 1..3 (mem, vecs, beta) are shared by the kernels that import this file.
 // Params.extra: scores: x = mode
+// Composed behind the prelude (src/runtime/abi.rs, shaders/prelude.wgsl).
 
 const TC: u32 = 32u;  // columns staged per step
 const TS: u32 = 33u;  // tile row stride (padded against bank conflicts)
