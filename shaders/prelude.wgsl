@@ -1,5 +1,5 @@
 // The prelude every shader of the crate is composed behind (by src/runtime/pipelines.rs),
-// after the constants EPS, HG, TR, WG, CHUNK and `struct Params` that src/runtime/abi.rs
+// after the constants EPS, HG, TR, WG, CW, CHUNK and `struct Params` that src/runtime/abi.rs
 // emits from its Rust definitions. It holds only what every kernel file shares.
 
 @group(0) @binding(0) var<uniform> p: Params;

@@ -240,8 +240,8 @@ fn bwd_dw(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
 @group(0) @binding(5) var<storage, read_write> part_de: array<f32>; // [B, blocks, H, W]
 @group(0) @binding(6) var<storage, read_write> part_da: array<f32>;
 
-var<workgroup> red_e: array<f32, 256>;
-var<workgroup> red_a: array<f32, 256>;
+var<workgroup> red_e: array<f32, CW * HG>;
+var<workgroup> red_a: array<f32, CW * HG>;
 
 fn keep_range_cols(b: u32, i: u32, j: u32, h_lo: u32, h_hi: u32) -> f32 {
     let H = p.dims.y;
@@ -255,7 +255,7 @@ fn keep_range_cols(b: u32, i: u32, j: u32, h_lo: u32, h_hi: u32) -> f32 {
 }
 
 // de, da partial sums over a block of RB rows; threads along columns as in primitives/colsum.wgsl.
-@compute @workgroup_size(64)
+@compute @workgroup_size(CW)
 fn bwd_cols(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
     let u = unit_id(wg);
     if u >= p.unit_end {
@@ -265,7 +265,7 @@ fn bwd_cols(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_inde
     let N = p.dims.z;
     let W = p.dims.w;
     let tw = p.extra.x;
-    let rl_count = 64u / tw;
+    let rl_count = CW / tw;
     let nblk = p.extra.y;
     let nct = p.extra.z;
     let nhg = (H + HG - 1u) / HG;
@@ -319,15 +319,15 @@ fn bwd_cols(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_inde
         }
     }
     for (var hh = 0u; hh < HG; hh += 1u) {
-        red_e[hh * 64u + t] = de[hh];
-        red_a[hh * 64u + t] = da[hh];
+        red_e[hh * CW + t] = de[hh];
+        red_a[hh * CW + t] = da[hh];
     }
     for (var s = rl_count / 2u; s > 0u; s = s / 2u) {
         workgroupBarrier();
         if rl < s {
             for (var hh = 0u; hh < HG; hh += 1u) {
-                red_e[hh * 64u + t] += red_e[hh * 64u + t + s * tw];
-                red_a[hh * 64u + t] += red_a[hh * 64u + t + s * tw];
+                red_e[hh * CW + t] += red_e[hh * CW + t + s * tw];
+                red_a[hh * CW + t] += red_a[hh * CW + t + s * tw];
             }
         }
     }
@@ -336,8 +336,8 @@ fn bwd_cols(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_inde
         for (var hh = 0u; hh < HG; hh += 1u) {
             if hh < nh {
                 let o = ((b * nblk + blk) * H + h0 + hh) * W + j;
-                part_de[o - p.base1.x] = red_e[hh * 64u + t];
-                part_da[o - p.base1.y] = red_a[hh * 64u + t];
+                part_de[o - p.base1.x] = red_e[hh * CW + t];
+                part_da[o - p.base1.y] = red_a[hh * CW + t];
             }
         }
     }

@@ -13,9 +13,9 @@
 @group(0) @binding(2) var<storage, read> w: array<f32>;
 @group(0) @binding(3) var<storage, read_write> part: array<f32>; // [B, blocks, H, W]
 
-var<workgroup> red: array<f32, 256>; // 64 threads x HG
+var<workgroup> red: array<f32, CW * HG>;
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(CW)
 fn partial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
     let u = unit_id(wg);
     if u >= p.unit_end {
@@ -25,7 +25,7 @@ fn partial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index
     let N = p.dims.z;
     let W = p.dims.w;
     let tw = p.extra.x;
-    let rl_count = 64u / tw;
+    let rl_count = CW / tw;
     let nblk = p.extra.y;
     let nct = p.extra.z;
     let nhg = (H + HG - 1u) / HG;
@@ -64,13 +64,13 @@ fn partial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index
         }
     }
     for (var hh = 0u; hh < HG; hh += 1u) {
-        red[hh * 64u + t] = acc[hh];
+        red[hh * CW + t] = acc[hh];
     }
     for (var s = rl_count / 2u; s > 0u; s = s / 2u) {
         workgroupBarrier();
         if rl < s {
             for (var hh = 0u; hh < HG; hh += 1u) {
-                red[hh * 64u + t] += red[hh * 64u + t + s * tw];
+                red[hh * CW + t] += red[hh * CW + t + s * tw];
             }
         }
     }
@@ -78,7 +78,7 @@ fn partial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index
     if rl == 0u && j < W {
         for (var hh = 0u; hh < HG; hh += 1u) {
             if hh < nh {
-                part[((b * nblk + blk) * H + h0 + hh) * W + j - p.base0.z] = red[hh * 64u + t];
+                part[((b * nblk + blk) * H + h0 + hh) * W + j - p.base0.z] = red[hh * CW + t];
             }
         }
     }

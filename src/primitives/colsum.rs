@@ -6,7 +6,7 @@
 use crate::check::Dims;
 use crate::error::Result;
 use crate::primitives::spans::{flat, Rows};
-use crate::runtime::abi::{Params, HG, WG};
+use crate::runtime::abi::{Params, CW, HG, WG};
 use crate::runtime::dispatch::{Arg, Span};
 use crate::runtime::pipelines::{KernelDef, Shader};
 use crate::runtime::recorder::Recorder;
@@ -32,7 +32,7 @@ const TARGET_UNITS: u64 = 4096;
 /// Layout of the column reductions.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct ColLayout {
-    /// Column tile width: the narrowest power of two holding W, at most 64, so narrow
+    /// Column tile width: the narrowest power of two holding W, at most `CW`, so narrow
     /// memories keep several rows in flight per workgroup.
     pub tw: u64,
     /// Column tiles.
@@ -60,7 +60,7 @@ impl ColLayout {
 }
 
 pub(crate) fn col_layout(d: Dims) -> ColLayout {
-    let tw = (d.w as u64).next_power_of_two().min(64);
+    let tw = (d.w as u64).next_power_of_two().min(CW as u64);
     let nct = (d.w as u64).div_ceil(tw);
     let nhg = (d.h as u64).div_ceil(HG as u64);
     let units = |rb: u64| d.b as u64 * (d.n as u64).div_ceil(rb) * nct * nhg;

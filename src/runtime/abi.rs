@@ -10,6 +10,8 @@ pub(crate) const HG: u32 = 4;
 pub(crate) const TR: u32 = 64;
 /// Threads per workgroup of the elementwise and row-statistic kernels.
 pub(crate) const WG: u32 = 256;
+/// Threads of the column-reduction kernels (a column tile is at most this wide).
+pub(crate) const CW: u32 = 64;
 /// Elements per workgroup of the row-statistic kernels (`WG` threads x 4).
 pub(crate) const CHUNK: u32 = 1024;
 /// Storage bindings a kernel may have after the uniform (binding 0): the size of `Params::base`.
@@ -74,6 +76,7 @@ pub(crate) fn prelude() -> String {
          const HG: u32 = {HG}u;\n\
          const TR: u32 = {TR}u;\n\
          const WG: u32 = {WG}u;\n\
+         const CW: u32 = {CW}u;\n\
          const CHUNK: u32 = {CHUNK}u;\n\
          {PARAMS_WGSL}\
          {}\n\

@@ -74,17 +74,27 @@ impl Gpu {
         Ok(out)
     }
 
-    /// Waits for all submitted work, up to the wait timeout.
+    /// Waits for all work this Gpu submitted, up to the wait timeout.
     pub(crate) fn wait(&self, op: &'static str) -> Result<()> {
         let timeout = *self.wait_timeout.lock().unwrap_or_else(|p| p.into_inner());
         let start = Instant::now();
+        // Wait for this Gpu's newest submission by its index, not for "everything": a timed
+        // wait for the device's newest submission can race with another thread's submit in
+        // wgpu-core (an internal assertion fires when the wait times out just as that submit
+        // is being registered).
+        let Some(last) = self.lock().last_submission.clone() else {
+            return match self.device.poll(wgpu::PollType::Poll) {
+                Ok(_) => Ok(()),
+                Err(e) => Err(Error::Gpu(format!("polling the GPU failed: {e}"))),
+            };
+        };
         // Wait in short slices: a backend may hold its context lock while it waits (wgpu's GL
         // backend does, and panics in other threads that wait over 6 s for it), so a long job
         // must not keep other threads of this Gpu out.
         loop {
             let left = timeout.saturating_sub(start.elapsed());
             match self.device.poll(wgpu::PollType::Wait {
-                submission_index: None,
+                submission_index: Some(last.clone()),
                 timeout: Some(left.min(Duration::from_millis(100))),
             }) {
                 Ok(_) => return Ok(()),
@@ -147,11 +157,11 @@ impl Gpu {
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        self.scoped(|| {
-            let mut enc = self.device.create_command_encoder(&Default::default());
-            enc.copy_buffer_to_buffer(buf, pos * 4, &staging, 0, 4);
-            self.queue.submit([enc.finish()]);
-        });
+        let mut rec = self.lock();
+        self.encoder(&mut rec)
+            .copy_buffer_to_buffer(buf, pos * 4, &staging, 0, 4);
+        self.flush_batch(&mut rec);
+        drop(rec);
         let b = self.map_read(op, &staging, 4)?;
         Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     }

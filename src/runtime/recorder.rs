@@ -59,6 +59,8 @@ pub(crate) struct Recorder {
     pool: HashMap<u64, Vec<wgpu::Buffer>>,
     pub(crate) dispatches_recorded: u64,
     pub(crate) submits: u64,
+    /// The newest submission of this Gpu: waits wait for it (and so for all before it).
+    pub(crate) last_submission: Option<wgpu::SubmissionIndex>,
     /// While profiling: the query set each pass writes its start and end timestamps to.
     pub(crate) capture: Option<super::profile::Capture>,
 }
@@ -150,7 +152,7 @@ impl Gpu {
         if !rec.params.is_empty() {
             self.queue.write_buffer(&self.arena, 0, &rec.params);
         }
-        self.queue.submit([enc.finish()]);
+        rec.last_submission = Some(self.queue.submit([enc.finish()]));
         rec.params.clear();
         rec.slots_used = 0;
         rec.submits += 1;
