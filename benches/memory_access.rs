@@ -2,7 +2,7 @@
 //! report and writes `target/ntm-bench/memory_access.csv` and `memory_access.svg`.
 //!
 //! Environment: `WGPU_BACKEND`, `WGPU_ADAPTER_NAME` pick the adapter; `NTM_BENCH_QUICK=1`
-//! runs the reduced sweep; `NTM_BENCH_FILTER=<substring>` selects ops; `NTM_BENCH_REPS`
+//! runs the reduced sweep; `NTM_BENCH_SHAPES="B,H,N,W;B,H,N,W"` replaces the sweep's shapes; `NTM_BENCH_FILTER=<substring>` selects ops; `NTM_BENCH_REPS`
 //! sets repetitions per row; `NTM_BENCH_SOFT_MIB` caps the memory size of soft rows (default:
 //! 256 MiB on CPU adapters such as lavapipe, no cap on GPUs); `NTM_BENCH_SOFT_SECONDS` skips
 //! soft rows of a shape projected to take longer (default: 40 s on CPU adapters, 0 = no cap),
@@ -25,6 +25,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     } else {
         Config::sweep()
     };
+    if let Some(shapes) = env("NTM_BENCH_SHAPES") {
+        cfg.shapes = report::parse_shapes(&shapes)?;
+    }
     cfg.filter = env("NTM_BENCH_FILTER");
     if let Some(r) = env("NTM_BENCH_REPS").and_then(|v| v.parse().ok()) {
         cfg.reps = r;

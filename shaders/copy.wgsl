@@ -1,11 +1,30 @@
-// Plain copy: dst[e] = src[e] for every element e.
-// The bandwidth baseline of the benches, and the memory snapshot of soft backprop.
+// Copy: dst[e] = src[e] for every element e.
+// The memory snapshot of soft backprop, and the crate's side of the bench's roofline.
+// Four elements at a time: tensors are allocated in whole vec4s (16 bytes), so the last vec4
+// of a tensor whose length is not a multiple of 4 is copied whole, padding included. A unit
+// copies a contiguous chunk of WG x CV vec4s; thread t takes the vec4s t, t + WG, ...
+// (coalesced), with its CV loads in flight before its stores.
 // Composed behind the prelude (src/runtime/abi.rs, shaders/prelude.wgsl).
 
-// Params.extra: x: element count
+// Params.extra: x: vec4s to copy
 
-@group(0) @binding(1) var<storage, read> src: array<f32>;
-@group(0) @binding(2) var<storage, read_write> dst: array<f32>;
+const CV: u32 = 4u; // vec4s per thread
+
+@group(0) @binding(1) var<storage, read> src: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> dst: array<vec4<f32>>;
+
+fn load(e: u32) -> vec4<f32> {
+    if e < p.extra.x {
+        return src[e - p.base0.x / 4u];
+    }
+    return vec4<f32>(0.0);
+}
+
+fn store(e: u32, v: vec4<f32>) {
+    if e < p.extra.x {
+        dst[e - p.base0.y / 4u] = v;
+    }
+}
 
 @compute @workgroup_size(WG)
 fn copy(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
@@ -13,8 +32,13 @@ fn copy(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
     if u >= p.unit_end {
         return;
     }
-    let e = u * WG + t;
-    if e < p.extra.x {
-        dst[e - p.base0.y] = src[e - p.base0.x];
-    }
+    let e = u * WG * CV + t;
+    let x0 = load(e);
+    let x1 = load(e + WG);
+    let x2 = load(e + 2u * WG);
+    let x3 = load(e + 3u * WG);
+    store(e, x0);
+    store(e + WG, x1);
+    store(e + 2u * WG, x2);
+    store(e + 3u * WG, x3);
 }

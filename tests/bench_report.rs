@@ -3,7 +3,7 @@ mod common;
 use common::*;
 #[path = "../benches/report/mod.rs"]
 mod report;
-use report::{run, Config, CSV_HEADER};
+use report::{parse_shapes, run, Config, CSV_HEADER};
 use std::collections::HashSet;
 
 #[test]
@@ -24,6 +24,8 @@ fn the_report_runs_and_writes_csv_and_plot() {
     for part in [
         "adapter:",
         "speedup of discrete over soft",
+        "roofline per shape",
+        "driver GB/s",
         "backprop memory for T = 100",
     ] {
         assert!(
@@ -38,7 +40,7 @@ fn the_report_runs_and_writes_csv_and_plot() {
     assert_eq!(lines.next(), Some(CSV_HEADER));
     assert_eq!(
         CSV_HEADER,
-        "op,access,pass,batch,heads,slots,width,median_us,min_us,bytes,gbps,copy_fraction"
+        "op,access,pass,dtype,batch,heads,slots,width,median_us,min_us,bytes,gbps,roofline_fraction"
     );
     let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
     assert_eq!(
@@ -79,7 +81,7 @@ fn the_report_runs_and_writes_csv_and_plot() {
         let key = |r: &Vec<&str>| (r[0].to_string(), r[1].to_string(), r[2].to_string());
         let at: Vec<&Vec<&str>> = rows
             .iter()
-            .filter(|r| r[3..7] == [b.to_string(), h.to_string(), n.to_string(), w.to_string()])
+            .filter(|r| r[4..8] == [b.to_string(), h.to_string(), n.to_string(), w.to_string()])
             .collect();
         let seen: HashSet<_> = at.iter().map(|r| key(r)).collect();
         assert_eq!(
@@ -99,14 +101,15 @@ fn the_report_runs_and_writes_csv_and_plot() {
             "unexpected rows at B={b} H={h} N={n} W={w}"
         );
         for r in at {
-            for f in &r[7..] {
+            assert_eq!(r[3], "f32", "dtype of {r:?}");
+            for f in &r[8..] {
                 let v: f64 = f
                     .parse()
                     .unwrap_or_else(|_| panic!("field {f:?} of {r:?} is not a number"));
                 assert!(v.is_finite() && v >= 0.0, "field {f:?} of {r:?}");
             }
             assert!(
-                r[7].parse::<f64>().unwrap() > 0.0,
+                r[8].parse::<f64>().unwrap() > 0.0,
                 "median time of {r:?} must be positive"
             );
         }
@@ -139,4 +142,17 @@ fn the_report_runs_and_writes_csv_and_plot() {
         );
     }
     let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn bench_shapes_parse_from_the_environment_format() {
+    assert_eq!(
+        parse_shapes("16,1,65536,64; 1,1,1048576,64"),
+        Ok(vec![(16, 1, 65536, 64), (1, 1, 1048576, 64)])
+    );
+    assert_eq!(parse_shapes("2,3,5,7;"), Ok(vec![(2, 3, 5, 7)]));
+    for bad in ["", "1,2,3", "1,2,3,x", "0,1,1,1", "1,1,1,1,1"] {
+        let e = parse_shapes(bad).unwrap_err();
+        assert!(e.contains("NTM_BENCH_SHAPES"), "{bad:?}: {e}");
+    }
 }

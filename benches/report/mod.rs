@@ -47,22 +47,25 @@ pub struct Row {
     pub bytes: u64,
     /// `bytes / median`, GB/s.
     pub gbps: f64,
-    /// `gbps` over the copy kernel's GB/s at the same shape (0 when no copy was measured).
-    pub copy_fraction: f64,
+    /// Storage type of the memory: `f32` (or `f16`).
+    pub dtype: &'static str,
+    /// `gbps` over the roofline's GB/s at the same shape (0 when none was measured).
+    pub roofline_fraction: f64,
 }
 
 /// The CSV header of [`Row::csv`].
 pub const CSV_HEADER: &str =
-    "op,access,pass,batch,heads,slots,width,median_us,min_us,bytes,gbps,copy_fraction";
+    "op,access,pass,dtype,batch,heads,slots,width,median_us,min_us,bytes,gbps,roofline_fraction";
 
 impl Row {
     /// The row as one CSV line (no newline), columns as [`CSV_HEADER`].
     pub fn csv(&self) -> String {
         format!(
-            "{},{},{},{},{},{},{},{:.3},{:.3},{},{:.4},{:.4}",
+            "{},{},{},{},{},{},{},{},{:.3},{:.3},{},{:.4},{:.4}",
             self.op,
             self.access,
             self.pass,
+            self.dtype,
             self.batch,
             self.heads,
             self.slots,
@@ -71,7 +74,7 @@ impl Row {
             self.min_us,
             self.bytes,
             self.gbps,
-            self.copy_fraction
+            self.roofline_fraction
         )
     }
 }
@@ -85,7 +88,11 @@ pub struct Bench<'g> {
     pub rows: Vec<Row>,
     /// How the rows were timed.
     pub clock: Option<Clock>,
-    copy_gbps: f64,
+    /// The roofline of the current shape: the faster of the driver's buffer copy and the
+    /// crate's copy kernel on the memory's bytes (on CPU adapters, the copy kernel).
+    roofline_gbps: f64,
+    /// Rooflines measured so far: (shape, driver copy GB/s, copy kernel GB/s, roofline GB/s).
+    pub rooflines: Vec<(Shape4, f64, f64, f64)>,
     warm: std::collections::HashSet<(String, &'static str, &'static str)>,
     /// Seconds spent timing soft and whole-step rows, for projecting the next shape's cost.
     soft_seconds: f64,
@@ -117,7 +124,8 @@ impl<'g> Bench<'g> {
             filter,
             rows: Vec::new(),
             clock: None,
-            copy_gbps: 0.0,
+            roofline_gbps: 0.0,
+            rooflines: Vec::new(),
             warm: Default::default(),
             soft_seconds: 0.0,
         }
@@ -184,8 +192,9 @@ impl<'g> Bench<'g> {
             min_us: p.min().as_secs_f64() * 1e6,
             bytes,
             gbps,
-            copy_fraction: if self.copy_gbps > 0.0 {
-                gbps / self.copy_gbps
+            dtype: "f32",
+            roofline_fraction: if self.roofline_gbps > 0.0 {
+                gbps / self.roofline_gbps
             } else {
                 0.0
             },
@@ -198,25 +207,65 @@ impl<'g> Bench<'g> {
         self.gpu.upload(shape, &rand_vec(seed, len, lo, hi))
     }
 
-    /// Measures the copy kernel on `bytes / 2` bytes of memory shape (B, N, W): the baseline
-    /// that later rows of the same shape are compared with.
+    /// Measures the roofline at memory shape (B, N, W): the crate's copy kernel (a `copy`
+    /// row) and the driver's `copy_buffer_to_buffer` on the same bytes, by wall clock over a
+    /// batch of copies in one submit (no timestamps can be written around a transfer
+    /// command portably). The faster is the roofline that later rows of the shape are
+    /// compared with; on a CPU adapter the driver's copy is a memcpy outside the compute path,
+    /// so there the copy kernel is the roofline.
     pub fn copy_baseline(&mut self, shape: Shape4) -> Result<()> {
         let (b, _, n, w) = shape;
         let mut seed = 1;
         let m = self.upload(&mut seed, &[b, n, w], -1.0, 1.0)?;
-        self.copy_gbps = 0.0;
+        self.roofline_gbps = 0.0;
         let gpu = self.gpu;
         let bytes = 2 * m.size_bytes();
         // The copy row is always measured: every other row's fraction needs it.
         let filter = self.filter.take();
-        let gbps = self
+        let kernel = self
             .time("copy", "-", "forward", shape, bytes, || {
                 gpu.copy(&m).map(drop)
             })
             .map(|r| r.map_or(0.0, |r| r.gbps));
         self.filter = filter;
-        self.copy_gbps = gbps?;
+        let kernel = kernel?;
+        let driver = self.driver_copy_gbps(&m)?;
+        let roofline = if gpu.adapter().is_cpu {
+            kernel
+        } else {
+            kernel.max(driver)
+        };
+        self.roofline_gbps = roofline;
+        if let Some(r) = self.rows.last_mut().filter(|r| r.op == "copy") {
+            r.roofline_fraction = r.gbps / roofline;
+        }
+        self.rooflines.push((shape, driver, kernel, roofline));
         Ok(())
+    }
+
+    /// GB/s (read + write) of the driver's buffer copy of `m`: the median of 5 batches.
+    fn driver_copy_gbps(&self, m: &Tensor) -> Result<f64> {
+        let gpu = self.gpu;
+        let dst = gpu.zeros(m.shape())?;
+        let size = m.size_bytes();
+        let batch = |count: u32| -> Result<f64> {
+            gpu.sync()?;
+            let mut enc = gpu.device().create_command_encoder(&Default::default());
+            for _ in 0..count {
+                enc.copy_buffer_to_buffer(m.buffer(), 0, dst.buffer(), 0, size);
+            }
+            let t0 = Instant::now();
+            gpu.queue().submit([enc.finish()]);
+            let _ = gpu.device().poll(wgpu::PollType::wait_indefinitely());
+            Ok(t0.elapsed().as_secs_f64() / count as f64)
+        };
+        batch(1)?; // warm-up
+        let one = batch(1)?;
+        // Enough copies per batch for about 50 ms, so the submit's cost does not count.
+        let count = (0.05 / one.max(1e-9)).clamp(1.0, 100.0) as u32;
+        let mut times: Vec<f64> = (0..5).map(|_| batch(count)).collect::<Result<_>>()?;
+        times.sort_by(f64::total_cmp);
+        Ok(2.0 * size as f64 / times[2] / 1e9)
     }
 
     /// Every row at one shape: discrete ops and discrete memory access always; with `full`,
@@ -562,7 +611,7 @@ impl<'g> Bench<'g> {
             "min_us",
             "bytes",
             "GB/s",
-            "copy%"
+            "roof%"
         );
         for r in &self.rows {
             let _ = writeln!(
@@ -579,7 +628,7 @@ impl<'g> Bench<'g> {
                 r.min_us,
                 r.bytes,
                 r.gbps,
-                r.copy_fraction * 100.0
+                r.roofline_fraction * 100.0
             );
         }
         s
@@ -607,6 +656,26 @@ pub struct Config {
     pub out_dir: Option<std::path::PathBuf>,
     /// Print each shape to stderr as it starts.
     pub progress: bool,
+}
+
+/// Parses `NTM_BENCH_SHAPES`: `"B,H,N,W;B,H,N,W;..."`, every size at least 1.
+pub fn parse_shapes(text: &str) -> std::result::Result<Vec<Shape4>, String> {
+    let mut out = Vec::new();
+    for part in text.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+        let v: Vec<usize> = part
+            .split(',')
+            .map(|x| x.trim().parse::<usize>().ok().filter(|&d| d > 0))
+            .collect::<Option<_>>()
+            .filter(|v: &Vec<usize>| v.len() == 4)
+            .ok_or_else(|| {
+                format!("NTM_BENCH_SHAPES: {part:?} is not B,H,N,W with four sizes of at least 1")
+            })?;
+        out.push((v[0], v[1], v[2], v[3]));
+    }
+    if out.is_empty() {
+        return Err("NTM_BENCH_SHAPES: no shape given (format: B,H,N,W;B,H,N,W)".into());
+    }
+    Ok(out)
 }
 
 const SWEEP_N: [usize; 6] = [1024, 4096, 16384, 65536, 262144, 1048576];
@@ -731,13 +800,32 @@ pub fn run(gpu: &Gpu, cfg: &Config) -> ReportResult<Report> {
         bench.clock.map_or("none".to_string(), |c| c.to_string()),
         cfg.reps
     );
-    if let Some(c) = bench
-        .rows
-        .iter()
-        .filter(|r| r.op == "copy")
-        .max_by_key(|r| r.bytes)
-    {
-        let _ = writeln!(text, "copy kernel: {:.2} GB/s on {:.0} MiB (each row's copy% is against the copy of its own shape)", c.gbps, mib(c.bytes / 2));
+    let _ = writeln!(
+        text,
+        "roofline per shape (each row's roof% is against its own shape's): the faster of the driver's \
+         copy_buffer_to_buffer and the crate's copy kernel{}",
+        if ad.is_cpu {
+            "; on this CPU adapter the driver's copy is a memcpy outside the compute path, so the copy kernel sets it"
+        } else {
+            ""
+        }
+    );
+    let _ = writeln!(
+        text,
+        "{:>3} {:>8} {:>4} {:>10} {:>14} {:>14} {:>14}  set by",
+        "B", "N", "W", "MiB", "driver GB/s", "kernel GB/s", "roofline GB/s"
+    );
+    for ((b, _, n, w), driver, kernel, roof) in &bench.rooflines {
+        let _ = writeln!(
+            text,
+            "{b:>3} {n:>8} {w:>4} {:>10.1} {driver:>14.2} {kernel:>14.2} {roof:>14.2}  {}",
+            mib((b * n * w * 4) as u64),
+            if roof == kernel {
+                "copy kernel"
+            } else {
+                "driver copy"
+            }
+        );
     }
     text.push('\n');
     text.push_str(&bench.table());

@@ -1,10 +1,11 @@
-//! A plain copy kernel: the memory snapshot soft backprop needs, and the bandwidth baseline
-//! of the bench. Shader: `shaders/copy.wgsl`.
+//! The copy kernel: the memory snapshot soft backprop needs, and the crate's side of the
+//! bench's roofline (the faster of it and the driver's buffer copy). Shader: `shaders/copy.wgsl`.
 
 use crate::error::Result;
 use crate::runtime::abi::{Params, WG};
-use crate::runtime::dispatch::Arg;
+use crate::runtime::dispatch::{Arg, Span};
 use crate::runtime::pipelines::{KernelDef, Shader};
+use crate::runtime::recorder::Recorder;
 use crate::runtime::tensor::Tensor;
 use crate::runtime::Gpu;
 
@@ -18,25 +19,43 @@ const COPY: KernelDef = KernelDef {
     entry: "copy",
 };
 
+/// vec4s per thread of the copy kernel (`CV` in the shader).
+const CV: u64 = 4;
+
 impl Gpu {
-    /// A copy of `t` made by this crate's plain copy kernel (the bandwidth baseline of the
-    /// benches). Useful for the memory snapshots that soft backprop needs.
+    /// A copy of `t`, made by this crate's copy kernel (vec4 loads, every element once).
+    /// Useful for the memory snapshots that soft backprop needs.
     pub fn copy(&self, t: &Tensor) -> Result<Tensor> {
         const OP: &str = "copy";
         self.check_owner(OP, "tensor", t.gpu)?;
         let out = self.alloc(OP, &t.shape)?;
-        let n = t.len as u64;
-        let wg = WG as u64;
-        let span = |u0: u64, u1: u64| (u0 * wg, (u1 * wg).min(n));
         let mut rec = self.recorder();
-        self.dispatch(
-            &mut rec,
-            OP,
-            &COPY,
-            Params::new([0, 0, 0, 0], [n as u32, 0, 0, 0], [0.0; 4]),
-            n.div_ceil(wg),
-            &[Arg::window(t, &span), Arg::window(&out, &span)],
-        )?;
+        self.record_copy(&mut rec, OP, &t.buf, &out.buf, t.len as u64)?;
         Ok(out)
+    }
+
+    /// Records the copy of `len` f32s from `src` to `dst` (both allocated in whole vec4s).
+    pub(crate) fn record_copy(
+        &self,
+        rec: &mut Recorder,
+        op: &'static str,
+        src: &wgpu::Buffer,
+        dst: &wgpu::Buffer,
+        len: u64,
+    ) -> Result<()> {
+        let len4 = len.div_ceil(4) * 4;
+        let per_unit = WG as u64 * CV * 4;
+        let span = |u0: u64, u1: u64| (u0 * per_unit, (u1 * per_unit).min(len4));
+        self.dispatch(
+            rec,
+            op,
+            &COPY,
+            Params::new([0, 0, 0, 0], [(len4 / 4) as u32, 0, 0, 0], [0.0; 4]),
+            len4.div_ceil(per_unit),
+            &[
+                Arg::raw(src, len4, Span::Window(&span)),
+                Arg::raw(dst, len4, Span::Window(&span)),
+            ],
+        )
     }
 }

@@ -248,9 +248,9 @@ impl Gpu {
 }
 
 /// Bytes of a scratch buffer of `len` f32s: the next power of two if within `max`, else
-/// exact; `None` past `max`.
+/// exact (in whole vec4s, as every buffer); `None` past `max`.
 pub(crate) fn scratch_bytes(len: u64, max: u64) -> Option<u64> {
-    let exact = len.max(1).checked_mul(4)?;
+    let exact = len.max(1).checked_mul(4)?.checked_next_multiple_of(16)?;
     if exact > max {
         return None;
     }
@@ -268,7 +268,7 @@ mod tests {
 
     #[test]
     fn scratch_sizes_stay_within_the_buffer_limit() {
-        assert_eq!(scratch_bytes(0, 1 << 20), Some(4));
+        assert_eq!(scratch_bytes(0, 1 << 20), Some(16));
         assert_eq!(scratch_bytes(100, 1 << 20), Some(512));
         // 3 MiB rounds to 4 MiB where allowed, stays exact where 4 MiB is over the limit.
         assert_eq!(scratch_bytes(3 << 18, 8 << 20), Some(4 << 20));

@@ -35,6 +35,13 @@ impl Tensor {
     pub fn size_bytes(&self) -> u64 {
         self.len as u64 * 4
     }
+    /// The GPU buffer, to share with the application's own passes: the tensor's `len()` f32s
+    /// start at byte 0, row-major. The buffer may be longer (allocations are whole 16-byte
+    /// vec4s). Work recorded by this crate is submitted at its next wait; call
+    /// [`Gpu::sync`] before the application reads what the crate wrote.
+    pub fn buffer(&self) -> &wgpu::Buffer {
+        &self.buf
+    }
     /// Marks the tensor as written in place.
     pub(crate) fn touch(&mut self) {
         self.version = next_id();
@@ -102,7 +109,7 @@ impl Gpu {
     }
 
     fn check_bytes(&self, op: &'static str, what: &str, len: u64) -> Result<()> {
-        let bytes = len.saturating_mul(4);
+        let bytes = len.saturating_mul(4).max(4).next_multiple_of(16);
         if bytes > self.limits.max_buffer_size {
             return Err(Error::TooLarge {
                 op,
@@ -123,12 +130,13 @@ impl Gpu {
         Ok(())
     }
 
-    /// A storage buffer of `len` f32/u32 elements (zero-initialised by wgpu).
+    /// A storage buffer of `len` f32/u32 elements (zero-initialised by wgpu), allocated in
+    /// whole vec4s (16 bytes) so that kernels may read and write it four elements at a time.
     pub(crate) fn new_buffer(&self, len: u64, label: &str) -> wgpu::Buffer {
         self.scoped(|| {
             self.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some(label),
-                size: (len * 4).max(4),
+                size: (len * 4).max(4).next_multiple_of(16),
                 usage: wgpu::BufferUsages::STORAGE
                     | wgpu::BufferUsages::COPY_SRC
                     | wgpu::BufferUsages::COPY_DST,
