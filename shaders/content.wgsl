@@ -77,34 +77,32 @@ fn bwd_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_inde
     }
 }
 
-@group(0) @binding(1) var<storage, read> m_in: array<f32>;
-@group(0) @binding(2) var<storage, read> keys_in: array<f32>;
+@group(0) @binding(1) var<storage, read> m_in: array<V>;
+@group(0) @binding(2) var<storage, read> keys_in: array<V>;
 @group(0) @binding(3) var<storage, read> cd_in: array<f32>;
 @group(0) @binding(4) var<storage, read> cm_in: array<f32>;
-@group(0) @binding(5) var<storage, read_write> dmem: array<f32>;
+@group(0) @binding(5) var<storage, read_write> dmem: array<V>;
 
-// dM_ij = sum_h [dD_hi k_hj + (dP_hi norm(k_h) / norm(M_i)) M_ij], one thread per element.
+// dM_ij = sum_h [dD_hi k_hj + (dP_hi norm(k_h) / norm(M_i)) M_ij], a thread per V of EW_ROWS rows.
 @compute @workgroup_size(WG)
 fn bwd_mem(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
-    let el = element(wg, t);
-    if !el.ok {
-        return;
-    }
     let H = p.dims.y;
     let N = p.dims.z;
-    let W = p.dims.w;
-    let e = el.e;
-    let j = el.j;
-    let b = el.b;
-    let i = el.i;
-    let m = m_in[e - p.base0.x];
-    var acc = 0.0;
-    for (var h = 0u; h < H; h += 1u) {
-        let bh = b * H + h;
-        acc += cd_in[bh * N + i - p.base0.z] * keys_in[bh * W + j - p.base0.y]
-             + cm_in[bh * N + i - p.base0.w] * m;
+    let WL = p.dims.w / LANES;
+    for (var k = 0u; k < EW_ROWS; k += 1u) {
+        let el = element(wg, t, k);
+        if !el.ok {
+            continue;
+        }
+        let m = m_in[el.e - p.base0.x / LANES];
+        var acc = V(0.0);
+        for (var h = 0u; h < H; h += 1u) {
+            let bh = el.b * H + h;
+            acc += cd_in[bh * N + el.i - p.base0.z] * keys_in[bh * WL + el.j - p.base0.y / LANES]
+                 + cm_in[bh * N + el.i - p.base0.w] * m;
+        }
+        dmem[el.e - p.base1.x / LANES] = acc;
     }
-    dmem[e - p.base1.x] = acc;
 }
 
 @group(0) @binding(1) var<storage, read> fk_keys: array<f32>;

@@ -1,5 +1,6 @@
 // The prelude every shader of the crate is composed behind (by src/runtime/pipelines.rs),
-// after the constants EPS, HG, TR, WG, CW, CHUNK and `struct Params` that src/runtime/abi.rs
+// after the specialisation (alias V, LANES), the constants EPS, HG, TR, WG, CW, EW_ROWS, CHUNK and
+// `struct Params` that src/runtime/abi.rs
 // emits from its Rust definitions. It holds only what every kernel file shares.
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -12,9 +13,11 @@ fn unit_id(wg: vec3<u32>) -> u32 {
 }
 
 // Elementwise kernels over [B, N, W] map a workgroup of WG threads to rows x a power-of-two
-// column tile (extra.z = tile width, extra.w = its log2): one division per thread, coalesced.
-// `ok` is false past the dispatch's units or the tensor. Kernels start with
-//   let el = element(wg, t); if !el.ok { return; }
+// tile of columns (extra.z = tile width, extra.w = its log2), coalesced, and each thread takes
+// EW_ROWS rows k = 0.. of its unit, WG / tw rows apart. A column is one V (LANES f32s: the host specialises V = vec4<f32> when W is a
+// multiple of 4), so `e` and `j` count V's: the row length is p.dims.w / LANES. `ok` is false
+// past the dispatch's units or the tensor. Kernels loop
+//   for (var k = 0u; k < EW_ROWS; k += 1u) { let el = element(wg, t, k); if !el.ok { continue; } ... }
 struct Element {
     ok: bool,
     e: u32,
@@ -23,18 +26,18 @@ struct Element {
     i: u32,
 }
 
-fn element(wg: vec3<u32>, t: u32) -> Element {
+fn element(wg: vec3<u32>, t: u32, k: u32) -> Element {
     let u = unit_id(wg);
     let N = p.dims.z;
-    let W = p.dims.w;
+    let WL = p.dims.w / LANES;
     let tw = p.extra.z;
-    let nct = (W + tw - 1u) / tw;
+    let nct = (WL + tw - 1u) / tw;
     let rows_per_wg = WG / tw;
-    let row = (u / nct) * rows_per_wg + (t >> p.extra.w);
+    let row = ((u / nct) * EW_ROWS + k) * rows_per_wg + (t >> p.extra.w);
     var el: Element;
     el.j = (u % nct) * tw + (t & (tw - 1u));
-    el.ok = u < p.unit_end && row < p.dims.x * N && el.j < W;
-    el.e = row * W + el.j;
+    el.ok = u < p.unit_end && row < p.dims.x * N && el.j < WL;
+    el.e = row * WL + el.j;
     el.b = row / N;
     el.i = row - el.b * N;
     return el;

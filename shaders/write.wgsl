@@ -16,61 +16,57 @@
 const TC: u32 = 16u;
 const TS: u32 = 17u;
 
-@group(0) @binding(1) var<storage, read_write> fmem: array<f32>;
+@group(0) @binding(1) var<storage, read_write> fmem: array<V>;
 @group(0) @binding(2) var<storage, read> fw: array<f32>;
-@group(0) @binding(3) var<storage, read> fe: array<f32>;
-@group(0) @binding(4) var<storage, read> fa: array<f32>;
+@group(0) @binding(3) var<storage, read> fe: array<V>;
+@group(0) @binding(4) var<storage, read> fa: array<V>;
 
-// In place, one thread per element of M.
+// In place, a thread per V (LANES elements of a row) of EW_ROWS rows.
 @compute @workgroup_size(WG)
 fn fwd(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
-    let el = element(wg, t);
-    if !el.ok {
-        return;
-    }
     let H = p.dims.y;
     let N = p.dims.z;
-    let W = p.dims.w;
-    let e = el.e;
-    let j = el.j;
-    let b = el.b;
-    let i = el.i;
-    var keep = 1.0;
-    var add = 0.0;
-    for (var h = 0u; h < H; h += 1u) {
-        let wv = fw[(b * H + h) * N + i - p.base0.y];
-        let hj = (b * H + h) * W + j;
-        keep *= 1.0 - wv * fe[hj];
-        add += wv * fa[hj];
+    let WL = p.dims.w / LANES;
+    for (var k = 0u; k < EW_ROWS; k += 1u) {
+        let el = element(wg, t, k);
+        if !el.ok {
+            continue;
+        }
+        var keep = V(1.0);
+        var add = V(0.0);
+        for (var h = 0u; h < H; h += 1u) {
+            let wv = fw[(el.b * H + h) * N + el.i - p.base0.y];
+            let hj = (el.b * H + h) * WL + el.j;
+            keep *= 1.0 - wv * fe[hj];
+            add += wv * fa[hj];
+        }
+        let g = el.e - p.base0.x / LANES;
+        fmem[g] = fmem[g] * keep + add;
     }
-    let g = e - p.base0.x;
-    fmem[g] = fmem[g] * keep + add;
 }
 
 @group(0) @binding(1) var<storage, read> mw: array<f32>;
-@group(0) @binding(2) var<storage, read> me: array<f32>;
-@group(0) @binding(3) var<storage, read> mgrad: array<f32>;
-@group(0) @binding(4) var<storage, read_write> mdm: array<f32>;
+@group(0) @binding(2) var<storage, read> me: array<V>;
+@group(0) @binding(3) var<storage, read> mgrad: array<V>;
+@group(0) @binding(4) var<storage, read_write> mdm: array<V>;
 
-// dM = dM' prod_h (1 - w_h e_h), one thread per element.
+// dM = dM' prod_h (1 - w_h e_h), a thread per V of EW_ROWS rows.
 @compute @workgroup_size(WG)
 fn bwd_mem(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
-    let el = element(wg, t);
-    if !el.ok {
-        return;
-    }
     let H = p.dims.y;
     let N = p.dims.z;
-    let W = p.dims.w;
-    let e = el.e;
-    let j = el.j;
-    let b = el.b;
-    let i = el.i;
-    var keep = 1.0;
-    for (var h = 0u; h < H; h += 1u) {
-        keep *= 1.0 - mw[(b * H + h) * N + i - p.base0.x] * me[(b * H + h) * W + j];
+    let WL = p.dims.w / LANES;
+    for (var k = 0u; k < EW_ROWS; k += 1u) {
+        let el = element(wg, t, k);
+        if !el.ok {
+            continue;
+        }
+        var keep = V(1.0);
+        for (var h = 0u; h < H; h += 1u) {
+            keep *= 1.0 - mw[(el.b * H + h) * N + el.i - p.base0.x] * me[(el.b * H + h) * WL + el.j];
+        }
+        mdm[el.e - p.base0.w / LANES] = mgrad[el.e - p.base0.z / LANES] * keep;
     }
-    mdm[e - p.base0.w] = mgrad[e - p.base0.z] * keep;
 }
 
 @group(0) @binding(1) var<storage, read> rmem: array<f32>;

@@ -27,9 +27,11 @@ mod tests {
     #[test]
     fn every_shader_composes_and_validates() {
         for s in SHADERS {
-            let src = compose(s);
-            let eps = reflect_all(&src).unwrap_or_else(|e| panic!("{}: {e}", s.name));
-            assert!(!eps.is_empty(), "{}: no compute entry point", s.name);
+            for lanes in [1, 4] {
+                let src = compose(s, lanes);
+                let eps = reflect_all(&src).unwrap_or_else(|e| panic!("{} ({lanes}): {e}", s.name));
+                assert!(!eps.is_empty(), "{}: no compute entry point", s.name);
+            }
         }
     }
 }

@@ -9,12 +9,14 @@
 //               combine: y = blocks, z = lanes per output (a power of two)
 // Composed behind the prelude (src/runtime/abi.rs, shaders/prelude.wgsl).
 
-@group(0) @binding(1) var<storage, read> mem: array<f32>;
+@group(0) @binding(1) var<storage, read> mem: array<V>;
 @group(0) @binding(2) var<storage, read> w: array<f32>;
-@group(0) @binding(3) var<storage, read_write> part: array<f32>; // [B, blocks, H, W]
+@group(0) @binding(3) var<storage, read_write> part: array<V>; // [B, blocks, H, W]
 
-var<workgroup> red: array<f32, CW * HG>;
+var<workgroup> red: array<V, CW * HG>;
 
+// Threads take a V column each (LANES f32s); the HG heads of the group in a0..a3 (registers:
+// no private arrays).
 @compute @workgroup_size(CW)
 fn partial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
     let u = unit_id(wg);
@@ -23,7 +25,7 @@ fn partial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index
     }
     let H = p.dims.y;
     let N = p.dims.z;
-    let W = p.dims.w;
+    let WL = p.dims.w / LANES;
     let tw = p.extra.x;
     let rl_count = CW / tw;
     let nblk = p.extra.y;
@@ -40,32 +42,41 @@ fn partial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index
     let c = t % tw;
     let rl = t / tw;
     let j = ct * tw + c;
-    var acc = vec4<f32>(0.0);
+    var a0 = V(0.0);
+    var a1 = V(0.0);
+    var a2 = V(0.0);
+    var a3 = V(0.0);
     let rb = p.extra.w;
     let i_end = min(blk * rb + rb, N);
-    if j < W {
+    let m0 = b * N * WL + j - p.base0.x / LANES;
+    if j < WL {
         let w0 = (b * H + h0) * N - p.base0.y;
         if nh == 1u {
-            // One head (uniform branch): one weight load per element.
+            // One head (uniform branch): one weight load per V.
             for (var i = blk * rb + rl; i < i_end; i += rl_count) {
-                acc.x += w[w0 + i] * mem[(b * N + i) * W + j - p.base0.x];
+                a0 += w[w0 + i] * mem[m0 + i * WL];
             }
         } else {
             // Absent heads of the group are clamped to a present one and masked to 0.
-            let mask = vec4<f32>(1.0, f32(nh > 1u), f32(nh > 2u), f32(nh > 3u));
-            let o1 = min(1u, nh - 1u) * N;
-            let o2 = min(2u, nh - 1u) * N;
-            let o3 = min(3u, nh - 1u) * N;
+            let k1 = f32(nh > 1u);
+            let k2 = f32(nh > 2u);
+            let k3 = f32(nh > 3u);
+            let o1 = w0 + min(1u, nh - 1u) * N;
+            let o2 = w0 + min(2u, nh - 1u) * N;
+            let o3 = w0 + min(3u, nh - 1u) * N;
             for (var i = blk * rb + rl; i < i_end; i += rl_count) {
-                let m = mem[(b * N + i) * W + j - p.base0.x];
-                let wv = vec4<f32>(w[w0 + i], w[w0 + o1 + i], w[w0 + o2 + i], w[w0 + o3 + i]);
-                acc += wv * mask * m;
+                let m = mem[m0 + i * WL];
+                a0 += w[w0 + i] * m;
+                a1 += (k1 * w[o1 + i]) * m;
+                a2 += (k2 * w[o2 + i]) * m;
+                a3 += (k3 * w[o3 + i]) * m;
             }
         }
     }
-    for (var hh = 0u; hh < HG; hh += 1u) {
-        red[hh * CW + t] = acc[hh];
-    }
+    red[t] = a0;
+    red[CW + t] = a1;
+    red[2u * CW + t] = a2;
+    red[3u * CW + t] = a3;
     for (var s = rl_count / 2u; s > 0u; s = s / 2u) {
         workgroupBarrier();
         if rl < s {
@@ -75,11 +86,9 @@ fn partial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index
         }
     }
     workgroupBarrier();
-    if rl == 0u && j < W {
-        for (var hh = 0u; hh < HG; hh += 1u) {
-            if hh < nh {
-                part[((b * nblk + blk) * H + h0 + hh) * W + j - p.base0.z] = red[hh * CW + t];
-            }
+    if rl == 0u && j < WL {
+        for (var hh = 0u; hh < nh; hh += 1u) {
+            part[((b * nblk + blk) * H + h0 + hh) * WL + j - p.base0.z / LANES] = red[hh * CW + t];
         }
     }
 }

@@ -19,22 +19,10 @@ pub(crate) const SHADER: Shader = Shader {
     source: include_str!("../../shaders/content.wgsl"),
     imports: &[&rowtile::SHADER],
 };
-const BWD_ROWS: KernelDef = KernelDef {
-    shader: &SHADER,
-    entry: "bwd_rows",
-};
-const BWD_MEM: KernelDef = KernelDef {
-    shader: &SHADER,
-    entry: "bwd_mem",
-};
-const BWD_FINISH: KernelDef = KernelDef {
-    shader: &SHADER,
-    entry: "bwd_finish",
-};
-const DZ_FROM_DW: KernelDef = KernelDef {
-    shader: &SHADER,
-    entry: "dz_from_dw",
-};
+const BWD_ROWS: KernelDef = KernelDef::new(&SHADER, "bwd_rows");
+const BWD_MEM: KernelDef = KernelDef::new(&SHADER, "bwd_mem");
+const BWD_FINISH: KernelDef = KernelDef::new(&SHADER, "bwd_finish");
+const DZ_FROM_DW: KernelDef = KernelDef::new(&SHADER, "dz_from_dw");
 
 /// Gradients of content addressing with respect to its inputs.
 #[derive(Debug)]
@@ -174,7 +162,7 @@ impl Gpu {
             self.dispatch(
                 &mut rec,
                 OP,
-                &BWD_MEM,
+                &BWD_MEM.lanes(ew.lanes),
                 Params::new(d.arr(), ew.extra(), [0.0; 4]),
                 ew.units,
                 &[

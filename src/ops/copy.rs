@@ -14,10 +14,7 @@ pub(crate) const SHADER: Shader = Shader {
     source: include_str!("../../shaders/copy.wgsl"),
     imports: &[],
 };
-const COPY: KernelDef = KernelDef {
-    shader: &SHADER,
-    entry: "copy",
-};
+const COPY: KernelDef = KernelDef::new(&SHADER, "copy");
 
 /// vec4s per thread of the copy kernel (`CV` in the shader).
 const CV: u64 = 4;

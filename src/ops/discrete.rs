@@ -19,30 +19,12 @@ pub(crate) const SHADER: Shader = Shader {
     imports: &[],
 };
 
-const GATHER: KernelDef = KernelDef {
-    shader: &SHADER,
-    entry: "gather",
-};
-const READ_BWD: KernelDef = KernelDef {
-    shader: &SHADER,
-    entry: "read_bwd",
-};
-const SAVE: KernelDef = KernelDef {
-    shader: &SHADER,
-    entry: "save",
-};
-const SCATTER: KernelDef = KernelDef {
-    shader: &SHADER,
-    entry: "scatter",
-};
-const WRITE_BWD_GRADS: KernelDef = KernelDef {
-    shader: &SHADER,
-    entry: "write_bwd_grads",
-};
-const WRITE_BWD_MEM: KernelDef = KernelDef {
-    shader: &SHADER,
-    entry: "write_bwd_mem",
-};
+const GATHER: KernelDef = KernelDef::new(&SHADER, "gather");
+const READ_BWD: KernelDef = KernelDef::new(&SHADER, "read_bwd");
+const SAVE: KernelDef = KernelDef::new(&SHADER, "save");
+const SCATTER: KernelDef = KernelDef::new(&SHADER, "scatter");
+const WRITE_BWD_GRADS: KernelDef = KernelDef::new(&SHADER, "write_bwd_grads");
+const WRITE_BWD_MEM: KernelDef = KernelDef::new(&SHADER, "write_bwd_mem");
 
 /// What [`Gpu::discrete_write`] overwrote: the chosen indices and the old rows, O(B·H·W).
 /// [`Gpu::undo_write`] restores the memory from it bit for bit, and

@@ -17,10 +17,7 @@ pub(crate) const SHADER: Shader = Shader {
     source: include_str!("../../shaders/read.wgsl"),
     imports: &[],
 };
-const BWD_MEM: KernelDef = KernelDef {
-    shader: &SHADER,
-    entry: "bwd_mem",
-};
+const BWD_MEM: KernelDef = KernelDef::new(&SHADER, "bwd_mem");
 
 /// Gradients of a soft read.
 #[derive(Debug)]
@@ -72,7 +69,7 @@ impl Gpu {
         self.dispatch(
             &mut rec,
             OP,
-            &BWD_MEM,
+            &BWD_MEM.lanes(ew.lanes),
             Params::new(d.arr(), ew.extra(), [0.0; 4]),
             ew.units,
             &[

@@ -18,18 +18,9 @@ pub(crate) const SHADER: Shader = Shader {
     imports: &[],
 };
 
-const PARTIAL: KernelDef = KernelDef {
-    shader: &SHADER,
-    entry: "partial",
-};
-const COMBINE: KernelDef = KernelDef {
-    shader: &SHADER,
-    entry: "combine",
-};
-const REINFORCE: KernelDef = KernelDef {
-    shader: &SHADER,
-    entry: "reinforce",
-};
+const PARTIAL: KernelDef = KernelDef::new(&SHADER, "partial");
+const COMBINE: KernelDef = KernelDef::new(&SHADER, "combine");
+const REINFORCE: KernelDef = KernelDef::new(&SHADER, "reinforce");
 
 fn weights(gpu: &Gpu, op: &'static str, w: &Tensor) -> Result<(usize, usize, usize)> {
     gpu.check_owner(op, "w", w.gpu)?;

@@ -17,22 +17,10 @@ pub(crate) const SHADER: Shader = Shader {
     imports: &[],
 };
 
-const FWD: KernelDef = KernelDef {
-    shader: &SHADER,
-    entry: "fwd",
-};
-const BWD_MEM: KernelDef = KernelDef {
-    shader: &SHADER,
-    entry: "bwd_mem",
-};
-const BWD_DW: KernelDef = KernelDef {
-    shader: &SHADER,
-    entry: "bwd_dw",
-};
-const BWD_COLS: KernelDef = KernelDef {
-    shader: &SHADER,
-    entry: "bwd_cols",
-};
+const FWD: KernelDef = KernelDef::new(&SHADER, "fwd");
+const BWD_MEM: KernelDef = KernelDef::new(&SHADER, "bwd_mem");
+const BWD_DW: KernelDef = KernelDef::new(&SHADER, "bwd_dw");
+const BWD_COLS: KernelDef = KernelDef::new(&SHADER, "bwd_cols");
 
 /// Gradients of a soft write.
 #[derive(Debug)]
@@ -85,7 +73,7 @@ impl Gpu {
         self.dispatch(
             &mut rec,
             OP,
-            &FWD,
+            &FWD.lanes(ew.lanes),
             Params::new(d.arr(), ew.extra(), [0.0; 4]),
             ew.units,
             &[
@@ -134,7 +122,7 @@ impl Gpu {
         self.dispatch(
             &mut rec,
             OP,
-            &BWD_MEM,
+            &BWD_MEM.lanes(ew.lanes),
             Params::new(d.arr(), ew.extra(), [0.0; 4]),
             ew.units,
             &[
@@ -166,8 +154,8 @@ impl Gpu {
             ],
         )?;
 
-        let cl = col_layout(d);
-        let spans = col_spans(d);
+        let cl = col_layout(self, d, 1);
+        let spans = col_spans(self, d, 1);
         let c_mem = |u0, u1| spans(u0, u1).0.bnw(n, wd);
         let c_w = |u0, u1| spans(u0, u1).0.bhn(h, n);
         let c_part = |u0, u1| spans(u0, u1).1;
@@ -189,8 +177,24 @@ impl Gpu {
                 Arg::raw(&part_da, part_len, Span::Window(&c_part)),
             ],
         )?;
-        combine_blocks(self, &mut rec, OP, d, &part_de, (&g_e.buf, b * h * wd))?;
-        combine_blocks(self, &mut rec, OP, d, &part_da, (&g_a.buf, b * h * wd))?;
+        combine_blocks(
+            self,
+            &mut rec,
+            OP,
+            d,
+            cl.nblk,
+            &part_de,
+            (&g_e.buf, b * h * wd),
+        )?;
+        combine_blocks(
+            self,
+            &mut rec,
+            OP,
+            d,
+            cl.nblk,
+            &part_da,
+            (&g_a.buf, b * h * wd),
+        )?;
         self.release(&mut rec, part_de);
         self.release(&mut rec, part_da);
         Ok(WriteGrads {

@@ -18,16 +18,12 @@ pub(crate) const SHADER: Shader = Shader {
     source: include_str!("../../shaders/primitives/colsum.wgsl"),
     imports: &[],
 };
-const PARTIAL: KernelDef = KernelDef {
-    shader: &SHADER,
-    entry: "partial",
-};
-const COMBINE: KernelDef = KernelDef {
-    shader: &SHADER,
-    entry: "combine",
-};
-/// Workgroups the column reductions aim for: enough to fill a large GPU.
-const TARGET_UNITS: u64 = 4096;
+const PARTIAL: KernelDef = KernelDef::new(&SHADER, "partial");
+const COMBINE: KernelDef = KernelDef::new(&SHADER, "combine");
+/// Rows per block at most: past this, more blocks cost little and keep more of the device busy.
+const MAX_RB: u64 = 4096;
+/// Rows per block at least.
+const MIN_RB: u64 = 16;
 
 /// Layout of the column reductions.
 #[derive(Clone, Copy, Debug)]
@@ -37,7 +33,8 @@ pub(crate) struct ColLayout {
     pub tw: u64,
     /// Column tiles.
     pub nct: u64,
-    /// Rows per block: 256, halved (down to 16) until there are enough workgroups.
+    /// Rows per block: the largest power of two up to `MAX_RB` (at least `MIN_RB`) that still
+    /// gives the adapter's target of workgroups ([`Gpu::parallel_units`]).
     pub rb: u64,
     /// Row blocks.
     pub nblk: u64,
@@ -59,13 +56,16 @@ impl ColLayout {
     }
 }
 
-pub(crate) fn col_layout(d: Dims) -> ColLayout {
-    let tw = (d.w as u64).next_power_of_two().min(CW as u64);
-    let nct = (d.w as u64).div_ceil(tw);
+/// The layout for kernels that take `lanes` f32s (one `V`) per thread and column.
+pub(crate) fn col_layout(gpu: &Gpu, d: Dims, lanes: u32) -> ColLayout {
+    let cols = d.w as u64 / lanes as u64;
+    let tw = cols.next_power_of_two().min(CW as u64);
+    let nct = cols.div_ceil(tw);
     let nhg = (d.h as u64).div_ceil(HG as u64);
     let units = |rb: u64| d.b as u64 * (d.n as u64).div_ceil(rb) * nct * nhg;
-    let mut rb = 256;
-    while rb > 16 && units(rb) < TARGET_UNITS {
+    let target = gpu.parallel_units();
+    let mut rb = MAX_RB;
+    while rb > MIN_RB && units(rb) < target {
         rb /= 2;
     }
     ColLayout {
@@ -79,10 +79,10 @@ pub(crate) fn col_layout(d: Dims) -> ColLayout {
 }
 
 /// Element spans of the column-reduction units: (memory rows, [B,H,N] rows, partials).
-pub(crate) fn col_spans(d: Dims) -> impl Fn(u64, u64) -> (Rows, (u64, u64)) {
+pub(crate) fn col_spans(gpu: &Gpu, d: Dims, lanes: u32) -> impl Fn(u64, u64) -> (Rows, (u64, u64)) {
     let ColLayout {
         nct, nblk, nhg, rb, ..
-    } = col_layout(d);
+    } = col_layout(gpu, d, lanes);
     let (h, n, w) = (d.h as u64, d.n as u64, d.w as u64);
     move |u0, u1| {
         let r = Rows::of_blocks(u0, u1, nct * nhg, nblk, rb, n);
@@ -98,10 +98,10 @@ pub(crate) fn combine_blocks(
     rec: &mut Recorder,
     op: &'static str,
     d: Dims,
+    nblk: u64,
     parts: &wgpu::Buffer,
     out: (&wgpu::Buffer, u64),
 ) -> Result<()> {
-    let nblk = col_layout(d).nblk;
     let (b, h, w) = (d.b as u64, d.h as u64, d.w as u64);
     let total = b * h * w;
     // Lanes per output: about 8 blocks each, up to the whole workgroup.
@@ -139,17 +139,19 @@ pub(crate) fn weighted_row_sums(
     weights: &wgpu::Buffer,
     out: &wgpu::Buffer,
 ) -> Result<()> {
-    let cl = col_layout(d);
+    // V = vec4 columns where the width allows.
+    let lanes = if d.w.is_multiple_of(4) { 4 } else { 1 };
+    let cl = col_layout(gpu, d, lanes);
     let (b, h, n, w) = (d.b as u64, d.h as u64, d.n as u64, d.w as u64);
     let parts = gpu.scratch(op, rec, b * cl.nblk * h * w)?;
-    let spans = col_spans(d);
+    let spans = col_spans(gpu, d, lanes);
     let mem_span = |u0, u1| spans(u0, u1).0.bnw(n, w);
     let w_span = |u0, u1| spans(u0, u1).0.bhn(h, n);
     let part_span = |u0, u1| spans(u0, u1).1;
     gpu.dispatch(
         rec,
         op,
-        &PARTIAL,
+        &PARTIAL.lanes(lanes),
         Params::new(d.arr(), cl.extra(), [0.0; 4]),
         cl.units,
         &[
@@ -158,7 +160,7 @@ pub(crate) fn weighted_row_sums(
             Arg::raw(&parts, b * cl.nblk * h * w, Span::Window(&part_span)),
         ],
     )?;
-    combine_blocks(gpu, rec, op, d, &parts, (out, b * h * w))?;
+    combine_blocks(gpu, rec, op, d, cl.nblk, &parts, (out, b * h * w))?;
     gpu.release(rec, parts);
     Ok(())
 }

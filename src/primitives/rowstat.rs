@@ -15,18 +15,9 @@ pub(crate) const SHADER: Shader = Shader {
     source: include_str!("../../shaders/primitives/rowstat.wgsl"),
     imports: &[],
 };
-const PARTIAL: KernelDef = KernelDef {
-    shader: &SHADER,
-    entry: "partial",
-};
-const COMBINE: KernelDef = KernelDef {
-    shader: &SHADER,
-    entry: "combine",
-};
-const NORMALIZE: KernelDef = KernelDef {
-    shader: &SHADER,
-    entry: "normalize",
-};
+const PARTIAL: KernelDef = KernelDef::new(&SHADER, "partial");
+const COMBINE: KernelDef = KernelDef::new(&SHADER, "combine");
+const NORMALIZE: KernelDef = KernelDef::new(&SHADER, "normalize");
 
 /// What a row statistic computes.
 #[derive(Clone, Copy)]

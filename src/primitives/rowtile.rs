@@ -19,10 +19,7 @@ pub(crate) const SHADER: Shader = Shader {
     source: include_str!("../../shaders/primitives/rowtile.wgsl"),
     imports: &[],
 };
-const SCORES: KernelDef = KernelDef {
-    shader: &SHADER,
-    entry: "scores",
-};
+const SCORES: KernelDef = KernelDef::new(&SHADER, "scores");
 
 /// Row-tile units: (b, block of TR rows, group of HG heads).
 pub(crate) fn tile_units(d: Dims) -> (u64, u64, u64) {

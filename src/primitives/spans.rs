@@ -3,7 +3,7 @@
 //! elementwise kernels.
 
 use crate::check::Dims;
-use crate::runtime::abi::WG;
+use crate::runtime::abi::{EW_ROWS, WG};
 
 /// The memory rows `[g0, g1)` (flattened over batch) that a range of units touches, when each
 /// batch element has `per_b` units of which each block of `per_blk` consecutive units covers
@@ -47,7 +47,8 @@ pub(crate) fn flat(u0: u64, u1: u64, per: u64, total: u64) -> (u64, u64) {
 }
 
 /// Layout of the elementwise kernels over [B, N, W]: a workgroup of `WG` threads covers
-/// `WG / tw` rows by a column tile of `tw` (a power of two) columns.
+/// `WG / tw * EW_ROWS` rows by a column tile of `tw` (a power of two) columns of `lanes` f32s each: the
+/// kernels are specialised for `V = vec4<f32>` (4 lanes) when W is a multiple of 4, else `f32`.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Elementwise {
     tw: u64,
@@ -56,6 +57,8 @@ pub(crate) struct Elementwise {
     rows: u64,
     n: u64,
     w: u64,
+    /// f32s per thread and column: 4 when W is a multiple of 4, else 1.
+    pub lanes: u32,
     /// Workgroups to dispatch.
     pub units: u64,
 }
@@ -63,9 +66,11 @@ pub(crate) struct Elementwise {
 impl Elementwise {
     pub fn new(d: Dims) -> Self {
         let (n, w) = (d.n as u64, d.w as u64);
-        let tw = w.next_power_of_two().min(WG as u64);
-        let nct = w.div_ceil(tw);
-        let rows_per_wg = WG as u64 / tw;
+        let lanes = if w.is_multiple_of(4) { 4 } else { 1 };
+        let cols = w / lanes as u64;
+        let tw = cols.next_power_of_two().min(WG as u64);
+        let nct = cols.div_ceil(tw);
+        let rows_per_wg = WG as u64 / tw * EW_ROWS as u64;
         let rows = d.b as u64 * n;
         Elementwise {
             tw,
@@ -74,6 +79,7 @@ impl Elementwise {
             rows,
             n,
             w,
+            lanes,
             units: rows.div_ceil(rows_per_wg) * nct,
         }
     }

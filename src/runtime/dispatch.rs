@@ -282,10 +282,7 @@ mod tests {
     use super::*;
     use crate::ops::copy::SHADER;
 
-    const COPY: KernelDef = KernelDef {
-        shader: &SHADER,
-        entry: "copy",
-    };
+    const COPY: KernelDef = KernelDef::new(&SHADER, "copy");
 
     fn gpu() -> Gpu {
         Gpu::new().unwrap_or_else(|e| panic!("GPU tests need an adapter: {e}"))
@@ -320,10 +317,7 @@ mod tests {
                 m.contains("span elements [10, 20) of an argument of 4 elements"),
                 "{m}"
             );
-            let missing = KernelDef {
-                shader: &SHADER,
-                entry: "no_such_entry",
-            };
+            let missing = KernelDef::new(&SHADER, "no_such_entry");
             let m = msg(g.dispatch(&mut rec, "test", &missing, p, 1, &[]));
             assert!(
                 m.contains("no_such_entry") && m.contains("copy.wgsl"),

@@ -249,6 +249,18 @@ impl Gpu {
         *self.wait_timeout.lock().unwrap_or_else(|p| p.into_inner()) = timeout;
     }
 
+    /// How many workgroups a reduction should spread over to keep this adapter busy: a large
+    /// GPU needs thousands in flight; a CPU adapter (lavapipe, llvmpipe) runs workgroups a few
+    /// at a time per core, where each extra one costs a barrier tree and a partial to combine.
+    pub(crate) fn parallel_units(&self) -> u64 {
+        if self.info.device_type == wgpu::DeviceType::Cpu {
+            let cores = std::thread::available_parallelism().map_or(4, |c| c.get()) as u64;
+            16 * cores
+        } else {
+            4096
+        }
+    }
+
     /// Runs `f` inside error scopes for validation, out-of-memory and internal errors; what
     /// they capture is kept for the next wait.
     pub(crate) fn scoped<T>(&self, f: impl FnOnce() -> T) -> T {

@@ -25,9 +25,27 @@ pub(crate) struct Shader {
 }
 
 /// One compute entry point of a crate shader.
+#[derive(Clone, Copy)]
 pub(crate) struct KernelDef {
     pub shader: &'static Shader,
     pub entry: &'static str,
+    /// The build-time specialisation: `V` is `f32` (1) or `vec4<f32>` (4) in the prelude.
+    pub lanes: u32,
+}
+
+impl KernelDef {
+    /// The entry point of `shader`, scalar (`V = f32`).
+    pub const fn new(shader: &'static Shader, entry: &'static str) -> Self {
+        KernelDef {
+            shader,
+            entry,
+            lanes: 1,
+        }
+    }
+    /// The same entry point specialised for `lanes` (1 or 4) f32s per `V`.
+    pub const fn lanes(self, lanes: u32) -> Self {
+        KernelDef { lanes, ..self }
+    }
 }
 
 /// What an entry point binds and needs, read from its WGSL.
@@ -48,8 +66,9 @@ pub(crate) struct Pipeline {
     pub reflection: Reflection,
 }
 
-/// The whole WGSL of a crate shader: prelude, imports (each once), then the file.
-pub(crate) fn compose(shader: &Shader) -> String {
+/// The whole WGSL of a crate shader specialised for `lanes`: prelude, imports (each once),
+/// then the file.
+pub(crate) fn compose(shader: &Shader, lanes: u32) -> String {
     fn add(s: &Shader, seen: &mut Vec<&'static str>, out: &mut String) {
         for &i in s.imports {
             if !seen.contains(&i.name) {
@@ -59,7 +78,7 @@ pub(crate) fn compose(shader: &Shader) -> String {
             }
         }
     }
-    let mut out = prelude();
+    let mut out = prelude(lanes);
     add(shader, &mut Vec::new(), &mut out);
     out.push_str(&format!("// ---- {} ----\n{}", shader.name, shader.source));
     out
@@ -170,9 +189,14 @@ pub(crate) fn crate_needs() -> std::result::Result<Needs, String> {
                 invocations: 0,
                 workgroup_size_x: 0,
             };
-            for s in crate::registry::SHADERS {
-                let src = compose(s);
-                for (_, r) in reflect_all(&src).map_err(|e| format!("{}: {e}", s.name))? {
+            for (s, lanes) in crate::registry::SHADERS
+                .iter()
+                .flat_map(|s| [(s, 1), (s, 4)])
+            {
+                let src = compose(s, lanes);
+                for (_, r) in
+                    reflect_all(&src).map_err(|e| format!("{} ({lanes} lanes): {e}", s.name))?
+                {
                     n.storage_bindings = n.storage_bindings.max(r.writes.len() as u32);
                     n.workgroup_bytes = n.workgroup_bytes.max(r.workgroup_bytes);
                     n.invocations = n.invocations.max(r.workgroup_size.iter().product());
@@ -184,18 +208,25 @@ pub(crate) fn crate_needs() -> std::result::Result<Needs, String> {
         .clone()
 }
 
-/// Pipelines built on one device, by (file or kernel name, entry point).
-pub(crate) type Cache = HashMap<(String, String), Arc<Pipeline>>;
+/// Pipelines built on one device, by (file or kernel name, entry point, lanes).
+pub(crate) type Cache = HashMap<(String, String, u32), Arc<Pipeline>>;
 
 impl Gpu {
     /// The cached pipeline of a crate kernel, built on first use.
     pub(crate) fn pipeline(&self, def: &KernelDef) -> Result<Arc<Pipeline>> {
-        let key = (def.shader.name.to_string(), def.entry.to_string());
+        let key = (
+            def.shader.name.to_string(),
+            def.entry.to_string(),
+            def.lanes,
+        );
         if let Some(p) = self.lock_cache().get(&key) {
             return Ok(p.clone());
         }
-        let built =
-            Arc::new(self.build_pipeline(def.shader.name, &compose(def.shader), def.entry)?);
+        let built = Arc::new(self.build_pipeline(
+            def.shader.name,
+            &compose(def.shader, def.lanes),
+            def.entry,
+        )?);
         Ok(self.lock_cache().entry(key).or_insert(built).clone())
     }
 
