@@ -143,24 +143,3 @@ fn bwd_finish(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_in
         dbeta[u] = fk_sums[u * 2u + 1u];
     }
 }
-
-@group(0) @binding(1) var<storage, read> dz_w: array<f32>;
-@group(0) @binding(2) var<storage, read> dz_dw: array<f32>;
-@group(0) @binding(3) var<storage, read> dz_s: array<f32>;       // [B*H, 2]: (0, sum_j w_j dw_j)
-@group(0) @binding(4) var<storage, read_write> dz_out: array<f32>;
-
-// dz_i = w_i (dw_i - sum_j w_j dw_j), one thread per element of [B, H, N].
-@compute @workgroup_size(WG)
-fn dz_from_dw(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
-    let u = unit_id(wg);
-    if u >= p.unit_end {
-        return;
-    }
-    let N = p.dims.z;
-    let e = u * 256u + t;
-    if e >= p.dims.x * p.dims.y * N {
-        return;
-    }
-    let r = e / N;
-    dz_out[e - p.base0.w] = dz_w[e - p.base0.x] * (dz_dw[e - p.base0.y] - dz_s[r * 2u + 1u]);
-}

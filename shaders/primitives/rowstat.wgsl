@@ -7,6 +7,7 @@
 //                mode 0: m = max(m1, m2), s = s1 exp(m1 - m) + s2 exp(m2 - m)
 //                modes 1, 2: componentwise sums
 //   normalize: x_i <- exp(x_i - m_r) / s_r   (softmax with the row maximum subtracted)
+//   softmax_bwd: dz_i = w_i (dw_i - sum_j w_j dw_j), given the row sums (mode 1 pairs)
 // Composed behind the prelude (src/runtime/abi.rs, shaders/prelude.wgsl).
 
 // Params.extra: x: mode, y: L (row length), z: C (chunks per row)
@@ -134,4 +135,25 @@ fn normalize(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
         let g = e - p.base0.y;
         z[g] = exp(z[g] - m) / s;
     }
+}
+
+@group(0) @binding(1) var<storage, read> sb_w: array<f32>;
+@group(0) @binding(2) var<storage, read> sb_dw: array<f32>;
+@group(0) @binding(3) var<storage, read> sb_sums: array<f32>; // [R, 2]: (0, sum_j w_j dw_j)
+@group(0) @binding(4) var<storage, read_write> sb_dz: array<f32>;
+
+// One thread per element of [R, L].
+@compute @workgroup_size(WG)
+fn softmax_bwd(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    let u = unit_id(wg);
+    if u >= p.unit_end {
+        return;
+    }
+    let len = p.extra.y;
+    let e = u * WG + t;
+    if e >= p.extra.w {
+        return;
+    }
+    let r = e / len;
+    sb_dz[e - p.base0.w] = sb_w[e - p.base0.x] * (sb_dw[e - p.base0.y] - sb_sums[r * 2u + 1u - p.base0.z]);
 }

@@ -5,10 +5,10 @@
 use crate::check::{self, Dims};
 use crate::error::Result;
 use crate::primitives::colsum::weighted_row_sums;
-use crate::primitives::rowstat::{combine_pairs, row_pairs, softmax_rows, Stat};
+use crate::primitives::rowstat::{combine_pairs, softmax_backward, softmax_rows, Stat};
 use crate::primitives::rowtile::{self, row_scores, tile_units};
-use crate::primitives::spans::{flat, Elementwise, Rows};
-use crate::runtime::abi::{Params, TR, WG};
+use crate::primitives::spans::{Elementwise, Rows};
+use crate::runtime::abi::{Params, TR};
 use crate::runtime::dispatch::{Arg, Span};
 use crate::runtime::pipelines::{KernelDef, Shader};
 use crate::runtime::tensor::Tensor;
@@ -22,7 +22,6 @@ pub(crate) const SHADER: Shader = Shader {
 const BWD_ROWS: KernelDef = KernelDef::new(&SHADER, "bwd_rows");
 const BWD_MEM: KernelDef = KernelDef::new(&SHADER, "bwd_mem");
 const BWD_FINISH: KernelDef = KernelDef::new(&SHADER, "bwd_finish");
-const DZ_FROM_DW: KernelDef = KernelDef::new(&SHADER, "dz_from_dw");
 
 /// Gradients of content addressing with respect to its inputs.
 #[derive(Debug)]
@@ -76,33 +75,8 @@ impl Gpu {
         let dz = self.alloc(OP, &[d.b, d.h, d.n])?;
         {
             let mut rec = self.recorder();
-            let rows = (d.b * d.h) as u64;
-            let total = rows * d.n as u64;
-            let s = row_pairs(
-                self,
-                &mut rec,
-                OP,
-                Stat::Sum,
-                (&w.buf, total),
-                (&dw.buf, total),
-                rows,
-                d.n as u64,
-            )?;
-            let span = |u0, u1| flat(u0, u1, WG as u64, total);
-            self.dispatch(
-                &mut rec,
-                OP,
-                &DZ_FROM_DW,
-                Params::new(d.arr(), [0; 4], [0.0; 4]),
-                total.div_ceil(WG as u64),
-                &[
-                    Arg::window(w, &span),
-                    Arg::window(dw, &span),
-                    Arg::raw(&s, rows * 2, Span::Whole),
-                    Arg::window(&dz, &span),
-                ],
-            )?;
-            self.release(&mut rec, s);
+            let (rows, len) = ((d.b * d.h) as u64, d.n as u64);
+            softmax_backward(self, &mut rec, OP, &w.buf, &dw.buf, &dz.buf, rows, len)?;
         }
         self.content_address_backward_scores(memory, keys, beta, &dz)
     }

@@ -18,6 +18,7 @@ pub(crate) const SHADER: Shader = Shader {
 const PARTIAL: KernelDef = KernelDef::new(&SHADER, "partial");
 const COMBINE: KernelDef = KernelDef::new(&SHADER, "combine");
 const NORMALIZE: KernelDef = KernelDef::new(&SHADER, "normalize");
+const SOFTMAX_BWD: KernelDef = KernelDef::new(&SHADER, "softmax_bwd");
 
 /// What a row statistic computes.
 #[derive(Clone, Copy)]
@@ -135,5 +136,42 @@ pub(crate) fn softmax_rows(
         ],
     )?;
     gpu.release(rec, stats);
+    Ok(())
+}
+
+/// The backward of a row softmax: `dz = w (dw - sum_j w_j dw_j)` per row of [rows, len],
+/// into `dz`.
+#[allow(clippy::too_many_arguments)] // internal: one kernel, its inputs spelled out
+pub(crate) fn softmax_backward(
+    gpu: &Gpu,
+    rec: &mut Recorder,
+    op: &'static str,
+    w: &wgpu::Buffer,
+    dw: &wgpu::Buffer,
+    dz: &wgpu::Buffer,
+    rows: u64,
+    len: u64,
+) -> Result<()> {
+    let total = rows * len;
+    let sums = row_pairs(gpu, rec, op, Stat::Sum, (w, total), (dw, total), rows, len)?;
+    let span = |u0, u1| flat(u0, u1, WG as u64, total);
+    let sum_span = |u0: u64, u1: u64| {
+        let (e0, e1) = flat(u0, u1, WG as u64, total);
+        ((e0 / len) * 2, (e1 - 1) / len * 2 + 2)
+    };
+    gpu.dispatch(
+        rec,
+        op,
+        &SOFTMAX_BWD,
+        Params::new([0; 4], [0, len as u32, 0, total as u32], [0.0; 4]),
+        total.div_ceil(WG as u64),
+        &[
+            Arg::raw(w, total, Span::Window(&span)),
+            Arg::raw(dw, total, Span::Window(&span)),
+            Arg::raw(&sums, rows * 2, Span::Window(&sum_span)),
+            Arg::raw(dz, total, Span::Window(&span)),
+        ],
+    )?;
+    gpu.release(rec, sums);
     Ok(())
 }
