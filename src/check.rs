@@ -88,6 +88,32 @@ pub(crate) fn middle(
     Ok(t.shape[1])
 }
 
+/// A tensor of rank 3 whose first two dimensions are known: [B, H, ?]; returns the last one.
+pub(crate) fn middle_last(
+    gpu: &Gpu,
+    op: &'static str,
+    arg: &'static str,
+    t: &Tensor,
+    names: [&str; 3],
+    b: usize,
+    h: usize,
+) -> Result<usize> {
+    gpu.check_owner(op, arg, t.gpu)?;
+    if t.shape.len() != 3 || t.shape[0] != b || t.shape[1] != h {
+        let expected = format!(
+            "[{}, {}, {}] = [{b}, {h}, {}]",
+            names[0], names[1], names[2], names[2]
+        );
+        return Err(Error::Shape {
+            op,
+            arg,
+            expected,
+            given: t.shape.clone(),
+        });
+    }
+    Ok(t.shape[2])
+}
+
 /// Checks a tensor's shape exactly.
 pub(crate) fn tensor(
     gpu: &Gpu,

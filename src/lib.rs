@@ -13,6 +13,7 @@ mod runtime;
 pub use error::{Error, Result};
 pub use ops::content::ContentGrads;
 pub use ops::discrete::{DiscreteWriteGrads, WriteUndo};
+pub use ops::location::{LocationGrads, MAX_SHIFT};
 pub use ops::read::ReadGrads;
 pub use ops::write::WriteGrads;
 pub use runtime::profile::{Clock, Profile};

@@ -590,3 +590,158 @@ pub fn reinforce_grad<T: Real>(w: &[T], idx: &[u32], adv: &[T], lambda: T, s: Sh
     }
     dz
 }
+
+/// Gradients of location addressing (DESIGN.md §6).
+#[derive(Clone, Debug)]
+pub struct LocationGrads<T> {
+    /// d content weights, [B, H, N].
+    pub content: Vec<T>,
+    /// d previous weights, [B, H, N].
+    pub prev: Vec<T>,
+    /// d gate, [B, H].
+    pub gate: Vec<T>,
+    /// d shift distribution, [B, H, S].
+    pub shift: Vec<T>,
+    /// d sharpening, [B, H].
+    pub gamma: Vec<T>,
+}
+
+/// `x mod n` for a signed offset.
+fn wrap(x: isize, n: usize) -> usize {
+    x.rem_euclid(n as isize) as usize
+}
+
+/// For one row: the interpolation `wg(i) = g wc(i) + (1 - g) wp(i)` and the circular
+/// convolution `wt(i) = sum_{k=-R..R} s(k+R) wg(i - k)`.
+fn location_row<T: Real>(wc: &[T], wp: &[T], g: T, s: &[T]) -> (Vec<T>, Vec<T>) {
+    let n = wc.len();
+    let r = (s.len() / 2) as isize;
+    let wg: Vec<T> = (0..n)
+        .map(|i| g * wc[i] + (T::of(1.0) - g) * wp[i])
+        .collect();
+    let wt = (0..n)
+        .map(|i| {
+            (-r..=r).fold(T::of(0.0), |acc, k| {
+                acc + s[(k + r) as usize] * wg[wrap(i as isize - k, n)]
+            })
+        })
+        .collect();
+    (wg, wt)
+}
+
+/// The sharpening scores of location addressing, `z = gamma ln(wt + EPS)` per row, with `wt`
+/// the shifted interpolation (DESIGN.md §6); `w = softmax(z)`.
+pub fn location_scores<T: Real>(
+    wc: &[T],
+    wp: &[T],
+    gate: &[T],
+    shift: &[T],
+    gamma: &[T],
+    s: Shape,
+    taps: usize,
+) -> Vec<T> {
+    let mut out = Vec::with_capacity(s.b * s.h * s.n);
+    for bh in 0..s.b * s.h {
+        let row = bh * s.n..(bh + 1) * s.n;
+        let sh = &shift[bh * taps..(bh + 1) * taps];
+        let (_, wt) = location_row(&wc[row.clone()], &wp[row], gate[bh], sh);
+        out.extend(wt.iter().map(|&x| gamma[bh] * (x + T::of(EPS as f64)).ln()));
+    }
+    out
+}
+
+/// Location addressing (DESIGN.md §6): per row (b, h), interpolation with the previous
+/// weights, circular shift by `shift` (S = 2R + 1 offsets −R..R, modulo N), and sharpening
+/// `w = softmax(gamma ln(wt + EPS))`. `wc`, `wp` [B, H, N], `gate`, `gamma` [B, H],
+/// `shift` [B, H, S] with S = `taps`; `s.w` is unused.
+pub fn location_address<T: Real>(
+    wc: &[T],
+    wp: &[T],
+    gate: &[T],
+    shift: &[T],
+    gamma: &[T],
+    s: Shape,
+    taps: usize,
+) -> Vec<T> {
+    location_scores(wc, wp, gate, shift, gamma, s, taps)
+        .chunks(s.n)
+        .flat_map(softmax)
+        .collect()
+}
+
+/// Backward of [`location_address`] from the gradient of the sharpening scores
+/// `z = gamma ln(wt + EPS)` (`w = softmax(z)`): where a sampled slot's score-function gradient
+/// enters; no division by `w`.
+#[allow(clippy::too_many_arguments)] // the op's inputs, as in DESIGN.md
+pub fn location_address_backward_scores<T: Real>(
+    wc: &[T],
+    wp: &[T],
+    gate: &[T],
+    shift: &[T],
+    gamma: &[T],
+    dz: &[T],
+    s: Shape,
+    taps: usize,
+) -> LocationGrads<T> {
+    let n = s.n;
+    let r = (taps / 2) as isize;
+    let zero = T::of(0.0);
+    let mut g = LocationGrads {
+        content: vec![zero; s.b * s.h * n],
+        prev: vec![zero; s.b * s.h * n],
+        gate: vec![zero; s.b * s.h],
+        shift: vec![zero; s.b * s.h * taps],
+        gamma: vec![zero; s.b * s.h],
+    };
+    for bh in 0..s.b * s.h {
+        let o = bh * n;
+        let sh = &shift[bh * taps..(bh + 1) * taps];
+        let (wg, wt) = location_row(&wc[o..o + n], &wp[o..o + n], gate[bh], sh);
+        let dz = &dz[o..o + n];
+        let eps = T::of(EPS as f64);
+        // dgamma = sum_i dz(i) ln(wt(i) + EPS), dwt(i) = gamma dz(i) / (wt(i) + EPS).
+        g.gamma[bh] = (0..n).fold(zero, |a, i| a + dz[i] * (wt[i] + eps).ln());
+        let dwt: Vec<T> = (0..n).map(|i| gamma[bh] * dz[i] / (wt[i] + eps)).collect();
+        // dwg(j) = sum_k s(k+R) dwt(j + k), ds(k+R) = sum_i dwt(i) wg(i - k).
+        for k in -r..=r {
+            g.shift[bh * taps + (k + r) as usize] =
+                (0..n).fold(zero, |a, i| a + dwt[i] * wg[wrap(i as isize - k, n)]);
+        }
+        let mut dg = zero;
+        for j in 0..n {
+            let dwg = (-r..=r).fold(zero, |a, k| {
+                a + sh[(k + r) as usize] * dwt[wrap(j as isize + k, n)]
+            });
+            dg += dwg * (wc[o + j] - wp[o + j]);
+            g.content[o + j] = gate[bh] * dwg;
+            g.prev[o + j] = (T::of(1.0) - gate[bh]) * dwg;
+        }
+        g.gate[bh] = dg;
+    }
+    g
+}
+
+/// Backward of [`location_address`] given `dw`: `dz = w (dw − sum_j w_j dw_j)` with `w`
+/// recomputed, then [`location_address_backward_scores`].
+#[allow(clippy::too_many_arguments)] // the op's inputs, as in DESIGN.md
+pub fn location_address_backward<T: Real>(
+    wc: &[T],
+    wp: &[T],
+    gate: &[T],
+    shift: &[T],
+    gamma: &[T],
+    dw: &[T],
+    s: Shape,
+    taps: usize,
+) -> LocationGrads<T> {
+    let w = location_address(wc, wp, gate, shift, gamma, s, taps);
+    let mut dz = vec![T::of(0.0); w.len()];
+    for bh in 0..s.b * s.h {
+        let row = bh * s.n..(bh + 1) * s.n;
+        let sum = dot(&w[row.clone()], &dw[row.clone()]);
+        for i in row {
+            dz[i] = w[i] * (dw[i] - sum);
+        }
+    }
+    location_address_backward_scores(wc, wp, gate, shift, gamma, &dz, s, taps)
+}

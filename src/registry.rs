@@ -12,6 +12,7 @@ pub(crate) const SHADERS: &[&Shader] = &[
     &ops::content::SHADER,
     &ops::copy::SHADER,
     &ops::discrete::SHADER,
+    &ops::location::SHADER,
     &ops::read::SHADER,
     &ops::sample::SHADER,
     &ops::write::SHADER,

@@ -208,3 +208,55 @@ fn reference_undo_write_restores_bit_for_bit() {
         assert_eq!(m, m0);
     }
 }
+
+/// Location addressing's backward, for every input, against finite differences: from `dw`
+/// (through the softmax) and from the sharpening scores' gradient; S = 1, S < N, S > N.
+#[test]
+fn location_address_backward_matches_finite_differences() {
+    for (s, taps) in [
+        (Shape::new(2, 3, 7, 0), 3),
+        (Shape::new(1, 2, 5, 0), 1),
+        (Shape::new(1, 1, 3, 0), 7),
+        (Shape::new(2, 1, 1, 0), 3),
+        (Shape::new(1, 2, 9, 0), 5),
+    ] {
+        let mut rng = Rng(40 + taps as u64 + s.n as u64);
+        let rows = s.b * s.h;
+        let wc = v(&mut rng, rows * s.n, 0.0, 1.0);
+        let wp = v(&mut rng, rows * s.n, 0.0, 1.0);
+        let gate = v(&mut rng, rows, 0.0, 1.0);
+        let shift = v(&mut rng, rows * taps, 0.0, 1.0);
+        let gamma = v(&mut rng, rows, 1.0, 3.0);
+        let cot = v(&mut rng, rows * s.n, -1.0, 1.0);
+        let tag = format!("{s:?} S={taps}");
+        let g = r::location_address_backward(&wc, &wp, &gate, &shift, &gamma, &cot, s, taps);
+        let gs =
+            r::location_address_backward_scores(&wc, &wp, &gate, &shift, &gamma, &cot, s, taps);
+        type Fwd = fn(&[f64], &[f64], &[f64], &[f64], &[f64], Shape, usize) -> Vec<f64>;
+        for (kind, fwd, grads) in [
+            ("w", r::location_address as Fwd, &g),
+            ("scores", r::location_scores as Fwd, &gs),
+        ] {
+            let at = |x: [&[f64]; 5]| dot(&fwd(x[0], x[1], x[2], x[3], x[4], s, taps), &cot);
+            let inputs: [&[f64]; 5] = [&wc, &wp, &gate, &shift, &gamma];
+            let analytic = [
+                &grads.content,
+                &grads.prev,
+                &grads.gate,
+                &grads.shift,
+                &grads.gamma,
+            ];
+            for (k, name) in ["content", "prev", "gate", "shift", "gamma"]
+                .iter()
+                .enumerate()
+            {
+                let num = numeric(inputs[k], |x| {
+                    let mut args = inputs;
+                    args[k] = x;
+                    at(args)
+                });
+                check(&format!("{tag} {kind} {name}"), analytic[k], &num);
+            }
+        }
+    }
+}

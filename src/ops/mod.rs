@@ -5,6 +5,7 @@
 pub(crate) mod content;
 pub(crate) mod copy;
 pub(crate) mod discrete;
+pub(crate) mod location;
 pub(crate) mod read;
 pub(crate) mod sample;
 pub(crate) mod write;

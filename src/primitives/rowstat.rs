@@ -117,6 +117,22 @@ pub(crate) fn softmax_rows(
         rows,
         len,
     )?;
+    normalize_rows(gpu, rec, op, z, &stats, rows, len)?;
+    gpu.release(rec, stats);
+    Ok(())
+}
+
+/// In place: `z <- exp(z - m_r) / s_r` per row of `z` [rows, len], given the rows'
+/// (max, sum exp) pairs `stats` [rows, 2] (from [`combine_pairs`] in softmax mode).
+pub(crate) fn normalize_rows(
+    gpu: &Gpu,
+    rec: &mut Recorder,
+    op: &'static str,
+    z: &wgpu::Buffer,
+    stats: &wgpu::Buffer,
+    rows: u64,
+    len: u64,
+) -> Result<()> {
     let total = rows * len;
     let span = |u0: u64, u1: u64| flat(u0, u1, WG as u64, total);
     let stat_span = |u0: u64, u1: u64| {
@@ -131,12 +147,10 @@ pub(crate) fn softmax_rows(
         params,
         total.div_ceil(WG as u64),
         &[
-            Arg::raw(&stats, rows * 2, Span::Window(&stat_span)),
+            Arg::raw(stats, rows * 2, Span::Window(&stat_span)),
             Arg::raw(z, total, Span::Window(&span)),
         ],
-    )?;
-    gpu.release(rec, stats);
-    Ok(())
+    )
 }
 
 /// The backward of a row softmax: `dz = w (dw - sum_j w_j dw_j)` per row of [rows, len],
