@@ -53,6 +53,8 @@ fn the_report_runs_and_writes_csv_and_plot() {
         ("copy", "-", "forward"),
         ("content_address", "soft", "forward"),
         ("content_address", "soft", "backward"),
+        ("location_address", "soft", "forward"),
+        ("location_address", "soft", "backward"),
         ("read", "soft", "forward"),
         ("read", "soft", "backward"),
         ("write", "soft", "forward"),

@@ -290,6 +290,18 @@ impl<'g> Bench<'g> {
         let adv1 = self.upload(&mut seed, &[b, 1], -1.0, 1.0)?;
         let wt = gpu.content_address(&m, &k, &beta)?;
         let ix = gpu.sample(&wt, 1)?;
+        // Location addressing's inputs for H heads and for the one write head: previous
+        // weights, gate, a 3-tap shift, sharpening.
+        let loc = |heads: usize, seed: &mut u64| -> Result<[Tensor; 4]> {
+            Ok([
+                gpu.upload(&[b, heads, n], &vec![1.0 / n as f32; b * heads * n])?,
+                self.upload(seed, &[b, heads], 0.0, 1.0)?,
+                gpu.upload(&[b, heads, 3], &[0.1, 0.8, 0.1].repeat(b * heads))?,
+                self.upload(seed, &[b, heads], 1.0, 3.0)?,
+            ])
+        };
+        let [wprev, gate, shift, gamma] = loc(h, &mut seed)?;
+        let [wprev1, gate1, shift1, gamma1] = loc(1, &mut seed)?;
         let mem = m.size_bytes();
         let (bhn, bhw, bh) = (
             (b * h * n * 4) as u64,
@@ -316,6 +328,30 @@ impl<'g> Bench<'g> {
                 2 * mem + 2 * bhn + 2 * bhw,
                 || {
                     gpu.content_address_backward(&m, &k, &beta, &wt, &dw)
+                        .map(drop)
+                },
+            )?;
+            // Location addressing: reads content and previous weights, writes the weights
+            // (backward: also dw in, d content and d previous out); O(B·H·N·S), no memory.
+            self.time(
+                "location_address",
+                "soft",
+                "forward",
+                shape,
+                3 * bhn,
+                || {
+                    gpu.location_address(&wt, &wprev, &gate, &shift, &gamma)
+                        .map(drop)
+                },
+            )?;
+            self.time(
+                "location_address",
+                "soft",
+                "backward",
+                shape,
+                5 * bhn,
+                || {
+                    gpu.location_address_backward(&wt, &wprev, &gate, &shift, &gamma, &dw)
                         .map(drop)
                 },
             )?;
@@ -459,21 +495,33 @@ impl<'g> Bench<'g> {
         // The whole NTM step: addressing for H read heads and one write head, reads, write.
         let step_bytes = |soft: bool| if soft { 6 * mem } else { 2 * mem };
         if soft {
-            let dw = self.upload(&mut seed, &[b, h, n], -1.0, 1.0)?;
-            let dw1 = self.upload(&mut seed, &[b, 1, n], -1.0, 1.0)?;
-            let fwd = |m: &mut Tensor| -> Result<(Tensor, Tensor, Tensor)> {
-                let wr = gpu.content_address(m, &k, &beta)?;
-                let wwr = gpu.content_address(m, &kw, &beta_w)?;
+            // As an NTM head: content addressing, then location addressing.
+            type Saved = (Tensor, Tensor, Tensor, Tensor, Tensor);
+            let fwd = |m: &mut Tensor| -> Result<Saved> {
+                let cr = gpu.content_address(m, &k, &beta)?;
+                let wr = gpu.location_address(&cr, &wprev, &gate, &shift, &gamma)?;
+                let cw = gpu.content_address(m, &kw, &beta_w)?;
+                let ww = gpu.location_address(&cw, &wprev1, &gate1, &shift1, &gamma1)?;
                 gpu.soft_read(m, &wr)?;
                 let snap = gpu.copy(m)?;
-                gpu.soft_write(m, &wwr, &e1, &a1)?;
-                Ok((wr, wwr, snap))
+                gpu.soft_write(m, &ww, &e1, &a1)?;
+                Ok((cr, wr, cw, ww, snap))
             };
-            let bwd = |(wr, wwr, snap): &(Tensor, Tensor, Tensor), d_mem: &Tensor| -> Result<()> {
-                gpu.soft_write_backward(snap, wwr, &e1, &a1, d_mem)?;
-                gpu.content_address_backward(snap, &kw, &beta_w, wwr, &dw1)?;
-                gpu.soft_read_backward(snap, wr, &dr)?;
-                gpu.content_address_backward(snap, &k, &beta, wr, &dw)?;
+            let bwd = |(cr, wr, cw, ww, snap): &Saved, d_mem: &Tensor| -> Result<()> {
+                let gw = gpu.soft_write_backward(snap, ww, &e1, &a1, d_mem)?;
+                let lw = gpu.location_address_backward(
+                    cw,
+                    &wprev1,
+                    &gate1,
+                    &shift1,
+                    &gamma1,
+                    &gw.weights,
+                )?;
+                gpu.content_address_backward(snap, &kw, &beta_w, cw, &lw.content)?;
+                let gr = gpu.soft_read_backward(snap, wr, &dr)?;
+                let lr =
+                    gpu.location_address_backward(cr, &wprev, &gate, &shift, &gamma, &gr.weights)?;
+                gpu.content_address_backward(snap, &k, &beta, cr, &lr.content)?;
                 Ok(())
             };
             let saved = fwd(&mut m)?;
