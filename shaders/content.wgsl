@@ -83,7 +83,8 @@ fn bwd_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_inde
 @group(0) @binding(4) var<storage, read> cm_in: array<f32>;
 @group(0) @binding(5) var<storage, read_write> dmem: array<V>;
 
-// dM_ij = sum_h [dD_hi k_hj + (dP_hi norm(k_h) / norm(M_i)) M_ij], a thread per V of EW_ROWS rows.
+// dM_ij (+)= sum_h [dD_hi k_hj + (dP_hi norm(k_h) / norm(M_i)) M_ij], a thread per V of
+// EW_ROWS rows; added to the output when specialised with ACC.
 @compute @workgroup_size(WG)
 fn bwd_mem(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
     let H = p.dims.y;
@@ -101,7 +102,12 @@ fn bwd_mem(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index
             acc += cd_in[bh * N + el.i - p.base0.z] * keys_in[bh * WL + el.j - p.base0.y / LANES]
                  + cm_in[bh * N + el.i - p.base0.w] * m;
         }
-        dmem[el.e - p.base1.x / LANES] = acc;
+        let o = el.e - p.base1.x / LANES;
+        if ACC {
+            dmem[o] += acc;
+        } else {
+            dmem[o] = acc;
+        }
     }
 }
 

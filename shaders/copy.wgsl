@@ -1,12 +1,13 @@
 // Copy: dst[e] = src[e] for every element e.
 // The memory snapshot of soft backprop, and the crate's side of the bench's roofline.
-// Four elements at a time: tensors are allocated in whole vec4s (16 bytes), so the last vec4
-// of a tensor whose length is not a multiple of 4 is copied whole, padding included. A unit
+// Four elements at a time: tensors are allocated (or wrapped) in whole vec4s (16 bytes); in
+// the last vec4 of a length that is not a multiple of 4 only the tensor's elements are stored,
+// so bytes past the tensor (an application's, in a wrapped buffer) are never written. A unit
 // copies a contiguous chunk of WG x CV vec4s; thread t takes the vec4s t, t + WG, ...
 // (coalesced), with its CV loads in flight before its stores.
 // Composed behind the prelude (src/runtime/abi.rs, shaders/prelude.wgsl).
 
-// Params.extra: x: vec4s to copy
+// Params.extra: x: vec4s to copy, y: elements
 
 const CV: u32 = 4u; // vec4s per thread
 
@@ -21,8 +22,13 @@ fn load(e: u32) -> vec4<f32> {
 }
 
 fn store(e: u32, v: vec4<f32>) {
-    if e < p.extra.x {
-        dst[e - p.base0.y / 4u] = v;
+    let o = e - p.base0.y / 4u;
+    if e * 4u + 4u <= p.extra.y {
+        dst[o] = v;
+    } else if e < p.extra.x {
+        for (var c = 0u; e * 4u + c < p.extra.y; c += 1u) {
+            dst[o][c] = v[c];
+        }
     }
 }
 

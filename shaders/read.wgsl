@@ -9,7 +9,8 @@
 @group(0) @binding(2) var<storage, read> bdr: array<V>;
 @group(0) @binding(3) var<storage, read_write> bdm: array<V>;
 
-// dM(i, j) = sum_h w_h(i) dr_h(j), a thread per V (LANES elements of a row) of EW_ROWS rows.
+// dM(i, j) (+)= sum_h w_h(i) dr_h(j), a thread per V (LANES elements of a row) of EW_ROWS
+// rows; added to the output when specialised with ACC.
 @compute @workgroup_size(WG)
 fn bwd_mem(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
     let H = p.dims.y;
@@ -24,6 +25,11 @@ fn bwd_mem(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index
         for (var h = 0u; h < H; h += 1u) {
             acc += bw[(el.b * H + h) * N + el.i - p.base0.x] * bdr[(el.b * H + h) * WL + el.j];
         }
-        bdm[el.e - p.base0.z / LANES] = acc;
+        let o = el.e - p.base0.z / LANES;
+        if ACC {
+            bdm[o] += acc;
+        } else {
+            bdm[o] = acc;
+        }
     }
 }

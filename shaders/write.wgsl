@@ -69,6 +69,29 @@ fn bwd_mem(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index
     }
 }
 
+@group(0) @binding(3) var<storage, read_write> idm: array<V>;
+
+// In place: dM' becomes dM = dM' prod_h (1 - w_h e_h) (the accumulating backward, after the
+// kernels that read dM'), a thread per V of EW_ROWS rows.
+@compute @workgroup_size(WG)
+fn bwd_mem_inplace(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    let H = p.dims.y;
+    let N = p.dims.z;
+    let WL = p.dims.w / LANES;
+    for (var k = 0u; k < EW_ROWS; k += 1u) {
+        let el = element(wg, t, k);
+        if !el.ok {
+            continue;
+        }
+        var keep = V(1.0);
+        for (var h = 0u; h < H; h += 1u) {
+            keep *= 1.0 - mw[(el.b * H + h) * N + el.i - p.base0.x] * me[(el.b * H + h) * WL + el.j];
+        }
+        let o = el.e - p.base0.z / LANES;
+        idm[o] = idm[o] * keep;
+    }
+}
+
 @group(0) @binding(1) var<storage, read> rmem: array<f32>;
 @group(0) @binding(2) var<storage, read> rw: array<f32>;
 @group(0) @binding(3) var<storage, read> re: array<f32>;

@@ -11,13 +11,14 @@ mod registry;
 mod runtime;
 
 pub use error::{Error, Result};
-pub use ops::content::ContentGrads;
+pub use ops::content::{ContentGrads, KeyGrads};
 pub use ops::discrete::{DiscreteWriteGrads, WriteUndo};
 pub use ops::location::{LocationGrads, MAX_SHIFT};
 pub use ops::read::ReadGrads;
-pub use ops::write::WriteGrads;
+pub use ops::write::{HeadGrads, WriteGrads};
 pub use runtime::profile::{Clock, Profile};
-pub use runtime::tensor::{Indices, Tensor};
+pub use runtime::tensor::{DType, Indices, Tensor};
+pub use runtime::user::{Access, Kernel, MAX_PARAM_WORDS};
 pub use runtime::{AdapterSummary, Gpu, DEFAULT_WAIT_TIMEOUT};
 
 /// The epsilon of `norm(x) = sqrt(sum x² + EPS)` and of `K = D / (P + EPS)`.

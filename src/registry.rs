@@ -9,6 +9,7 @@ pub(crate) const SHADERS: &[&Shader] = &[
     &primitives::colsum::SHADER,
     &primitives::rowstat::SHADER,
     &primitives::rowtile::SHADER,
+    &ops::blas::SHADER,
     &ops::content::SHADER,
     &ops::copy::SHADER,
     &ops::discrete::SHADER,
@@ -28,8 +29,8 @@ mod tests {
     #[test]
     fn every_shader_composes_and_validates() {
         for s in SHADERS {
-            for lanes in [1, 4] {
-                let src = compose(s, lanes);
+            for (lanes, acc) in [(1, false), (4, false), (1, true), (4, true)] {
+                let src = compose(s, lanes, acc);
                 let eps = reflect_all(&src).unwrap_or_else(|e| panic!("{} ({lanes}): {e}", s.name));
                 assert!(!eps.is_empty(), "{}: no compute entry point", s.name);
             }

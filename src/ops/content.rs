@@ -23,6 +23,16 @@ const BWD_ROWS: KernelDef = KernelDef::new(&SHADER, "bwd_rows");
 const BWD_MEM: KernelDef = KernelDef::new(&SHADER, "bwd_mem");
 const BWD_FINISH: KernelDef = KernelDef::new(&SHADER, "bwd_finish");
 
+/// Gradients of content addressing with respect to the keys and strengths, from the forms
+/// that add the memory gradient into a tensor of the caller's.
+#[derive(Debug)]
+pub struct KeyGrads {
+    /// d loss / d keys, [B, H, W].
+    pub keys: Tensor,
+    /// d loss / d strengths, [B, H].
+    pub beta: Tensor,
+}
+
 /// Gradients of content addressing with respect to its inputs.
 #[derive(Debug)]
 pub struct ContentGrads {
@@ -59,7 +69,8 @@ impl Gpu {
 
     /// Backward of [`Gpu::content_address`] given `dw = d loss / d weights` [B, H, N] and the
     /// weights `w` it returned: first `dz = w (dw - sum_j w_j dw_j)`, then
-    /// [`Gpu::content_address_backward_scores`].
+    /// [`Gpu::content_address_backward_scores`]. [`Gpu::content_address_backward_into`] adds
+    /// the memory gradient to a tensor of the caller's instead.
     pub fn content_address_backward(
         &self,
         memory: &Tensor,
@@ -70,15 +81,68 @@ impl Gpu {
     ) -> Result<ContentGrads> {
         const OP: &str = "content_address_backward";
         let d = inputs(self, OP, memory, keys, beta)?;
-        check::tensor(self, OP, "w", w, &["B", "H", "N"], &[d.b, d.h, d.n])?;
-        check::tensor(self, OP, "dw", dw, &["B", "H", "N"], &[d.b, d.h, d.n])?;
-        let dz = self.alloc(OP, &[d.b, d.h, d.n])?;
-        {
-            let mut rec = self.recorder();
-            let (rows, len) = ((d.b * d.h) as u64, d.n as u64);
-            softmax_backward(self, &mut rec, OP, &w.buf, &dw.buf, &dz.buf, rows, len)?;
-        }
-        self.content_address_backward_scores(memory, keys, beta, &dz)
+        let dz = self.dz_of_dw(OP, d, w, dw)?;
+        let g_mem = self.alloc(OP, &[d.b, d.n, d.w])?;
+        let k = self.content_backward(OP, d, memory, keys, beta, &dz, &g_mem, false)?;
+        Ok(ContentGrads {
+            memory: g_mem,
+            keys: k.keys,
+            beta: k.beta,
+        })
+    }
+
+    /// [`Gpu::content_address_backward`] that adds the memory gradient into `d_memory`
+    /// [B, N, W] in the same pass (no extra pass over the memory); returns the gradients of
+    /// the keys and strengths.
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), ntm_kernels::Error> {
+    /// let gpu = ntm_kernels::Gpu::new()?;
+    /// let m = gpu.upload(&[1, 4, 2], &[0.5, 1.0, 1.0, 0.0, 0.0, 1.0, -1.0, 0.5])?;
+    /// let k = gpu.upload(&[1, 1, 2], &[1.0, 0.0])?;
+    /// let beta = gpu.upload(&[1, 1], &[5.0])?;
+    /// let w = gpu.content_address(&m, &k, &beta)?;
+    /// let dw = gpu.upload(&[1, 1, 4], &[1.0, 0.0, 0.0, 0.0])?;
+    /// let mut d_mem = gpu.zeros(&[1, 4, 2])?;
+    /// let g = gpu.content_address_backward_into(&m, &k, &beta, &w, &dw, &mut d_mem)?;
+    /// println!("d keys {:?}", gpu.download(&g.keys)?);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn content_address_backward_into(
+        &self,
+        memory: &Tensor,
+        keys: &Tensor,
+        beta: &Tensor,
+        w: &Tensor,
+        dw: &Tensor,
+        d_memory: &mut Tensor,
+    ) -> Result<KeyGrads> {
+        const OP: &str = "content_address_backward_into";
+        let d = inputs(self, OP, memory, keys, beta)?;
+        check::tensor(
+            self,
+            OP,
+            "d_memory",
+            d_memory,
+            &["B", "N", "W"],
+            &memory.shape,
+        )?;
+        let dz = self.dz_of_dw(OP, d, w, dw)?;
+        let k = self.content_backward(OP, d, memory, keys, beta, &dz, d_memory, true)?;
+        d_memory.touch();
+        Ok(k)
+    }
+
+    /// `dz = w (dw - sum_j w_j dw_j)`, after checking `w` and `dw`.
+    fn dz_of_dw(&self, op: &'static str, d: Dims, w: &Tensor, dw: &Tensor) -> Result<Tensor> {
+        check::tensor(self, op, "w", w, &["B", "H", "N"], &[d.b, d.h, d.n])?;
+        check::tensor(self, op, "dw", dw, &["B", "H", "N"], &[d.b, d.h, d.n])?;
+        let dz = self.alloc(op, &[d.b, d.h, d.n])?;
+        let mut rec = self.recorder();
+        let (rows, len) = ((d.b * d.h) as u64, d.n as u64);
+        softmax_backward(self, &mut rec, op, &w.buf, &dw.buf, &dz.buf, rows, len)?;
+        Ok(dz)
     }
 
     /// Backward of content addressing from the gradient of the scores `z = beta * K`
@@ -95,14 +159,62 @@ impl Gpu {
         let d = inputs(self, OP, memory, keys, beta)?;
         check::tensor(self, OP, "dz", dz, &["B", "H", "N"], &[d.b, d.h, d.n])?;
         let g_mem = self.alloc(OP, &[d.b, d.n, d.w])?;
-        let g_keys = self.alloc(OP, &[d.b, d.h, d.w])?;
-        let g_beta = self.alloc(OP, &[d.b, d.h])?;
+        let k = self.content_backward(OP, d, memory, keys, beta, dz, &g_mem, false)?;
+        Ok(ContentGrads {
+            memory: g_mem,
+            keys: k.keys,
+            beta: k.beta,
+        })
+    }
+
+    /// [`Gpu::content_address_backward_scores`] that adds the memory gradient into
+    /// `d_memory` [B, N, W] in the same pass; returns the gradients of the keys and strengths.
+    pub fn content_address_backward_scores_into(
+        &self,
+        memory: &Tensor,
+        keys: &Tensor,
+        beta: &Tensor,
+        dz: &Tensor,
+        d_memory: &mut Tensor,
+    ) -> Result<KeyGrads> {
+        const OP: &str = "content_address_backward_scores_into";
+        let d = inputs(self, OP, memory, keys, beta)?;
+        check::tensor(self, OP, "dz", dz, &["B", "H", "N"], &[d.b, d.h, d.n])?;
+        check::tensor(
+            self,
+            OP,
+            "d_memory",
+            d_memory,
+            &["B", "N", "W"],
+            &memory.shape,
+        )?;
+        let k = self.content_backward(OP, d, memory, keys, beta, dz, d_memory, true)?;
+        d_memory.touch();
+        Ok(k)
+    }
+
+    /// Records the backward from `dz`: the memory gradient stored (or with `acc`, added) into
+    /// `g_mem`; returns the keys' and strengths' gradients.
+    #[allow(clippy::too_many_arguments)] // internal: every backward form
+    fn content_backward(
+        &self,
+        op: &'static str,
+        d: Dims,
+        memory: &Tensor,
+        keys: &Tensor,
+        beta: &Tensor,
+        dz: &Tensor,
+        g_mem: &Tensor,
+        acc: bool,
+    ) -> Result<KeyGrads> {
+        let g_keys = self.alloc(op, &[d.b, d.h, d.w])?;
+        let g_beta = self.alloc(op, &[d.b, d.h])?;
         let (b, h, n, w) = (d.b as u64, d.h as u64, d.n as u64, d.w as u64);
         let (units, nblk, nhg) = tile_units(d);
         let mut rec = self.recorder();
-        let coef_d = self.scratch(OP, &mut rec, b * h * n)?;
-        let coef_m = self.scratch(OP, &mut rec, b * h * n)?;
-        let parts = self.scratch(OP, &mut rec, b * h * nblk * 2)?;
+        let coef_d = self.scratch(op, &mut rec, b * h * n)?;
+        let coef_m = self.scratch(op, &mut rec, b * h * n)?;
+        let parts = self.scratch(op, &mut rec, b * h * nblk * 2)?;
         {
             let rows = |u0, u1| Rows::of_blocks(u0, u1, nhg, nblk, TR as u64, n);
             let mem_span = |u0, u1| rows(u0, u1).bnw(n, w);
@@ -111,9 +223,9 @@ impl Gpu {
                 let r = rows(u0, u1);
                 (r.b0 * h * nblk * 2, (r.b1 + 1) * h * nblk * 2)
             };
-            self.dispatch(
+            self.launch(
                 &mut rec,
-                OP,
+                op,
                 &BWD_ROWS,
                 Params::new(d.arr(), [0; 4], [0.0; 4]),
                 units,
@@ -128,15 +240,15 @@ impl Gpu {
                 ],
             )?;
         }
-        let sums = combine_pairs(self, &mut rec, OP, Stat::Sum, &parts, b * h, nblk)?;
+        let sums = combine_pairs(self, &mut rec, op, Stat::Sum, &parts, b * h, nblk)?;
         {
             let ew = Elementwise::new(d);
             let elems = |u0, u1| ew.bnw(u0, u1);
             let bhn_span = |u0, u1| ew.rows(u0, u1).bhn(h, n);
-            self.dispatch(
+            self.launch(
                 &mut rec,
-                OP,
-                &BWD_MEM.lanes(ew.lanes),
+                op,
+                &BWD_MEM.lanes(ew.lanes).acc(acc),
                 Params::new(d.arr(), ew.extra(), [0.0; 4]),
                 ew.units,
                 &[
@@ -144,16 +256,16 @@ impl Gpu {
                     Arg::whole(keys),
                     Arg::raw(&coef_d, b * h * n, Span::Window(&bhn_span)),
                     Arg::raw(&coef_m, b * h * n, Span::Window(&bhn_span)),
-                    Arg::window(&g_mem, &elems),
+                    Arg::window(g_mem, &elems),
                 ],
             )?;
         }
         // dk's first term is a soft read of the memory with weights dD.
-        let read = self.scratch(OP, &mut rec, b * h * w)?;
-        weighted_row_sums(self, &mut rec, OP, d, memory, &coef_d, &read)?;
-        self.dispatch(
+        let read = self.scratch(op, &mut rec, b * h * w)?;
+        weighted_row_sums(self, &mut rec, op, d, memory, &coef_d, &read)?;
+        self.launch(
             &mut rec,
-            OP,
+            op,
             &BWD_FINISH,
             Params::new(d.arr(), [0; 4], [0.0; 4]),
             b * h,
@@ -168,8 +280,7 @@ impl Gpu {
         for s in [coef_d, coef_m, parts, sums, read] {
             self.release(&mut rec, s);
         }
-        Ok(ContentGrads {
-            memory: g_mem,
+        Ok(KeyGrads {
             keys: g_keys,
             beta: g_beta,
         })

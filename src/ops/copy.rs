@@ -31,7 +31,8 @@ impl Gpu {
         Ok(out)
     }
 
-    /// Records the copy of `len` f32s from `src` to `dst` (both allocated in whole vec4s).
+    /// Records the copy of `len` f32s from `src` to `dst` (both hold whole vec4s; only the
+    /// first `len` f32s of `dst` are written).
     pub(crate) fn record_copy(
         &self,
         rec: &mut Recorder,
@@ -43,11 +44,15 @@ impl Gpu {
         let len4 = len.div_ceil(4) * 4;
         let per_unit = WG as u64 * CV * 4;
         let span = |u0: u64, u1: u64| (u0 * per_unit, (u1 * per_unit).min(len4));
-        self.dispatch(
+        self.launch(
             rec,
             op,
             &COPY,
-            Params::new([0, 0, 0, 0], [(len4 / 4) as u32, 0, 0, 0], [0.0; 4]),
+            Params::new(
+                [0, 0, 0, 0],
+                [(len4 / 4) as u32, len as u32, 0, 0],
+                [0.0; 4],
+            ),
             len4.div_ceil(per_unit),
             &[
                 Arg::raw(src, len4, Span::Window(&span)),

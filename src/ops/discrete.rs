@@ -90,7 +90,7 @@ fn per_window(
                 WindowArg::Whole(buf, len) => Arg::raw(buf, *len, Span::Whole),
             })
             .collect();
-        gpu.dispatch(rec, op, def, params, (d.b * d.h) as u64, &resolved)?;
+        gpu.launch(rec, op, def, params, (d.b * d.h) as u64, &resolved)?;
     }
     Ok(())
 }
@@ -263,7 +263,7 @@ impl Gpu {
                 whole(add),
             ],
         )?;
-        let version_before = memory.version;
+        let version_before = memory.version();
         memory.touch();
         Ok(WriteUndo {
             indices: indices.share(),
@@ -271,7 +271,7 @@ impl Gpu {
             memory: memory.id,
             memory_shape: memory.shape.clone(),
             version_before,
-            version_after: memory.version,
+            version_after: memory.version(),
         })
     }
 
@@ -283,7 +283,7 @@ impl Gpu {
                 message: "this WriteUndo was made by a write to a different memory tensor".into(),
             });
         }
-        if memory.version != undo.version_after {
+        if memory.version() != undo.version_after {
             return Err(Error::Invalid {
                 op,
                 message: "the memory changed after this write (a later write not yet undone, an \
@@ -318,7 +318,7 @@ impl Gpu {
                 old(),
             ],
         )?;
-        memory.version = undo.version_before;
+        memory.set_version(undo.version_before);
         Ok(())
     }
 

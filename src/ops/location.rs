@@ -104,7 +104,7 @@ impl Gpu {
     ) -> Result<(wgpu::Buffer, u64)> {
         let len = (d.b * d.h * (taps + 2)) as u64;
         let rp = self.scratch(op, rec, len)?;
-        self.dispatch(
+        self.launch(
             rec,
             op,
             &PACK,
@@ -137,7 +137,7 @@ impl Gpu {
         let parts = self.scratch(op, rec, rows * tiles * 2)?;
         let rows_span = row_span(tiles, n);
         let part_span = |u0: u64, u1: u64| (u0 * 2, u1 * 2);
-        self.dispatch(
+        self.launch(
             rec,
             op,
             &FWD,
@@ -279,7 +279,7 @@ impl Gpu {
                 ((u1 - 1) / per_b + 1) * per_b * width,
             )
         };
-        self.dispatch(
+        self.launch(
             &mut rec,
             op,
             &BWD,
@@ -312,7 +312,7 @@ impl Gpu {
             (&sums, rows * width),
         )?;
         let len = rows * width;
-        self.dispatch(
+        self.launch(
             &mut rec,
             op,
             &UNPACK,

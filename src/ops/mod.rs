@@ -2,6 +2,7 @@
 //! reference in [`crate::reference`] and its tests in `tests/`. Ops depend on the primitives
 //! and the runtime, never on each other.
 
+pub(crate) mod blas;
 pub(crate) mod content;
 pub(crate) mod copy;
 pub(crate) mod discrete;

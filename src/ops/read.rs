@@ -49,6 +49,7 @@ impl Gpu {
 
     /// Backward of [`Gpu::soft_read`] given `dr` [B, H, W]:
     /// `weights[b,h,i] = dr[b,h]·M[b,i]`, `memory[b,i,j] = sum_h w[b,h,i] dr[b,h,j]`.
+    /// [`Gpu::soft_read_backward_into`] adds the memory gradient to a tensor of the caller's.
     pub fn soft_read_backward(
         &self,
         memory: &Tensor,
@@ -59,28 +60,83 @@ impl Gpu {
         let d = inputs(self, OP, memory, w)?;
         check::tensor(self, OP, "dr", dr, &["B", "H", "W"], &[d.b, d.h, d.w])?;
         let g_mem = self.alloc(OP, &[d.b, d.n, d.w])?;
-        let g_w = self.alloc(OP, &[d.b, d.h, d.n])?;
+        let weights = self.read_backward(OP, d, memory, w, dr, &g_mem, false)?;
+        Ok(ReadGrads {
+            memory: g_mem,
+            weights,
+        })
+    }
+
+    /// [`Gpu::soft_read_backward`] that adds the memory gradient `sum_h w[b,h,i] dr[b,h,j]`
+    /// into `d_memory` [B, N, W] in the same pass (no extra pass over the memory), as
+    /// [`Gpu::discrete_read_backward`] does; returns the weights' gradient [B, H, N].
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), ntm_kernels::Error> {
+    /// let gpu = ntm_kernels::Gpu::new()?;
+    /// let m = gpu.upload(&[1, 4, 2], &[1.0; 8])?;
+    /// let w = gpu.upload(&[1, 1, 4], &[0.25; 4])?;
+    /// let dr = gpu.upload(&[1, 1, 2], &[1.0, 2.0])?;
+    /// let mut d_mem = gpu.zeros(&[1, 4, 2])?; // summed over the steps of BPTT
+    /// let dw = gpu.soft_read_backward_into(&m, &w, &dr, &mut d_mem)?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn soft_read_backward_into(
+        &self,
+        memory: &Tensor,
+        w: &Tensor,
+        dr: &Tensor,
+        d_memory: &mut Tensor,
+    ) -> Result<Tensor> {
+        const OP: &str = "soft_read_backward_into";
+        let d = inputs(self, OP, memory, w)?;
+        check::tensor(self, OP, "dr", dr, &["B", "H", "W"], &[d.b, d.h, d.w])?;
+        check::tensor(
+            self,
+            OP,
+            "d_memory",
+            d_memory,
+            &["B", "N", "W"],
+            &memory.shape,
+        )?;
+        let weights = self.read_backward(OP, d, memory, w, dr, d_memory, true)?;
+        d_memory.touch();
+        Ok(weights)
+    }
+
+    /// Records the read's backward: returns the weights' gradient, stores (or with `acc`,
+    /// adds) the memory gradient into `g_mem`.
+    #[allow(clippy::too_many_arguments)] // internal: both backward forms
+    fn read_backward(
+        &self,
+        op: &'static str,
+        d: Dims,
+        memory: &Tensor,
+        w: &Tensor,
+        dr: &Tensor,
+        g_mem: &Tensor,
+        acc: bool,
+    ) -> Result<Tensor> {
+        let g_w = self.alloc(op, &[d.b, d.h, d.n])?;
         let mut rec = self.recorder();
-        row_scores(self, &mut rec, OP, d, memory, dr, None, &g_w)?;
+        row_scores(self, &mut rec, op, d, memory, dr, None, &g_w)?;
         let (h, n) = (d.h as u64, d.n as u64);
         let ew = Elementwise::new(d);
         let elems = |u0, u1| ew.bnw(u0, u1);
         let w_span = |u0, u1| ew.rows(u0, u1).bhn(h, n);
-        self.dispatch(
+        self.launch(
             &mut rec,
-            OP,
-            &BWD_MEM.lanes(ew.lanes),
+            op,
+            &BWD_MEM.lanes(ew.lanes).acc(acc),
             Params::new(d.arr(), ew.extra(), [0.0; 4]),
             ew.units,
             &[
                 Arg::window(w, &w_span),
                 Arg::whole(dr),
-                Arg::window(&g_mem, &elems),
+                Arg::window(g_mem, &elems),
             ],
         )?;
-        Ok(ReadGrads {
-            memory: g_mem,
-            weights: g_w,
-        })
+        Ok(g_w)
     }
 }

@@ -48,7 +48,7 @@ impl Gpu {
         let best = self.scratch(op, &mut rec, rows * chunks * 2)?;
         let w_span = |u0, u1| row_chunks(u0, u1, chunks, CHUNK as u64, n64);
         let best_span = |u0: u64, u1: u64| (u0 * 2, u1 * 2);
-        self.dispatch(
+        self.launch(
             &mut rec,
             op,
             &PARTIAL,
@@ -69,7 +69,7 @@ impl Gpu {
         );
         let params = Params::new(dims, extra, [0.0; 4]);
         let in_span = |u0: u64, u1: u64| (u0 * chunks * 2, u1 * chunks * 2);
-        self.dispatch(
+        self.launch(
             &mut rec,
             op,
             &COMBINE,
@@ -149,7 +149,7 @@ impl Gpu {
         let flags = self.reserve_check(&mut rec, check);
         let params = Params::new([b, h, n, 0], [0; 4], [lambda, 0.0, 0.0, 0.0]);
         let span = |u0, u1| flat(u0, u1, WG as u64, total);
-        self.dispatch(
+        self.launch(
             &mut rec,
             OP,
             &REINFORCE,

@@ -19,8 +19,21 @@ pub(crate) const SHADER: Shader = Shader {
 
 const FWD: KernelDef = KernelDef::new(&SHADER, "fwd");
 const BWD_MEM: KernelDef = KernelDef::new(&SHADER, "bwd_mem");
+const BWD_MEM_INPLACE: KernelDef = KernelDef::new(&SHADER, "bwd_mem_inplace");
 const BWD_DW: KernelDef = KernelDef::new(&SHADER, "bwd_dw");
 const BWD_COLS: KernelDef = KernelDef::new(&SHADER, "bwd_cols");
+
+/// Gradients of a soft write with respect to its heads' inputs, from
+/// [`Gpu::soft_write_backward_into`] (whose memory gradient stays in the caller's tensor).
+#[derive(Debug)]
+pub struct HeadGrads {
+    /// d loss / d weights, [B, H, N].
+    pub weights: Tensor,
+    /// d loss / d erase, [B, H, W].
+    pub erase: Tensor,
+    /// d loss / d add, [B, H, W].
+    pub add: Tensor,
+}
 
 /// Gradients of a soft write.
 #[derive(Debug)]
@@ -70,7 +83,7 @@ impl Gpu {
         let elems = |u0, u1| ew.bnw(u0, u1);
         let w_span = |u0, u1| ew.rows(u0, u1).bhn(h, n);
         let mut rec = self.recorder();
-        self.dispatch(
+        self.launch(
             &mut rec,
             OP,
             &FWD.lanes(ew.lanes),
@@ -90,6 +103,7 @@ impl Gpu {
     /// Backward of [`Gpu::soft_write`], given the memory before the write and
     /// `d_after = d loss / d M'` [B, N, W]. See DESIGN.md §3; the product over the other heads
     /// is formed without division, so one-hot weights with erase exactly 1 stay finite.
+    /// [`Gpu::soft_write_backward_into`] turns a caller's `dM'` into `dM` in place instead.
     pub fn soft_write_backward(
         &self,
         memory_before: &Tensor,
@@ -109,38 +123,83 @@ impl Gpu {
             &[d.b, d.n, d.w],
         )?;
         let g_mem = self.alloc(OP, &[d.b, d.n, d.w])?;
-        let g_w = self.alloc(OP, &[d.b, d.h, d.n])?;
-        let g_e = self.alloc(OP, &[d.b, d.h, d.w])?;
-        let g_a = self.alloc(OP, &[d.b, d.h, d.w])?;
+        let g = self.write_backward(OP, d, memory_before, w, erase, add, d_after, Some(&g_mem))?;
+        Ok(WriteGrads {
+            memory: g_mem,
+            weights: g.weights,
+            erase: g.erase,
+            add: g.add,
+        })
+    }
+
+    /// [`Gpu::soft_write_backward`] in place, as [`Gpu::discrete_write_backward`] does:
+    /// `d_memory` holds `dM'` (the gradient after the write) and becomes `dM` (before it),
+    /// with no extra pass over the memory; returns the heads' gradients.
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), ntm_kernels::Error> {
+    /// let gpu = ntm_kernels::Gpu::new()?;
+    /// let before = gpu.upload(&[1, 3, 2], &[1.0; 6])?;
+    /// let w = gpu.upload(&[1, 1, 3], &[0.2, 0.3, 0.5])?;
+    /// let e = gpu.upload(&[1, 1, 2], &[0.5, 0.5])?;
+    /// let a = gpu.upload(&[1, 1, 2], &[1.0, -1.0])?;
+    /// let mut d_mem = gpu.upload(&[1, 3, 2], &[1.0; 6])?; // dM'
+    /// let g = gpu.soft_write_backward_into(&before, &w, &e, &a, &mut d_mem)?; // d_mem is dM
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn soft_write_backward_into(
+        &self,
+        memory_before: &Tensor,
+        w: &Tensor,
+        erase: &Tensor,
+        add: &Tensor,
+        d_memory: &mut Tensor,
+    ) -> Result<HeadGrads> {
+        const OP: &str = "soft_write_backward_into";
+        let d = inputs(self, OP, memory_before, w, erase, add)?;
+        check::tensor(
+            self,
+            OP,
+            "d_memory",
+            d_memory,
+            &["B", "N", "W"],
+            &[d.b, d.n, d.w],
+        )?;
+        let g = self.write_backward(OP, d, memory_before, w, erase, add, d_memory, None)?;
+        d_memory.touch();
+        Ok(g)
+    }
+
+    /// Records the write's backward: the heads' gradients from `d_after`, then the memory's,
+    /// into `g_mem` or, without one, into `d_after` in place (after every kernel that reads it).
+    #[allow(clippy::too_many_arguments)] // internal: both backward forms
+    fn write_backward(
+        &self,
+        op: &'static str,
+        d: Dims,
+        memory_before: &Tensor,
+        w: &Tensor,
+        erase: &Tensor,
+        add: &Tensor,
+        d_after: &Tensor,
+        g_mem: Option<&Tensor>,
+    ) -> Result<HeadGrads> {
+        let g_w = self.alloc(op, &[d.b, d.h, d.n])?;
+        let g_e = self.alloc(op, &[d.b, d.h, d.w])?;
+        let g_a = self.alloc(op, &[d.b, d.h, d.w])?;
         let (b, h, n, wd) = (d.b as u64, d.h as u64, d.n as u64, d.w as u64);
         let params = Params::new(d.arr(), [0; 4], [0.0; 4]);
         let mut rec = self.recorder();
-
-        let ew = Elementwise::new(d);
-        let elems = |u0, u1| ew.bnw(u0, u1);
-        let e_w_span = |u0, u1| ew.rows(u0, u1).bhn(h, n);
-        self.dispatch(
-            &mut rec,
-            OP,
-            &BWD_MEM.lanes(ew.lanes),
-            Params::new(d.arr(), ew.extra(), [0.0; 4]),
-            ew.units,
-            &[
-                Arg::window(w, &e_w_span),
-                Arg::whole(erase),
-                Arg::window(d_after, &elems),
-                Arg::window(&g_mem, &elems),
-            ],
-        )?;
 
         let nblk = n.div_ceil(TR as u64);
         let nhg = h.div_ceil(HG as u64);
         let rows = |u0, u1| Rows::of_blocks(u0, u1, nhg, nblk, TR as u64, n);
         let t_mem = |u0, u1| rows(u0, u1).bnw(n, wd);
         let t_w = |u0, u1| rows(u0, u1).bhn(h, n);
-        self.dispatch(
+        self.launch(
             &mut rec,
-            OP,
+            op,
             &BWD_DW,
             params,
             b * nblk * nhg,
@@ -160,11 +219,11 @@ impl Gpu {
         let c_w = |u0, u1| spans(u0, u1).0.bhn(h, n);
         let c_part = |u0, u1| spans(u0, u1).1;
         let part_len = b * cl.nblk * h * wd;
-        let part_de = self.scratch(OP, &mut rec, part_len)?;
-        let part_da = self.scratch(OP, &mut rec, part_len)?;
-        self.dispatch(
+        let part_de = self.scratch(op, &mut rec, part_len)?;
+        let part_da = self.scratch(op, &mut rec, part_len)?;
+        self.launch(
             &mut rec,
-            OP,
+            op,
             &BWD_COLS,
             Params::new(d.arr(), cl.extra(), [0.0; 4]),
             cl.units,
@@ -180,7 +239,7 @@ impl Gpu {
         combine_blocks(
             self,
             &mut rec,
-            OP,
+            op,
             d,
             cl.nblk,
             &part_de,
@@ -189,7 +248,7 @@ impl Gpu {
         combine_blocks(
             self,
             &mut rec,
-            OP,
+            op,
             d,
             cl.nblk,
             &part_da,
@@ -197,8 +256,39 @@ impl Gpu {
         )?;
         self.release(&mut rec, part_de);
         self.release(&mut rec, part_da);
-        Ok(WriteGrads {
-            memory: g_mem,
+        // dM = dM' prod_h (1 - w_h e_h), after the kernels above read dM'.
+        let ew = Elementwise::new(d);
+        let elems = |u0, u1| ew.bnw(u0, u1);
+        let e_w_span = |u0, u1| ew.rows(u0, u1).bhn(h, n);
+        let params = Params::new(d.arr(), ew.extra(), [0.0; 4]);
+        match g_mem {
+            Some(g_mem) => self.launch(
+                &mut rec,
+                op,
+                &BWD_MEM.lanes(ew.lanes),
+                params,
+                ew.units,
+                &[
+                    Arg::window(w, &e_w_span),
+                    Arg::whole(erase),
+                    Arg::window(d_after, &elems),
+                    Arg::window(g_mem, &elems),
+                ],
+            )?,
+            None => self.launch(
+                &mut rec,
+                op,
+                &BWD_MEM_INPLACE.lanes(ew.lanes),
+                params,
+                ew.units,
+                &[
+                    Arg::window(w, &e_w_span),
+                    Arg::whole(erase),
+                    Arg::window(d_after, &elems),
+                ],
+            )?,
+        }
+        Ok(HeadGrads {
             weights: g_w,
             erase: g_e,
             add: g_a,

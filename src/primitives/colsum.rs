@@ -115,7 +115,7 @@ pub(crate) fn combine_blocks(
             ((e1 - 1) / (h * w) + 1) * nblk * h * w,
         )
     };
-    gpu.dispatch(
+    gpu.launch(
         rec,
         op,
         &COMBINE,
@@ -148,7 +148,7 @@ pub(crate) fn weighted_row_sums(
     let mem_span = |u0, u1| spans(u0, u1).0.bnw(n, w);
     let w_span = |u0, u1| spans(u0, u1).0.bhn(h, n);
     let part_span = |u0, u1| spans(u0, u1).1;
-    gpu.dispatch(
+    gpu.launch(
         rec,
         op,
         &PARTIAL.lanes(lanes),

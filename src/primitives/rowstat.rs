@@ -53,7 +53,7 @@ pub(crate) fn row_pairs(
         [stat as u32, len as u32, chunks as u32, 0],
         [0.0; 4],
     );
-    gpu.dispatch(
+    gpu.launch(
         rec,
         op,
         &PARTIAL,
@@ -84,7 +84,7 @@ pub(crate) fn combine_pairs(
     let in_span = |u0: u64, u1: u64| (u0 * chunks * 2, u1 * chunks * 2);
     let out_span = |u0: u64, u1: u64| (u0 * 2, u1 * 2);
     let params = Params::new([0; 4], [stat as u32, 0, chunks as u32, 0], [0.0; 4]);
-    gpu.dispatch(
+    gpu.launch(
         rec,
         op,
         &COMBINE,
@@ -140,7 +140,7 @@ pub(crate) fn normalize_rows(
         ((e0 / len) * 2, (e1 - 1) / len * 2 + 2)
     };
     let params = Params::new([0; 4], [0, len as u32, 0, total as u32], [0.0; 4]);
-    gpu.dispatch(
+    gpu.launch(
         rec,
         op,
         &NORMALIZE,
@@ -173,7 +173,7 @@ pub(crate) fn softmax_backward(
         let (e0, e1) = flat(u0, u1, WG as u64, total);
         ((e0 / len) * 2, (e1 - 1) / len * 2 + 2)
     };
-    gpu.dispatch(
+    gpu.launch(
         rec,
         op,
         &SOFTMAX_BWD,

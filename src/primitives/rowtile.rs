@@ -47,7 +47,7 @@ pub(crate) fn row_scores(
     let mem_span = |u0, u1| rows(u0, u1).bnw(n, w);
     let out_span = |u0, u1| rows(u0, u1).bhn(h, n);
     let mode = beta.is_some() as u32;
-    gpu.dispatch(
+    gpu.launch(
         rec,
         op,
         &SCORES,

@@ -60,7 +60,7 @@ impl Gpu {
     /// binding and dispatch limits need. Windowed arguments are bound over just the elements
     /// each dispatch touches. The arguments must match the kernel's storage bindings, in
     /// order (checked against its WGSL).
-    pub(crate) fn dispatch(
+    pub(crate) fn launch(
         &self,
         rec: &mut Recorder,
         op: &'static str,
@@ -185,65 +185,102 @@ impl Gpu {
                 params.base[k] = (off / 4) as u32;
                 binds.push((off, size));
             }
-            if rec.slots_used >= ARENA_SLOTS {
-                self.flush_batch(rec);
-                // An index check reserved by this op moves to the new batch with its kernels.
-                self.rehome_open_check(rec);
-            }
-            params.check_slot = Gpu::open_check_slot(rec);
-            let slot_off = rec.slots_used * self.slot_bytes;
-            rec.params.resize(slot_off as usize, 0);
-            rec.params.extend_from_slice(bytemuck::bytes_of(&params));
-            rec.slots_used += 1;
-            let mut entries = vec![wgpu::BindGroupEntry {
-                binding: 0,
-                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                    buffer: &self.arena,
-                    offset: slot_off,
-                    size: NonZeroU64::new(PARAM_BYTES),
-                }),
-            }];
-            for (k, (a, (off, size))) in args.iter().zip(&binds).enumerate() {
-                entries.push(wgpu::BindGroupEntry {
-                    binding: k as u32 + 1,
-                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                        buffer: a.buf,
-                        offset: *off,
-                        size: NonZeroU64::new(*size),
-                    }),
-                });
-            }
-            let bg = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
-                label: Some(name),
-                layout: &kernel.layout,
-                entries: &entries,
-            });
-            if rec.pass.is_none() {
-                let stamp = rec.capture.as_mut().and_then(|c| c.next_pass(op));
-                let enc = self.encoder(rec);
-                let pass = enc
-                    .begin_compute_pass(&wgpu::ComputePassDescriptor {
-                        label: Some("ntm-kernels"),
-                        timestamp_writes: stamp.as_ref().map(|(set, i)| {
-                            wgpu::ComputePassTimestampWrites {
-                                query_set: set,
-                                beginning_of_pass_write_index: Some(*i),
-                                end_of_pass_write_index: Some(*i + 1),
-                            }
-                        }),
-                    })
-                    .forget_lifetime();
-                rec.pass = Some(pass);
-            }
-            if let Some(pass) = rec.pass.as_mut() {
-                pass.set_pipeline(&kernel.pipeline);
-                pass.set_bind_group(0, &bg, &[]);
-                pass.dispatch_workgroups(gx as u32, gy as u32, 1);
-            }
-            rec.dispatches_recorded += 1;
+            let binds: Vec<(&wgpu::Buffer, u64, u64)> = args
+                .iter()
+                .zip(&binds)
+                .map(|(a, &(off, size))| (a.buf, off, size))
+                .collect();
+            self.record(
+                rec,
+                op,
+                name,
+                kernel,
+                |slot| {
+                    params.check_slot = slot;
+                    bytemuck::bytes_of(&params).to_vec()
+                },
+                PARAM_BYTES,
+                &binds,
+                [gx as u32, gy as u32, 1],
+            );
             u0 = u1;
         }
         Ok(())
+    }
+
+    /// Records one dispatch of `kernel` into the batch's open compute pass: its parameters
+    /// (made by `params` from the op's index-check slot) go to the next arena slot, bound as
+    /// the uniform at binding 0 (`uniform_bytes` of it), then `binds` (buffer, offset, size) at
+    /// bindings 1.. . Submits the batch first when the arena is full (an op's index check
+    /// moves to the new batch with it).
+    #[allow(clippy::too_many_arguments)] // internal: the one place every dispatch is recorded
+    pub(crate) fn record(
+        &self,
+        rec: &mut Recorder,
+        op: &'static str,
+        label: &str,
+        kernel: &super::pipelines::Pipeline,
+        params: impl FnOnce(u32) -> Vec<u8>,
+        uniform_bytes: u64,
+        binds: &[(&wgpu::Buffer, u64, u64)],
+        groups: [u32; 3],
+    ) {
+        if rec.slots_used >= ARENA_SLOTS {
+            self.flush_batch(rec);
+            // An index check reserved by this op moves to the new batch with its kernels.
+            self.rehome_open_check(rec);
+        }
+        let bytes = params(Gpu::open_check_slot(rec));
+        let slot_off = rec.slots_used * self.slot_bytes;
+        rec.params.resize(slot_off as usize, 0);
+        rec.params.extend_from_slice(&bytes);
+        rec.slots_used += 1;
+        let mut entries = vec![wgpu::BindGroupEntry {
+            binding: 0,
+            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                buffer: &self.arena,
+                offset: slot_off,
+                size: NonZeroU64::new(uniform_bytes),
+            }),
+        }];
+        for (k, &(buf, off, size)) in binds.iter().enumerate() {
+            entries.push(wgpu::BindGroupEntry {
+                binding: k as u32 + 1,
+                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer: buf,
+                    offset: off,
+                    size: NonZeroU64::new(size),
+                }),
+            });
+        }
+        let bg = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(label),
+            layout: &kernel.layout,
+            entries: &entries,
+        });
+        if rec.pass.is_none() {
+            let stamp = rec.capture.as_mut().and_then(|c| c.next_pass(op));
+            let enc = self.encoder(rec);
+            let pass = enc
+                .begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some("ntm-kernels"),
+                    timestamp_writes: stamp.as_ref().map(|(set, i)| {
+                        wgpu::ComputePassTimestampWrites {
+                            query_set: set,
+                            beginning_of_pass_write_index: Some(*i),
+                            end_of_pass_write_index: Some(*i + 1),
+                        }
+                    }),
+                })
+                .forget_lifetime();
+            rec.pass = Some(pass);
+        }
+        if let Some(pass) = rec.pass.as_mut() {
+            pass.set_pipeline(&kernel.pipeline);
+            pass.set_bind_group(0, &bg, &[]);
+            pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+        }
+        rec.dispatches_recorded += 1;
     }
 
     /// Windows `[lo, hi)` of `rows` rows of `width` floats, each of which fits one storage
@@ -299,13 +336,13 @@ mod tests {
         let msg = |r: Result<()>| r.unwrap_err().to_string();
         {
             let mut rec = g.recorder();
-            let m = msg(g.dispatch(&mut rec, "test", &COPY, p, 1, &[Arg::whole(&t)]));
+            let m = msg(g.launch(&mut rec, "test", &COPY, p, 1, &[Arg::whole(&t)]));
             assert!(m.contains("has 2 storage bindings but 1 arguments"), "{m}");
             let nine: Vec<Arg<'_>> = (0..9).map(|_| Arg::whole(&t)).collect();
-            let m = msg(g.dispatch(&mut rec, "test", &COPY, p, 1, &nine));
+            let m = msg(g.launch(&mut rec, "test", &COPY, p, 1, &nine));
             assert!(m.contains("but 9 arguments"), "{m}");
             let past = |_: u64, _: u64| (10u64, 20u64);
-            let m = msg(g.dispatch(
+            let m = msg(g.launch(
                 &mut rec,
                 "test",
                 &COPY,
@@ -318,7 +355,7 @@ mod tests {
                 "{m}"
             );
             let missing = KernelDef::new(&SHADER, "no_such_entry");
-            let m = msg(g.dispatch(&mut rec, "test", &missing, p, 1, &[]));
+            let m = msg(g.launch(&mut rec, "test", &missing, p, 1, &[]));
             assert!(
                 m.contains("no_such_entry") && m.contains("copy.wgsl"),
                 "{m}"

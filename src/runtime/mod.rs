@@ -10,6 +10,7 @@
 //! | [`dispatch`] | dispatch of one kernel over units, split by binding windows and dispatch limits |
 //! | [`readback`] | waiting (with a deadline), downloads, deferred errors |
 //! | [`profile`] | timing recorded work with GPU timestamps or the wall clock |
+//! | [`user`] | the application's own kernels, recorded in the crate's batches |
 
 pub(crate) mod abi;
 pub(crate) mod dispatch;
@@ -18,6 +19,7 @@ pub(crate) mod profile;
 pub(crate) mod readback;
 pub(crate) mod recorder;
 pub(crate) mod tensor;
+pub(crate) mod user;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

@@ -31,6 +31,9 @@ pub(crate) struct KernelDef {
     pub entry: &'static str,
     /// The build-time specialisation: `V` is `f32` (1) or `vec4<f32>` (4) in the prelude.
     pub lanes: u32,
+    /// The build-time specialisation `ACC` in the prelude: kernels that write a gradient of the
+    /// memory add it to the output (true) or store it (false).
+    pub acc: bool,
 }
 
 impl KernelDef {
@@ -40,11 +43,16 @@ impl KernelDef {
             shader,
             entry,
             lanes: 1,
+            acc: false,
         }
     }
     /// The same entry point specialised for `lanes` (1 or 4) f32s per `V`.
     pub const fn lanes(self, lanes: u32) -> Self {
         KernelDef { lanes, ..self }
+    }
+    /// The same entry point specialised to accumulate (`ACC = acc`).
+    pub const fn acc(self, acc: bool) -> Self {
+        KernelDef { acc, ..self }
     }
 }
 
@@ -68,7 +76,7 @@ pub(crate) struct Pipeline {
 
 /// The whole WGSL of a crate shader specialised for `lanes`: prelude, imports (each once),
 /// then the file.
-pub(crate) fn compose(shader: &Shader, lanes: u32) -> String {
+pub(crate) fn compose(shader: &Shader, lanes: u32, acc: bool) -> String {
     fn add(s: &Shader, seen: &mut Vec<&'static str>, out: &mut String) {
         for &i in s.imports {
             if !seen.contains(&i.name) {
@@ -78,7 +86,7 @@ pub(crate) fn compose(shader: &Shader, lanes: u32) -> String {
             }
         }
     }
-    let mut out = prelude(lanes);
+    let mut out = prelude(lanes, acc);
     add(shader, &mut Vec::new(), &mut out);
     out.push_str(&format!("// ---- {} ----\n{}", shader.name, shader.source));
     out
@@ -193,7 +201,7 @@ pub(crate) fn crate_needs() -> std::result::Result<Needs, String> {
                 .iter()
                 .flat_map(|s| [(s, 1), (s, 4)])
             {
-                let src = compose(s, lanes);
+                let src = compose(s, lanes, false);
                 for (_, r) in
                     reflect_all(&src).map_err(|e| format!("{} ({lanes} lanes): {e}", s.name))?
                 {
@@ -208,7 +216,7 @@ pub(crate) fn crate_needs() -> std::result::Result<Needs, String> {
         .clone()
 }
 
-/// Pipelines built on one device, by (file or kernel name, entry point, lanes).
+/// Pipelines built on one device, by (file or kernel name, entry point, specialisation).
 pub(crate) type Cache = HashMap<(String, String, u32), Arc<Pipeline>>;
 
 impl Gpu {
@@ -224,8 +232,9 @@ impl Gpu {
         }
         let built = Arc::new(self.build_pipeline(
             def.shader.name,
-            &compose(def.shader, def.lanes),
+            &compose(def.shader, def.lanes, def.acc),
             def.entry,
+            PARAM_BYTES,
         )?);
         Ok(self.lock_cache().entry(key).or_insert(built).clone())
     }
@@ -234,9 +243,16 @@ impl Gpu {
         self.pipelines.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Reflects `entry` of `source`, derives its bind-group layout, and builds the pipeline.
-    /// Every failure is an [`Error::Invalid`] naming the shader and entry point.
-    pub(crate) fn build_pipeline(&self, name: &str, source: &str, entry: &str) -> Result<Pipeline> {
+    /// Reflects `entry` of `source`, derives its bind-group layout (the uniform at binding 0
+    /// is `uniform_bytes` long), and builds the pipeline. Every failure is an
+    /// [`Error::Invalid`] naming the shader and entry point.
+    pub(crate) fn build_pipeline(
+        &self,
+        name: &str,
+        source: &str,
+        entry: &str,
+        uniform_bytes: u64,
+    ) -> Result<Pipeline> {
         let op = "pipeline";
         let fail = |message: String| Error::Invalid {
             op,
@@ -254,7 +270,7 @@ impl Gpu {
             ty: wgpu::BindingType::Buffer {
                 ty: wgpu::BufferBindingType::Uniform,
                 has_dynamic_offset: false,
-                min_binding_size: NonZeroU64::new(PARAM_BYTES),
+                min_binding_size: NonZeroU64::new(uniform_bytes),
             },
             count: None,
         }];

@@ -13,6 +13,7 @@ impl Gpu {
     /// Waits for all queued work, then copies the tensor back to the host.
     pub fn download(&self, t: &Tensor) -> Result<Vec<f32>> {
         self.check_owner("download", "tensor", t.gpu)?;
+        super::tensor::require_usage("download", "tensor", &t.buf, wgpu::BufferUsages::COPY_SRC)?;
         let bytes = self.read_back("download", &t.buf, t.len as u64 * 4)?;
         Ok(bytemuck::cast_slice(&bytes).to_vec())
     }

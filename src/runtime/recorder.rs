@@ -49,7 +49,7 @@ pub(crate) struct Recorder {
     pub(crate) slots_used: u64,
     checks: Vec<IndexCheck>,
     /// The check the op being recorded reserved: if the batch is submitted in the middle of the
-    /// op, the check moves to the next batch with it (see [`Gpu::dispatch`]).
+    /// op, the check moves to the next batch with it (see [`Gpu::launch`]).
     open_check: Option<IndexCheck>,
     /// Index checks of batches already submitted, not yet read back.
     pub(crate) submitted_checks: Vec<(wgpu::Buffer, Vec<IndexCheck>)>,
@@ -119,6 +119,14 @@ impl Gpu {
         (rec.dispatches_recorded, rec.submits)
     }
 
+    /// Submits the work recorded so far without waiting for it, so that the GPU works while
+    /// the host records the next step. Errors it raises are reported by the next wait.
+    pub fn flush(&self) -> Result<()> {
+        let mut rec = self.lock();
+        self.flush_batch(&mut rec);
+        Ok(())
+    }
+
     /// The batch's encoder, for a command other than a dispatch: ends the open compute pass.
     pub(crate) fn encoder<'r>(&self, rec: &'r mut Recorder) -> &'r mut wgpu::CommandEncoder {
         rec.pass = None;
@@ -168,7 +176,7 @@ impl Gpu {
 
     /// Reserves an index-check slot for the op being recorded and returns the flags buffer its
     /// kernels report to; the slot is passed to them as `Params::check_slot` by
-    /// [`Gpu::dispatch`]. One check per op.
+    /// [`Gpu::launch`]. One check per op.
     pub(crate) fn reserve_check(&self, rec: &mut Recorder, check: IndexCheck) -> Arc<wgpu::Buffer> {
         if rec.checks.len() as u64 >= CHECK_SLOTS {
             self.flush_batch(rec);

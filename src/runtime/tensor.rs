@@ -1,9 +1,18 @@
 //! Tensors and indices: GPU buffers with a shape, their allocation and upload.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use super::{next_id, Gpu};
 use crate::error::{Error, Result};
+
+/// The storage type of a tensor's elements.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DType {
+    /// 32-bit float.
+    F32,
+}
 
 /// A dense f32 tensor in GPU memory, row-major, with its shape.
 #[derive(Debug)]
@@ -14,8 +23,9 @@ pub struct Tensor {
     pub(crate) id: u64,
     pub(crate) gpu: u64,
     /// Changes (to a fresh unique number) whenever an op writes the tensor in place, so that
-    /// an undo record can tell whether the memory is still as its write left it.
-    pub(crate) version: u64,
+    /// an undo record can tell whether the memory is still as its write left it. Atomic so that
+    /// a user kernel that writes a tensor it borrowed shared can mark it too.
+    pub(crate) version: AtomicU64,
 }
 
 impl Tensor {
@@ -35,6 +45,10 @@ impl Tensor {
     pub fn size_bytes(&self) -> u64 {
         self.len as u64 * 4
     }
+    /// The storage type of the elements.
+    pub fn dtype(&self) -> DType {
+        DType::F32
+    }
     /// The GPU buffer, to share with the application's own passes: the tensor's `len()` f32s
     /// start at byte 0, row-major. The buffer may be longer (allocations are whole 16-byte
     /// vec4s). Work recorded by this crate is submitted at its next wait; call
@@ -43,8 +57,16 @@ impl Tensor {
         &self.buf
     }
     /// Marks the tensor as written in place.
-    pub(crate) fn touch(&mut self) {
-        self.version = next_id();
+    pub(crate) fn touch(&self) {
+        self.version.store(next_id(), Ordering::Relaxed);
+    }
+    /// The tensor's current version (see `touch`).
+    pub(crate) fn version(&self) -> u64 {
+        self.version.load(Ordering::Relaxed)
+    }
+    /// Sets the version back (an undo restores the memory as it was before a write).
+    pub(crate) fn set_version(&self, v: u64) {
+        self.version.store(v, Ordering::Relaxed);
     }
 }
 
@@ -154,7 +176,7 @@ impl Gpu {
             len,
             id: next_id(),
             gpu: self.id,
-            version: next_id(),
+            version: AtomicU64::new(next_id()),
         })
     }
 
@@ -212,6 +234,107 @@ impl Gpu {
         self.alloc("zeros", shape)
     }
 
+    /// Uploads `data` into an existing tensor of the same length, in order with the work
+    /// already recorded (ops recorded before it see the old contents, those after it the new),
+    /// without a submit.
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), ntm_kernels::Error> {
+    /// let gpu = ntm_kernels::Gpu::new()?;
+    /// let mut x = gpu.zeros(&[2, 8])?;
+    /// for step in 0..3 {
+    ///     gpu.write(&mut x, &vec![step as f32; 16])?; // this step's input
+    ///     // ... ops reading x ...
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn write(&self, t: &mut Tensor, data: &[f32]) -> Result<()> {
+        const OP: &str = "write";
+        self.check_owner(OP, "t", t.gpu)?;
+        if data.len() != t.len {
+            return Err(Error::DataLength {
+                op: OP,
+                shape: t.shape.clone(),
+                expected: t.len,
+                given: data.len(),
+            });
+        }
+        require_usage(OP, "t", &t.buf, wgpu::BufferUsages::COPY_DST)?;
+        let mut rec = self.lock();
+        // A staging buffer per write, copied by a command of the batch: a queue write would
+        // land before the batch's earlier ops.
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("ntm-kernels write staging"),
+            size: t.size_bytes(),
+            usage: wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: true,
+        });
+        let mapped = staging
+            .get_mapped_range_mut(..)
+            .map_err(|e| Error::Gpu(format!("write: mapping the staging buffer failed: {e}")));
+        match mapped {
+            Ok(mut view) => view.copy_from_slice(bytemuck::cast_slice(data)),
+            Err(e) => return Err(e),
+        }
+        staging.unmap();
+        self.encoder(&mut rec)
+            .copy_buffer_to_buffer(&staging, 0, &t.buf, 0, t.size_bytes());
+        t.touch();
+        Ok(())
+    }
+
+    /// Copies `src` into `dst` (same shape) with the crate's copy kernel, in the batch.
+    pub fn copy_into(&self, src: &Tensor, dst: &mut Tensor) -> Result<()> {
+        const OP: &str = "copy_into";
+        self.check_owner(OP, "dst", dst.gpu)?;
+        crate::check::tensor(self, OP, "src", src, &[], &dst.shape).map_err(|e| match e {
+            Error::Shape { op, arg, given, .. } => Error::Shape {
+                op,
+                arg,
+                expected: format!("the shape of `dst`, {:?}", dst.shape),
+                given,
+            },
+            other => other,
+        })?;
+        let mut rec = self.recorder();
+        self.record_copy(&mut rec, OP, &src.buf, &dst.buf, src.len as u64)?;
+        dst.touch();
+        Ok(())
+    }
+
+    /// A tensor over the application's own buffer: its f32s start at byte 0, row-major.
+    /// The buffer needs `STORAGE` usage (and `COPY_SRC` to be downloaded, `COPY_DST` to be
+    /// written with [`Gpu::write`]), and must hold the tensor's bytes rounded up to whole
+    /// 16-byte vec4s (kernels move four elements at a time; they never store past the
+    /// tensor's own elements). The application keeps its handle: work the crate records on the
+    /// tensor is submitted at the crate's next wait or [`Gpu::flush`].
+    pub fn wrap(&self, buffer: wgpu::Buffer, shape: &[usize], dtype: DType) -> Result<Tensor> {
+        const OP: &str = "wrap";
+        let DType::F32 = dtype;
+        let len = self.check_shape(OP, shape)?;
+        require_usage(OP, "buffer", &buffer, wgpu::BufferUsages::STORAGE)?;
+        let need = (len as u64 * 4).next_multiple_of(16);
+        if buffer.size() < need {
+            return Err(Error::Invalid {
+                op: OP,
+                message: format!(
+                    "argument `buffer` holds {} bytes; a tensor of shape {shape:?} needs {need} \
+                     (its {len} f32s rounded up to whole 16-byte vec4s)",
+                    buffer.size()
+                ),
+            });
+        }
+        Ok(Tensor {
+            buf: Arc::new(buffer),
+            shape: shape.to_vec(),
+            len,
+            id: next_id(),
+            gpu: self.id,
+            version: AtomicU64::new(next_id()),
+        })
+    }
+
     pub(crate) fn check_owner(&self, op: &'static str, arg: &'static str, gpu: u64) -> Result<()> {
         if gpu != self.id {
             return Err(Error::Invalid {
@@ -221,4 +344,23 @@ impl Gpu {
         }
         Ok(())
     }
+}
+
+/// An error unless `buf` has `usage`.
+pub(crate) fn require_usage(
+    op: &'static str,
+    arg: &'static str,
+    buf: &wgpu::Buffer,
+    usage: wgpu::BufferUsages,
+) -> Result<()> {
+    if !buf.usage().contains(usage) {
+        return Err(Error::Invalid {
+            op,
+            message: format!(
+                "argument `{arg}`'s buffer has usage {:?}, which lacks {usage:?}",
+                buf.usage()
+            ),
+        });
+    }
+    Ok(())
 }
