@@ -225,7 +225,7 @@ impl Gpu {
         let key = (
             def.shader.name.to_string(),
             def.entry.to_string(),
-            def.lanes,
+            def.lanes | (def.acc as u32) << 8,
         );
         if let Some(p) = self.lock_cache().get(&key) {
             return Ok(p.clone());
