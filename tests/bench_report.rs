@@ -25,6 +25,7 @@ fn the_report_runs_and_writes_csv_and_plot() {
         "adapter:",
         "speedup of discrete over soft",
         "roofline per shape",
+        "a step's bookkeeping",
         "driver GB/s",
         "backprop memory for T = 100",
     ] {

@@ -93,6 +93,9 @@ pub struct Bench<'g> {
     roofline_gbps: f64,
     /// Rooflines measured so far: (shape, driver copy GB/s, copy kernel GB/s, roofline GB/s).
     pub rooflines: Vec<(Shape4, f64, f64, f64)>,
+    /// A step's bookkeeping per shape: (shape, user kernel us, axpy us, axpy GB/s, axpy
+    /// roofline fraction).
+    pub bookkeeping: Vec<(Shape4, f64, f64, f64, f64)>,
     warm: std::collections::HashSet<(String, &'static str, &'static str)>,
     /// Seconds spent timing soft and whole-step rows, for projecting the next shape's cost.
     soft_seconds: f64,
@@ -126,6 +129,7 @@ impl<'g> Bench<'g> {
             clock: None,
             roofline_gbps: 0.0,
             rooflines: Vec::new(),
+            bookkeeping: Vec::new(),
             warm: Default::default(),
             soft_seconds: 0.0,
         }
@@ -616,6 +620,49 @@ impl<'g> Bench<'g> {
         ))
     }
 
+    /// A training step's bookkeeping beside the memory ops, at memory shape (B, N, W): the
+    /// median time of a user kernel dispatch (a [B, 1, W] update, as a controller's or an
+    /// optimiser's would be) and of an `axpy` over the memory (summing its gradient over
+    /// steps), with the axpy's GB/s and roofline fraction. Not CSV rows: the CSV's ops are
+    /// the memory ops of DESIGN.md §9.
+    pub fn bookkeeping(&mut self, shape: Shape4) -> Result<()> {
+        let (b, _, n, w) = shape;
+        let gpu = self.gpu;
+        let mut seed = 11;
+        let x = self.upload(&mut seed, &[b, n, w], -1.0, 1.0)?;
+        let mut y = self.upload(&mut seed, &[b, n, w], -1.0, 1.0)?;
+        let v = self.upload(&mut seed, &[b, 1, w], -1.0, 1.0)?;
+        let k = gpu.kernel(
+            "bench_sgd",
+            "@group(0) @binding(0) var<uniform> p: array<vec4<u32>, 4>;
+             @group(0) @binding(1) var<storage, read_write> v: array<f32>;
+             @compute @workgroup_size(64)
+             fn main(@builtin(global_invocation_id) id: vec3<u32>) {
+                 if id.x < p[0].x { v[id.x] = v[id.x] * bitcast<f32>(p[0].y); }
+             }",
+            "main",
+            &[ntm_kernels::Access::ReadWrite],
+        )?;
+        let len = (b * w) as u32;
+        let params = [len, 0.999f32.to_bits()];
+        let groups = [len.div_ceil(64), 1, 1];
+        let reps = self.reps;
+        let kernel = gpu
+            .profile(reps, || gpu.dispatch(&k, groups, &[&v], &params))?
+            .median();
+        let axpy = gpu.profile(reps, || gpu.axpy(0.5, &x, &mut y))?.median();
+        let bytes = 3 * x.size_bytes();
+        let gbps = bytes as f64 / axpy.as_secs_f64() / 1e9;
+        self.bookkeeping.push((
+            shape,
+            kernel.as_secs_f64() * 1e6,
+            axpy.as_secs_f64() * 1e6,
+            gbps,
+            gbps / self.roofline_gbps.max(1e-12),
+        ));
+        Ok(())
+    }
+
     /// The cost per op of `count` small ops queued then waited for once, against one op
     /// followed by a wait (a submit-and-wait), in microseconds: (queued, submit_and_wait).
     pub fn queued_small_ops(&self, count: usize) -> Result<(f64, f64)> {
@@ -834,6 +881,9 @@ pub fn run(gpu: &Gpu, cfg: &Config) -> ReportResult<Report> {
         }
         bench.copy_baseline(shape)?;
         bench.shape(shape, soft)?;
+        if soft && cfg.filter.is_none() {
+            bench.bookkeeping(shape)?;
+        }
         if soft {
             last_soft.insert((b, h, w), (n, bench.soft_seconds - before));
         }
@@ -877,6 +927,24 @@ pub fn run(gpu: &Gpu, cfg: &Config) -> ReportResult<Report> {
     }
     text.push('\n');
     text.push_str(&bench.table());
+    if !bench.bookkeeping.is_empty() {
+        let _ = writeln!(
+            text,
+            "\na step's bookkeeping beside the ops: a user kernel dispatch ([B, 1, W] update) and an axpy of the memory (3 x its bytes)"
+        );
+        let _ = writeln!(
+            text,
+            "{:>3} {:>8} {:>4} {:>14} {:>12} {:>10} {:>6}",
+            "B", "N", "W", "user kernel us", "axpy us", "GB/s", "roof%"
+        );
+        for ((b, _, n, w), kus, aus, gbps, frac) in &bench.bookkeeping {
+            let _ = writeln!(
+                text,
+                "{b:>3} {n:>8} {w:>4} {kus:>14.1} {aus:>12.1} {gbps:>10.2} {:>6.1}",
+                frac * 100.0
+            );
+        }
+    }
     text.push('\n');
     text.push_str(&speedups(&bench.rows));
     let _ = writeln!(text, "\nbackprop memory for T = {} steps (soft: a memory snapshot per step; discrete: undo record + read indices per step)", cfg.steps);
