@@ -274,6 +274,7 @@ impl Gpu {
                 })
                 .forget_lifetime();
             rec.pass = Some(pass);
+            rec.passes += 1;
         }
         if let Some(pass) = rec.pass.as_mut() {
             pass.set_pipeline(&kernel.pipeline);

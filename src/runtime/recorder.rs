@@ -59,6 +59,8 @@ pub(crate) struct Recorder {
     pool: HashMap<u64, Vec<wgpu::Buffer>>,
     pub(crate) dispatches_recorded: u64,
     pub(crate) submits: u64,
+    /// Compute passes begun (a pass ends when another command or a submit needs the encoder).
+    pub(crate) passes: u64,
     /// The newest submission of this Gpu: waits wait for it (and so for all before it).
     pub(crate) last_submission: Option<wgpu::SubmissionIndex>,
     /// While profiling: the query set each pass writes its start and end timestamps to.
@@ -145,8 +147,12 @@ impl Gpu {
             return;
         };
         if !rec.checks.is_empty() {
-            // Copy the check flags out so the next batch can reuse the slots.
+            // Clear the slots this batch uses: a queue write lands after earlier submits
+            // (whose copies of the flags are done) and before this batch's commands.
             let flags = self.flags_buffer(rec);
+            let used = vec![0u8; rec.checks.len() * 4];
+            self.queue.write_buffer(&flags, 0, &used);
+            // Copy the check flags out so the next batch can reuse the slots.
             let read = self.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("ntm-kernels index checks readback"),
                 size: CHECK_BYTES,
@@ -187,10 +193,8 @@ impl Gpu {
     }
 
     fn push_check(&self, rec: &mut Recorder, check: IndexCheck) {
-        if rec.checks.is_empty() {
-            let flags = self.flags_buffer(rec);
-            self.encoder(rec).clear_buffer(&flags, 0, None);
-        }
+        // The batch's flags are cleared by a queue write at its submit (see `flush_batch`),
+        // not by a command in the batch, which would split its compute pass.
         rec.checks.push(check);
     }
 
@@ -283,5 +287,30 @@ mod tests {
         assert_eq!(scratch_bytes(3 << 18, 3 << 20), Some(3 << 20));
         assert_eq!(scratch_bytes((3 << 18) + 1, 3 << 20), None);
         assert_eq!(scratch_bytes(u64::MAX / 2, u64::MAX), None);
+    }
+}
+
+#[cfg(test)]
+mod pass_tests {
+    use crate::Gpu;
+
+    /// Index-checked ops record into the open compute pass like every other op: their checks
+    /// are cleared by a queue write at submit, not by a command that would end the pass.
+    #[test]
+    fn index_checks_do_not_split_the_compute_pass() {
+        let g = Gpu::new().unwrap_or_else(|e| panic!("GPU tests need an adapter: {e}"));
+        let m = g.upload(&[1, 4, 2], &[1.0; 8]).unwrap();
+        let w = g.upload(&[1, 1, 4], &[0.25; 4]).unwrap();
+        let ix = g.upload_indices(&[1, 1], &[2]).unwrap();
+        g.sync().unwrap();
+        let before = g.lock().passes;
+        for _ in 0..10 {
+            g.soft_read(&m, &w).unwrap();
+            g.discrete_read(&m, &ix).unwrap();
+            g.sample(&w, 3).unwrap();
+        }
+        let passes = g.lock().passes - before;
+        assert_eq!(passes, 1, "30 ops, index-checked or not, in one compute pass");
+        g.sync().unwrap();
     }
 }
