@@ -6,7 +6,7 @@
 //   dk  = sum_i dD_i M_i + (sum_i dP_i norm(M_i)) k / norm(k)
 //   dM_i = sum_h [dD_hi k_h + dP_hi norm(k_h) M_i / norm(M_i)]
 //
-// The scores come from primitives/rowtile.wgsl (`scores`, mode 1), which this file imports:
+// The scores come from primitives/rowtile.wgsl (`content_scores`), which this file imports:
 // `bwd_rows` works on the same row tiles, reading each memory row once per group of HG heads.
 // Composed behind the prelude (src/runtime/abi.rs, shaders/prelude.wgsl) and
 // primitives/rowtile.wgsl.

@@ -20,7 +20,6 @@
 
 const LT: u32 = WG;      // slots per tile, one per thread
 const HALO: u32 = 256u;  // largest R: S <= 2 HALO + 1 (src/ops/location.rs refuses wider shifts)
-const NEG_BIG: f32 = -3.0e38;
 
 var<workgroup> tg: array<f32, 1280>;  // LT + 4 HALO: wg over the tile and a halo of up to 2R
 var<workgroup> td: array<f32, 768>;   // LT + 2 HALO: dwt over the tile and a halo of R

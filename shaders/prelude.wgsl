@@ -5,6 +5,10 @@
 
 @group(0) @binding(0) var<uniform> p: Params;
 
+// Below every finite score: the start of a running maximum (exp(NEG_BIG - m) is 0 or 1, never
+// NaN, where -inf would give NaN in (-inf) - (-inf)).
+const NEG_BIG: f32 = -3.0e38;
+
 // The work unit (one workgroup) of this invocation: dispatches are folded into x and y and
 // may cover a sub-range [unit_base, unit_end) of an op's units. Kernels start with
 //   let u = unit_id(wg); if u >= p.unit_end { return; }

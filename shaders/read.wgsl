@@ -1,7 +1,7 @@
 // Soft read, per batch b and head h:
 //   r_h(j) = sum_i w_h(i) M(i, j)            (primitives/colsum.wgsl: partial, then combine)
 // Backward, given dr:
-//   dw_h(i) = dr_h . M_i                     (primitives/rowtile.wgsl: scores, mode 0)
+//   dw_h(i) = dr_h . M_i                     (primitives/rowtile.wgsl: dots)
 //   dM(i, j) = sum_h w_h(i) dr_h(j)          (bwd_mem, below)
 // Composed behind the prelude (src/runtime/abi.rs, shaders/prelude.wgsl).
 

@@ -13,7 +13,6 @@
 // Params.extra: x: mode, y: L (row length), z: C (chunks per row)
 
 const PER_THREAD: u32 = 4u;
-const NEG_BIG: f32 = -3.0e38;
 
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> y: array<f32>;

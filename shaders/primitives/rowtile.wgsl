@@ -4,11 +4,13 @@
 // TC columns of the tile at a time in workgroup memory (coalesced loads), then each thread owns
 // one row and up to HG heads, so each memory row is read from global memory once per group of
 // HG heads, with its norm and its dot products in the same pass.
-//   scores, mode 0: out[b,h,i] = V_h . M_i                      (V = dr: soft read's dw)
-//   scores, mode 1: out[b,h,i] = beta_h V_h.M_i / (norm(V_h) norm(M_i) + EPS)   (V = keys)
+//   dots:           out[b,h,i] = V_h . M_i                      (V = dr: soft read's dw)
+//   content_scores: out[b,h,i] = z = beta_h V_h.M_i / (norm(V_h) norm(M_i) + EPS)  (V = keys),
+//                   and each tile's softmax pairs (max_i z, sum_i exp(z - max)) per head, so
+//                   content addressing reads the memory once and its scores twice (here, and
+//                   when primitives/rowstat.wgsl normalises them)
 // with norm(x) = sqrt(sum_j x_j^2 + EPS).
 // Bindings 1..3 (mem, vecs, beta) are shared by the kernels that import this file.
-// Params.extra: scores: x = mode
 // Composed behind the prelude (src/runtime/abi.rs, shaders/prelude.wgsl).
 
 const TC: u32 = 32u;  // columns staged per step
@@ -140,10 +142,11 @@ fn tile_dots(un: Unit, t: u32) -> TileDots {
 @group(0) @binding(3) var<storage, read> beta: array<f32>;
 @group(0) @binding(4) var<storage, read_write> scores_out: array<f32>;
 
-// mode 0: out = V_h . M_i (the weights' gradient of a soft read, V = dr)
-// mode 1: out = beta_h K_hi (content scores, V = keys)
+@group(0) @binding(3) var<storage, read_write> dots_out: array<f32>;
+
+// out[b,h,i] = V_h . M_i (the weights' gradient of a soft read, V = dr).
 @compute @workgroup_size(TR)
-fn scores(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+fn dots(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
     let u = unit_id(wg);
     if u >= p.unit_end {
         return;
@@ -151,24 +154,63 @@ fn scores(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
     let un = unit_of(wg, t);
     let H = p.dims.y;
     let N = p.dims.z;
-    let W = p.dims.w;
     let d = tile_dots(un, t);
-    let dot = d.dot;
-    let ksq = d.ksq;
-    let msq = d.msq;
     if un.i >= N {
         return;
     }
-    for (var hh = 0u; hh < HG; hh += 1u) {
-        if hh < un.nh {
-            let bh = un.b * H + un.h0 + hh;
-            var v = dot[hh];
-            if p.extra.x == 1u {
-                let P = sqrt(ksq[hh] + EPS) * sqrt(msq + EPS);
-                v = beta[bh - p.base0.z] * (dot[hh] / (P + EPS));
-            }
-            scores_out[bh * N + un.i - p.base0.w] = v;
-        }
+    for (var hh = 0u; hh < un.nh; hh += 1u) {
+        let bh = un.b * H + un.h0 + hh;
+        dots_out[bh * N + un.i - p.base0.z] = d.dot[hh];
     }
 }
 
+@group(0) @binding(5) var<storage, read_write> tile_pairs: array<f32>; // [B*H, tiles, 2]
+
+var<workgroup> pm: array<vec4<f32>, TR>; // per row of the tile: the group's heads' running max
+var<workgroup> ps: array<vec4<f32>, TR>; // ... and sum of exp(z - max)
+
+@compute @workgroup_size(TR)
+fn content_scores(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    let u = unit_id(wg);
+    if u >= p.unit_end {
+        return;
+    }
+    let un = unit_of(wg, t);
+    let H = p.dims.y;
+    let N = p.dims.z;
+    let d = tile_dots(un, t);
+    let msq = d.msq;
+    // Lanes of absent heads and rows past N hold (NEG_BIG, 0): they add nothing.
+    var z = vec4<f32>(NEG_BIG);
+    var one = vec4<f32>(0.0);
+    if un.i < N {
+        for (var hh = 0u; hh < HG; hh += 1u) {
+            if hh < un.nh {
+                let bh = un.b * H + un.h0 + hh;
+                let P = sqrt(d.ksq[hh] + EPS) * sqrt(msq + EPS);
+                let v = beta[bh - p.base0.z] * (d.dot[hh] / (P + EPS));
+                scores_out[bh * N + un.i - p.base0.w] = v;
+                z[hh] = v;
+                one[hh] = 1.0;
+            }
+        }
+    }
+    // Fixed-order tree over the tile's rows: the same bits every run.
+    pm[t] = z;
+    ps[t] = one;
+    for (var s = TR / 2u; s > 0u; s = s / 2u) {
+        workgroupBarrier();
+        if t < s {
+            let m = max(pm[t], pm[t + s]);
+            ps[t] = ps[t] * exp(pm[t] - m) + ps[t + s] * exp(pm[t + s] - m);
+            pm[t] = m;
+        }
+    }
+    workgroupBarrier();
+    if t < un.nh {
+        let tiles = (N + TR - 1u) / TR;
+        let o = ((un.b * H + un.h0 + t) * tiles + un.blk) * 2u - p.base1.x;
+        tile_pairs[o] = pm[0][t];
+        tile_pairs[o + 1u] = ps[0][t];
+    }
+}

@@ -1,12 +1,13 @@
 //! Content addressing: `w = softmax(beta * cosine(k, M_i))` and its backward pass.
 //! Shader: `shaders/content.wgsl` (imports the row-tile primitive); the scores are
-//! [`row_scores`], the softmax and row sums the row-statistic primitive.
+//! `content_scores` of the row-tile primitive (with each tile's softmax pairs), the softmax and
+//! row sums the row-statistic primitive.
 
 use crate::check::{self, Dims};
 use crate::error::Result;
 use crate::primitives::colsum::weighted_row_sums;
-use crate::primitives::rowstat::{combine_pairs, softmax_backward, softmax_rows, Stat};
-use crate::primitives::rowtile::{self, row_scores, tile_units};
+use crate::primitives::rowstat::{combine_pairs, normalize_rows, softmax_backward, Stat};
+use crate::primitives::rowtile::{self, content_scores, tile_units};
 use crate::primitives::spans::{Elementwise, Rows};
 use crate::runtime::abi::{Params, TR};
 use crate::runtime::dispatch::{Arg, Span};
@@ -62,8 +63,14 @@ impl Gpu {
         let d = inputs(self, OP, memory, keys, beta)?;
         let out = self.alloc(OP, &[d.b, d.h, d.n])?;
         let mut rec = self.recorder();
-        row_scores(self, &mut rec, OP, d, memory, keys, Some(beta), &out)?;
-        softmax_rows(self, &mut rec, OP, &out.buf, (d.b * d.h) as u64, d.n as u64)?;
+        // One pass over the memory: the scores and each tile's softmax pairs, then the pairs
+        // combined per row and the scores normalised.
+        let (pairs, tiles) = content_scores(self, &mut rec, OP, d, (memory, keys, beta), &out)?;
+        let rows = (d.b * d.h) as u64;
+        let stats = combine_pairs(self, &mut rec, OP, Stat::Softmax, &pairs, rows, tiles)?;
+        normalize_rows(self, &mut rec, OP, &out.buf, &stats, rows, d.n as u64)?;
+        self.release(&mut rec, pairs);
+        self.release(&mut rec, stats);
         Ok(out)
     }
 

@@ -4,7 +4,7 @@
 use crate::check::{self, Dims};
 use crate::error::Result;
 use crate::primitives::colsum::weighted_row_sums;
-use crate::primitives::rowtile::row_scores;
+use crate::primitives::rowtile::row_dots;
 use crate::primitives::spans::Elementwise;
 use crate::runtime::abi::Params;
 use crate::runtime::dispatch::Arg;
@@ -120,7 +120,7 @@ impl Gpu {
     ) -> Result<Tensor> {
         let g_w = self.alloc(op, &[d.b, d.h, d.n])?;
         let mut rec = self.recorder();
-        row_scores(self, &mut rec, op, d, memory, dr, None, &g_w)?;
+        row_dots(self, &mut rec, op, d, memory, dr, &g_w)?;
         let (h, n) = (d.h as u64, d.n as u64);
         let ew = Elementwise::new(d);
         let elems = |u0, u1| ew.bnw(u0, u1);

@@ -98,30 +98,6 @@ pub(crate) fn combine_pairs(
     Ok(out)
 }
 
-/// In place: each row of `z` [rows, len] becomes softmax(row), with the row maximum subtracted.
-pub(crate) fn softmax_rows(
-    gpu: &Gpu,
-    rec: &mut Recorder,
-    op: &'static str,
-    z: &wgpu::Buffer,
-    rows: u64,
-    len: u64,
-) -> Result<()> {
-    let stats = row_pairs(
-        gpu,
-        rec,
-        op,
-        Stat::Softmax,
-        (z, rows * len),
-        (z, rows * len),
-        rows,
-        len,
-    )?;
-    normalize_rows(gpu, rec, op, z, &stats, rows, len)?;
-    gpu.release(rec, stats);
-    Ok(())
-}
-
 /// In place: `z <- exp(z - m_r) / s_r` per row of `z` [rows, len], given the rows'
 /// (max, sum exp) pairs `stats` [rows, 2] (from [`combine_pairs`] in softmax mode).
 pub(crate) fn normalize_rows(

@@ -1,6 +1,6 @@
 //! Row tiles: kernels that stream memory rows against a few vectors per head, each row read
 //! once per group of HG heads with its norm and dot products in the same pass. The content
-//! scores and the soft read's weight gradient are `row_scores`; content addressing's backward
+//! scores are `content_scores`, the soft read's weight gradient `row_dots`; content addressing's backward
 //! and soft write's weight gradient work on the same tiles (they import the shader).
 //! Shader: `shaders/primitives/rowtile.wgsl`.
 
@@ -19,7 +19,8 @@ pub(crate) const SHADER: Shader = Shader {
     source: include_str!("../../shaders/primitives/rowtile.wgsl"),
     imports: &[],
 };
-const SCORES: KernelDef = KernelDef::new(&SHADER, "scores");
+const DOTS: KernelDef = KernelDef::new(&SHADER, "dots");
+const CONTENT_SCORES: KernelDef = KernelDef::new(&SHADER, "content_scores");
 
 /// Row-tile units: (b, block of TR rows, group of HG heads).
 pub(crate) fn tile_units(d: Dims) -> (u64, u64, u64) {
@@ -28,17 +29,14 @@ pub(crate) fn tile_units(d: Dims) -> (u64, u64, u64) {
     (d.b as u64 * nblk * nhg, nblk, nhg)
 }
 
-/// `out[b,h,i] = V[b,h] . M[b,i]` (`beta = None`), or the content scores
-/// `beta[b,h] K(V[b,h], M[b,i])` (`beta = Some`), into a [B, H, N] buffer.
-#[allow(clippy::too_many_arguments)] // internal: one kernel, its inputs spelled out
-pub(crate) fn row_scores(
+/// `out[b,h,i] = V[b,h] . M[b,i]` into a [B, H, N] tensor (the soft read's weight gradient).
+pub(crate) fn row_dots(
     gpu: &Gpu,
     rec: &mut Recorder,
     op: &'static str,
     d: Dims,
     mem: &Tensor,
     vecs: &Tensor,
-    beta: Option<&Tensor>,
     out: &Tensor,
 ) -> Result<()> {
     let (units, nblk, nhg) = tile_units(d);
@@ -46,18 +44,59 @@ pub(crate) fn row_scores(
     let rows = |u0, u1| Rows::of_blocks(u0, u1, nhg, nblk, TR as u64, n);
     let mem_span = |u0, u1| rows(u0, u1).bnw(n, w);
     let out_span = |u0, u1| rows(u0, u1).bhn(h, n);
-    let mode = beta.is_some() as u32;
     gpu.launch(
         rec,
         op,
-        &SCORES,
-        Params::new(d.arr(), [mode, 0, 0, 0], [0.0; 4]),
+        &DOTS,
+        Params::new(d.arr(), [0; 4], [0.0; 4]),
         units,
         &[
             Arg::window(mem, &mem_span),
             Arg::whole(vecs),
-            Arg::whole(beta.unwrap_or(vecs)),
             Arg::window(out, &out_span),
         ],
     )
+}
+
+/// The content scores `beta[b,h] K(keys[b,h], M[b,i])` into `out` [B, H, N], and each tile's
+/// softmax pairs (max, sum exp) per head into a scratch [B*H, tiles, 2] that the caller
+/// combines (`rowstat::combine_pairs`) and releases; returns it with the tile count.
+pub(crate) fn content_scores(
+    gpu: &Gpu,
+    rec: &mut Recorder,
+    op: &'static str,
+    d: Dims,
+    (mem, keys, beta): (&Tensor, &Tensor, &Tensor),
+    out: &Tensor,
+) -> Result<(wgpu::Buffer, u64)> {
+    let (units, nblk, nhg) = tile_units(d);
+    let (n, w, h) = (d.n as u64, d.w as u64, d.h as u64);
+    let rows = |u0, u1| Rows::of_blocks(u0, u1, nhg, nblk, TR as u64, n);
+    let mem_span = |u0, u1| rows(u0, u1).bnw(n, w);
+    let out_span = |u0, u1| rows(u0, u1).bhn(h, n);
+    let pairs_len = d.b as u64 * h * nblk * 2;
+    let pair_span = |u0, u1| {
+        let r = rows(u0, u1);
+        (r.b0 * h * nblk * 2, (r.b1 + 1) * h * nblk * 2)
+    };
+    let pairs = gpu.scratch(op, rec, pairs_len)?;
+    gpu.launch(
+        rec,
+        op,
+        &CONTENT_SCORES,
+        Params::new(d.arr(), [1, 0, 0, 0], [0.0; 4]),
+        units,
+        &[
+            Arg::window(mem, &mem_span),
+            Arg::whole(keys),
+            Arg::whole(beta),
+            Arg::window(out, &out_span),
+            Arg::raw(
+                &pairs,
+                pairs_len,
+                crate::runtime::dispatch::Span::Window(&pair_span),
+            ),
+        ],
+    )?;
+    Ok((pairs, nblk))
 }

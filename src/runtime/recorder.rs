@@ -310,7 +310,10 @@ mod pass_tests {
             g.sample(&w, 3).unwrap();
         }
         let passes = g.lock().passes - before;
-        assert_eq!(passes, 1, "30 ops, index-checked or not, in one compute pass");
+        assert_eq!(
+            passes, 1,
+            "30 ops, index-checked or not, in one compute pass"
+        );
         g.sync().unwrap();
     }
 }
