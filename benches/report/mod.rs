@@ -910,13 +910,13 @@ pub fn run(gpu: &Gpu, cfg: &Config) -> ReportResult<Report> {
     );
     let _ = writeln!(
         text,
-        "{:>3} {:>8} {:>4} {:>10} {:>14} {:>14} {:>14}  set by",
-        "B", "N", "W", "MiB", "driver GB/s", "kernel GB/s", "roofline GB/s"
+        "{:>3} {:>2} {:>8} {:>4} {:>10} {:>14} {:>14} {:>14}  set by",
+        "B", "H", "N", "W", "MiB", "driver GB/s", "kernel GB/s", "roofline GB/s"
     );
-    for ((b, _, n, w), driver, kernel, roof) in &bench.rooflines {
+    for ((b, h, n, w), driver, kernel, roof) in &bench.rooflines {
         let _ = writeln!(
             text,
-            "{b:>3} {n:>8} {w:>4} {:>10.1} {driver:>14.2} {kernel:>14.2} {roof:>14.2}  {}",
+            "{b:>3} {h:>2} {n:>8} {w:>4} {:>10.1} {driver:>14.2} {kernel:>14.2} {roof:>14.2}  {}",
             mib((b * n * w * 4) as u64),
             if roof == kernel {
                 "copy kernel"
@@ -934,13 +934,13 @@ pub fn run(gpu: &Gpu, cfg: &Config) -> ReportResult<Report> {
         );
         let _ = writeln!(
             text,
-            "{:>3} {:>8} {:>4} {:>14} {:>12} {:>10} {:>6}",
-            "B", "N", "W", "user kernel us", "axpy us", "GB/s", "roof%"
+            "{:>3} {:>2} {:>8} {:>4} {:>14} {:>12} {:>10} {:>6}",
+            "B", "H", "N", "W", "user kernel us", "axpy us", "GB/s", "roof%"
         );
-        for ((b, _, n, w), kus, aus, gbps, frac) in &bench.bookkeeping {
+        for ((b, h, n, w), kus, aus, gbps, frac) in &bench.bookkeeping {
             let _ = writeln!(
                 text,
-                "{b:>3} {n:>8} {w:>4} {kus:>14.1} {aus:>12.1} {gbps:>10.2} {:>6.1}",
+                "{b:>3} {h:>2} {n:>8} {w:>4} {kus:>14.1} {aus:>12.1} {gbps:>10.2} {:>6.1}",
                 frac * 100.0
             );
         }
