@@ -50,22 +50,27 @@ fn fwd(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t:
 @group(0) @binding(3) var<storage, read> mgrad: array<V>;
 @group(0) @binding(4) var<storage, read_write> mdm: array<V>;
 
-// dM = dM' prod_h (1 - w_h e_h), a thread per V of EW_ROWS rows.
-@compute @workgroup_size(WG)
-fn bwd_mem(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+// prod_h (1 - w_h(i) e_h(j)) for an element's V (bwd_mem and bwd_mem_inplace).
+fn keep_of(el: Element) -> V {
     let H = p.dims.y;
     let N = p.dims.z;
     let WL = p.dims.w / LANES;
+    var keep = V(1.0);
+    for (var h = 0u; h < H; h += 1u) {
+        keep *= 1.0 - mw[(el.b * H + h) * N + el.i - p.base0.x] * me[(el.b * H + h) * WL + el.j];
+    }
+    return keep;
+}
+
+// dM = dM' prod_h (1 - w_h e_h), a thread per V of EW_ROWS rows.
+@compute @workgroup_size(WG)
+fn bwd_mem(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
     for (var k = 0u; k < EW_ROWS; k += 1u) {
         let el = element(wg, t, k);
         if !el.ok {
             continue;
         }
-        var keep = V(1.0);
-        for (var h = 0u; h < H; h += 1u) {
-            keep *= 1.0 - mw[(el.b * H + h) * N + el.i - p.base0.x] * me[(el.b * H + h) * WL + el.j];
-        }
-        mdm[el.e - p.base0.w / LANES] = mgrad[el.e - p.base0.z / LANES] * keep;
+        mdm[el.e - p.base0.w / LANES] = mgrad[el.e - p.base0.z / LANES] * keep_of(el);
     }
 }
 
@@ -75,20 +80,13 @@ fn bwd_mem(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index
 // kernels that read dM'), a thread per V of EW_ROWS rows.
 @compute @workgroup_size(WG)
 fn bwd_mem_inplace(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
-    let H = p.dims.y;
-    let N = p.dims.z;
-    let WL = p.dims.w / LANES;
     for (var k = 0u; k < EW_ROWS; k += 1u) {
         let el = element(wg, t, k);
         if !el.ok {
             continue;
         }
-        var keep = V(1.0);
-        for (var h = 0u; h < H; h += 1u) {
-            keep *= 1.0 - mw[(el.b * H + h) * N + el.i - p.base0.x] * me[(el.b * H + h) * WL + el.j];
-        }
         let o = el.e - p.base0.z / LANES;
-        idm[o] = idm[o] * keep;
+        idm[o] = idm[o] * keep_of(el);
     }
 }
 

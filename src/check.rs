@@ -72,20 +72,7 @@ pub(crate) fn middle(
     b: usize,
     last: usize,
 ) -> Result<usize> {
-    gpu.check_owner(op, arg, t.gpu)?;
-    if t.shape.len() != 3 || t.shape[0] != b || t.shape[2] != last {
-        let expected = format!(
-            "[{}, {}, {}] = [{b}, {}, {last}]",
-            names[0], names[1], names[2], names[1]
-        );
-        return Err(Error::Shape {
-            op,
-            arg,
-            expected,
-            given: t.shape.clone(),
-        });
-    }
-    Ok(t.shape[1])
+    Ok(rank3(gpu, op, arg, t, names, [Some(b), None, Some(last)])?[1])
 }
 
 /// A tensor of rank 3 whose first two dimensions are known: [B, H, ?]; returns the last one.
@@ -98,20 +85,33 @@ pub(crate) fn middle_last(
     b: usize,
     h: usize,
 ) -> Result<usize> {
+    Ok(rank3(gpu, op, arg, t, names, [Some(b), Some(h), None])?[2])
+}
+
+/// A tensor of rank 3 whose dimensions are `known` where given (the others free); the error
+/// names them, e.g. `[B, H, N] = [2, H, 5]`.
+fn rank3(
+    gpu: &Gpu,
+    op: &'static str,
+    arg: &'static str,
+    t: &Tensor,
+    names: [&str; 3],
+    known: [Option<usize>; 3],
+) -> Result<[usize; 3]> {
     gpu.check_owner(op, arg, t.gpu)?;
-    if t.shape.len() != 3 || t.shape[0] != b || t.shape[1] != h {
-        let expected = format!(
-            "[{}, {}, {}] = [{b}, {h}, {}]",
-            names[0], names[1], names[2], names[2]
-        );
+    let fits = t.shape.len() == 3 && (0..3).all(|k| known[k].is_none_or(|d| d == t.shape[k]));
+    if !fits {
+        let dims: Vec<String> = (0..3)
+            .map(|k| known[k].map_or(names[k].to_string(), |d| d.to_string()))
+            .collect();
         return Err(Error::Shape {
             op,
             arg,
-            expected,
+            expected: format!("[{}] = [{}]", names.join(", "), dims.join(", ")),
             given: t.shape.clone(),
         });
     }
-    Ok(t.shape[2])
+    Ok([t.shape[0], t.shape[1], t.shape[2]])
 }
 
 /// Checks a tensor's shape exactly.
