@@ -43,6 +43,13 @@ pub struct LocationGrads {
     pub gamma: Tensor,
 }
 
+/// Where a backward starts: the weights' gradient `dw`, or the sharpening scores' `dz`.
+#[derive(Clone, Copy)]
+enum Start<'a> {
+    Weights(&'a Tensor),
+    Scores(&'a Tensor),
+}
+
 /// The call's sizes: B, H, N in `d` (W unused), and S.
 fn inputs(
     gpu: &Gpu,
@@ -200,7 +207,16 @@ impl Gpu {
         const OP: &str = "location_address_backward";
         let ds = inputs(self, OP, content, prev, gate, shift, gamma)?;
         check::tensor(self, OP, "dw", dw, &["B", "H", "N"], &content.shape)?;
-        self.location_backward(OP, ds, content, prev, gate, shift, gamma, Some(dw), None)
+        self.location_backward(
+            OP,
+            ds,
+            content,
+            prev,
+            gate,
+            shift,
+            gamma,
+            Start::Weights(dw),
+        )
     }
 
     /// Backward of location addressing from the gradient of the sharpening scores
@@ -222,7 +238,7 @@ impl Gpu {
         const OP: &str = "location_address_backward_scores";
         let ds = inputs(self, OP, content, prev, gate, shift, gamma)?;
         check::tensor(self, OP, "dz", dz, &["B", "H", "N"], &content.shape)?;
-        self.location_backward(OP, ds, content, prev, gate, shift, gamma, None, Some(dz))
+        self.location_backward(OP, ds, content, prev, gate, shift, gamma, Start::Scores(dz))
     }
 
     #[allow(clippy::too_many_arguments)] // internal: both backward forms
@@ -235,8 +251,7 @@ impl Gpu {
         gate: &Tensor,
         shift: &Tensor,
         gamma: &Tensor,
-        dw: Option<&Tensor>,
-        dz: Option<&Tensor>,
+        start: Start<'_>,
     ) -> Result<LocationGrads> {
         let g = LocationGrads {
             content: self.alloc(op, &[d.b, d.h, d.n])?,
@@ -251,22 +266,18 @@ impl Gpu {
         let width = taps as u64 + 2;
         let mut rec = self.recorder();
         let (rp, rp_len) = self.pack_rows(&mut rec, op, (d, taps), gate, shift, gamma)?;
-        // From dw: recompute the weights, then dz = w (dw - sum w dw).
-        let dz_scratch = match dw {
-            Some(dw) => {
+        // From dw: recompute the weights, then dz = w (dw - sum w dw) into a scratch.
+        let mut dz_scratch = None;
+        let dz_buf: &wgpu::Buffer = match start {
+            Start::Weights(dw) => {
                 let w = self.scratch(op, &mut rec, total)?;
                 self.location_forward(&mut rec, op, (d, taps), wc, wp, (&rp, rp_len), &w)?;
                 let dz = self.scratch(op, &mut rec, total)?;
                 softmax_backward(self, &mut rec, op, &w, &dw.buf, &dz, rows, n)?;
                 self.release(&mut rec, w);
-                Some(dz)
+                dz_scratch.insert(dz)
             }
-            None => None,
-        };
-        let dz_buf: &wgpu::Buffer = match (&dz_scratch, dz) {
-            (Some(s), _) => s,
-            (None, Some(t)) => &t.buf,
-            (None, None) => unreachable!("one of dw and dz is given"),
+            Start::Scores(dz) => &dz.buf,
         };
         let parts_len = rows * tiles * width;
         let parts = self.scratch(op, &mut rec, parts_len)?;
