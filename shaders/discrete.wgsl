@@ -3,7 +3,7 @@
 //   read:        r_h = M[idx_h]
 //   read bwd:    dM[idx_h] += dr_h (heads on one row summed in head order), dw_at_idx_h = dr_h . M[idx_h]
 //   write:       M'[r] = M[r] prod_{h: idx_h = r} (1 - e_h) + sum_{h: idx_h = r} a_h,
-//                saving the old rows M[idx_h] (the undo record) first
+//                saving the old rows M[idx_h] (the undo record) first, in the same pass
 //   undo:        M[idx_h] = old_h
 //   write bwd:   with old = M[idx_h], g = dM'[idx_h], Q_h(j) = prod_{h' != h, idx_h' = idx_h} (1 - e_h'(j))
 //                (a product that skips h, never a division):
@@ -132,76 +132,82 @@ fn read_bwd(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_inde
     }
 }
 
-@group(0) @binding(1) var<storage, read> s_mem: array<f32>;
-@group(0) @binding(2) var<storage, read> s_idx: array<u32>;
-@group(0) @binding(3) var<storage, read_write> s_old: array<f32>;
-@group(0) @binding(4) var<storage, read_write> s_flags: array<atomic<u32>>;
+@group(0) @binding(1) var<storage, read_write> ss_mem: array<f32>;
+@group(0) @binding(2) var<storage, read> ss_idx: array<u32>;
+@group(0) @binding(3) var<storage, read_write> ss_old: array<f32>;
+@group(0) @binding(4) var<storage, read> ss_e: array<f32>;
+@group(0) @binding(5) var<storage, read> ss_a: array<f32>;
+@group(0) @binding(6) var<storage, read_write> ss_flags: array<atomic<u32>>;
 
-// First pass of a write: the undo record, old_h = M[idx_h], for every head.
+// A write in one pass: the owner of each chosen row (its lowest head) saves the row into the
+// undo record of every head on it, then writes it. Other heads touch nothing, so no head reads
+// a row another is writing.
 @compute @workgroup_size(64)
-fn save(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
-    let u = unit_id(wg);
-    if u >= p.unit_end {
-        return;
-    }
-    let hd = head_of(u, s_idx[u]);
-    if !hd.valid {
-        if t == 0u {
-            atomicMax(&s_flags[p.check_slot], 0xffffffffu - u);
-        }
-        return;
-    }
-    if !hd.here {
-        return;
-    }
-    let W = p.dims.w;
-    for (var j = t; j < W; j += 64u) {
-        s_old[u * W + j] = s_mem[hd.row * W + j - p.base0.x];
-    }
-}
-
-@group(0) @binding(1) var<storage, read_write> w_mem: array<f32>;
-@group(0) @binding(2) var<storage, read> w_idx: array<u32>;
-@group(0) @binding(3) var<storage, read> w_old: array<f32>;
-@group(0) @binding(4) var<storage, read> w_e: array<f32>;
-@group(0) @binding(5) var<storage, read> w_a: array<f32>;
-
-// Second pass: the owner of each row writes it from the saved old row.
-// extra.z: 0 = write (erase product, then adds), 1 = undo (restore old).
-@compute @workgroup_size(64)
-fn scatter(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+fn save_scatter(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
     let u = unit_id(wg);
     if u >= p.unit_end {
         return;
     }
     let H = p.dims.y;
     let W = p.dims.w;
-    let i = w_idx[u];
+    let i = ss_idx[u];
+    let hd = head_of(u, i);
+    if !hd.valid {
+        if t == 0u {
+            atomicMax(&ss_flags[p.check_slot], 0xffffffffu - u);
+        }
+        return;
+    }
+    if !hd.here {
+        return;
+    }
+    for (var o = 0u; o < hd.h; o += 1u) {
+        if ss_idx[hd.b * H + o] == i {
+            return; // an earlier head owns this row
+        }
+    }
+    for (var j = t; j < W; j += 64u) {
+        let g = hd.row * W + j - p.base0.x;
+        let m = ss_mem[g];
+        var keep = 1.0;
+        var add = 0.0;
+        for (var o = hd.h; o < H; o += 1u) {
+            if ss_idx[hd.b * H + o] == i {
+                let oj = (hd.b * H + o) * W + j;
+                ss_old[oj] = m;
+                keep *= 1.0 - ss_e[oj];
+                add += ss_a[oj];
+            }
+        }
+        ss_mem[g] = m * keep + add;
+    }
+}
+
+@group(0) @binding(1) var<storage, read_write> rs_mem: array<f32>;
+@group(0) @binding(2) var<storage, read> rs_idx: array<u32>;
+@group(0) @binding(3) var<storage, read> rs_old: array<f32>;
+
+// Undo: the owner of each chosen row restores it from the record.
+@compute @workgroup_size(64)
+fn restore(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    let u = unit_id(wg);
+    if u >= p.unit_end {
+        return;
+    }
+    let H = p.dims.y;
+    let W = p.dims.w;
+    let i = rs_idx[u];
     let hd = head_of(u, i);
     if !hd.here {
         return;
     }
     for (var o = 0u; o < hd.h; o += 1u) {
-        if w_idx[hd.b * H + o] == i {
+        if rs_idx[hd.b * H + o] == i {
             return; // an earlier head owns this row
         }
     }
-    let undo = p.extra.z == 1u;
     for (var j = t; j < W; j += 64u) {
-        var v = w_old[u * W + j];
-        if !undo {
-            var keep = 1.0;
-            var add = 0.0;
-            for (var o = hd.h; o < H; o += 1u) {
-                if w_idx[hd.b * H + o] == i {
-                    let oj = (hd.b * H + o) * W + j;
-                    keep *= 1.0 - w_e[oj];
-                    add += w_a[oj];
-                }
-            }
-            v = v * keep + add;
-        }
-        w_mem[hd.row * W + j - p.base0.x] = v;
+        rs_mem[hd.row * W + j - p.base0.x] = rs_old[u * W + j];
     }
 }
 
@@ -212,8 +218,10 @@ fn scatter(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index
 @group(0) @binding(5) var<storage, read> wb_a: array<f32>;
 @group(0) @binding(6) var<storage, read_write> wb_de: array<f32>;
 @group(0) @binding(7) var<storage, read_write> wb_dw: array<f32>;
+@group(0) @binding(8) var<storage, read_write> wb_da: array<f32>;
 
-// de_h and dw_at_idx_h from dM' at the chosen rows (before dM' is turned into dM).
+// de_h, da_h = dM'[idx_h] and dw_at_idx_h from dM' at the chosen rows (before dM' is turned
+// into dM).
 @compute @workgroup_size(64)
 fn write_bwd_grads(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
     let u = unit_id(wg);
@@ -237,6 +245,7 @@ fn write_bwd_grads(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocati
             let old = wb_old[u * W + j];
             let e = wb_e[u * W + j];
             wb_de[u * W + j] = -g * old * q;
+            wb_da[u * W + j] = g;
             dot += g * (wb_a[u * W + j] - old * e * q);
         }
     }
@@ -250,6 +259,7 @@ fn write_bwd_grads(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocati
 @group(0) @binding(1) var<storage, read_write> wm_dmem: array<f32>;
 @group(0) @binding(2) var<storage, read> wm_idx: array<u32>;
 @group(0) @binding(3) var<storage, read> wm_e: array<f32>;
+@group(0) @binding(4) var<storage, read_write> wm_flags: array<atomic<u32>>;
 
 // dM[r] = dM'[r] prod_{h: idx_h = r} (1 - e_h), by the row's owner.
 @compute @workgroup_size(64)
@@ -262,6 +272,12 @@ fn write_bwd_mem(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation
     let W = p.dims.w;
     let i = wm_idx[u];
     let hd = head_of(u, i);
+    if !hd.valid {
+        if t == 0u {
+            atomicMax(&wm_flags[p.check_slot], 0xffffffffu - u);
+        }
+        return;
+    }
     if !hd.here {
         return;
     }

@@ -446,3 +446,28 @@ fn backprop_through_time_without_snapshots() {
         "undo records ({undo_bytes} B) should be far smaller than snapshots ({snapshot_bytes} B)"
     );
 }
+
+/// A discrete step (a read, then a write with its undo record and index checks) records 2
+/// dispatches forward; its backward (the write's, the undo, the read's) 4.
+#[test]
+fn a_discrete_step_is_two_dispatches_forward_and_four_backward() {
+    let g = own_gpu();
+    let (b, h, n, w) = (2, 3, 50, 8);
+    let mut m = g.upload(&[b, n, w], &vec![0.5; b * n * w]).unwrap();
+    let ix = g.upload_indices(&[b, h], &[1, 4, 1, 7, 7, 2]).unwrap();
+    let v = g.upload(&[b, h, w], &vec![0.25; b * h * w]).unwrap();
+    let mut d_mem = g.zeros(&[b, n, w]).unwrap();
+    g.sync().unwrap();
+    let (d0, _) = g.counters();
+    g.discrete_read(&m, &ix).unwrap();
+    let undo = g.discrete_write(&mut m, &ix, &v, &v).unwrap();
+    let (d1, _) = g.counters();
+    g.discrete_write_backward(&undo, &v, &v, &mut d_mem)
+        .unwrap();
+    g.undo_write(&mut m, &undo).unwrap();
+    g.discrete_read_backward(&m, &ix, &v, &mut d_mem).unwrap();
+    let (d2, _) = g.counters();
+    g.sync().unwrap();
+    assert_eq!(d1 - d0, 2, "forward dispatches");
+    assert_eq!(d2 - d1, 4, "backward dispatches");
+}

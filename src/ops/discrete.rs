@@ -21,8 +21,8 @@ pub(crate) const SHADER: Shader = Shader {
 
 const GATHER: KernelDef = KernelDef::new(&SHADER, "gather");
 const READ_BWD: KernelDef = KernelDef::new(&SHADER, "read_bwd");
-const SAVE: KernelDef = KernelDef::new(&SHADER, "save");
-const SCATTER: KernelDef = KernelDef::new(&SHADER, "scatter");
+const SAVE_SCATTER: KernelDef = KernelDef::new(&SHADER, "save_scatter");
+const RESTORE: KernelDef = KernelDef::new(&SHADER, "restore");
 const WRITE_BWD_GRADS: KernelDef = KernelDef::new(&SHADER, "write_bwd_grads");
 const WRITE_BWD_MEM: KernelDef = KernelDef::new(&SHADER, "write_bwd_mem");
 
@@ -69,20 +69,18 @@ pub struct DiscreteWriteGrads {
 }
 
 /// Records `def` once per row window of the memory, one workgroup per (b, h).
-#[allow(clippy::too_many_arguments)] // internal: the window loop of every discrete kernel
 fn per_window(
     gpu: &Gpu,
     rec: &mut Recorder,
     op: &'static str,
     def: &KernelDef,
     d: Dims,
-    extra_z: u32,
     args: &[WindowArg],
 ) -> Result<()> {
     let w = d.w as u64;
     for (lo, hi) in gpu.row_windows((d.b * d.n) as u64, w) {
         let span = move |_: u64, _: u64| (lo * w, hi * w);
-        let params = Params::new(d.arr(), [lo as u32, hi as u32, extra_z, 0], [0.0; 4]);
+        let params = Params::new(d.arr(), [lo as u32, hi as u32, 0, 0], [0.0; 4]);
         let resolved: Vec<Arg<'_>> = args
             .iter()
             .map(|a| match a {
@@ -159,7 +157,6 @@ impl Gpu {
             OP,
             &GATHER,
             d,
-            0,
             &[
                 mem_arg(memory),
                 whole_idx(indices),
@@ -201,7 +198,6 @@ impl Gpu {
             OP,
             &READ_BWD,
             d,
-            0,
             &[
                 mem_arg(memory),
                 whole_idx(indices),
@@ -234,33 +230,20 @@ impl Gpu {
         let old = self.alloc(OP, &[d.b, d.h, d.w])?;
         let mut rec = self.recorder();
         let flags = reserve(self, &mut rec, OP, d, indices);
+        // One pass: each row's owner saves it for every head on it, then writes it.
         per_window(
             self,
             &mut rec,
             OP,
-            &SAVE,
+            &SAVE_SCATTER,
             d,
-            0,
-            &[
-                mem_arg(memory),
-                whole_idx(indices),
-                whole(&old),
-                flags.clone(),
-            ],
-        )?;
-        per_window(
-            self,
-            &mut rec,
-            OP,
-            &SCATTER,
-            d,
-            0,
             &[
                 mem_arg(memory),
                 whole_idx(indices),
                 whole(&old),
                 whole(erase),
                 whole(add),
+                flags,
             ],
         )?;
         let version_before = memory.version();
@@ -301,21 +284,16 @@ impl Gpu {
         const OP: &str = "undo_write";
         let d = self.check_undo(OP, memory, undo)?;
         let mut rec = self.recorder();
-        // The write's erase and add bindings are unused when undoing: the old rows fill them.
-        let old = || whole(&undo.old_rows);
         per_window(
             self,
             &mut rec,
             OP,
-            &SCATTER,
+            &RESTORE,
             d,
-            1,
             &[
                 mem_arg(memory),
                 whole_idx(&undo.indices),
-                old(),
-                old(),
-                old(),
+                whole(&undo.old_rows),
             ],
         )?;
         memory.set_version(undo.version_before);
@@ -350,28 +328,13 @@ impl Gpu {
         let g_w = self.alloc(OP, &[d.b, d.h])?;
         let mut rec = self.recorder();
         let flags = reserve(self, &mut rec, OP, d, &undo.indices);
-        // da_h = dM'[idx_h]: a gather, before dM' becomes dM.
-        per_window(
-            self,
-            &mut rec,
-            OP,
-            &GATHER,
-            d,
-            0,
-            &[
-                mem_arg(d_memory),
-                whole_idx(&undo.indices),
-                whole(&g_a),
-                flags.clone(),
-            ],
-        )?;
+        // de, da = dM'[idx] and dw from dM' at the written rows, then dM' becomes dM there.
         per_window(
             self,
             &mut rec,
             OP,
             &WRITE_BWD_GRADS,
             d,
-            0,
             &[
                 mem_arg(d_memory),
                 whole_idx(&undo.indices),
@@ -380,6 +343,7 @@ impl Gpu {
                 whole(add),
                 whole(&g_e),
                 whole(&g_w),
+                whole(&g_a),
             ],
         )?;
         per_window(
@@ -388,8 +352,12 @@ impl Gpu {
             OP,
             &WRITE_BWD_MEM,
             d,
-            0,
-            &[mem_arg(d_memory), whole_idx(&undo.indices), whole(erase)],
+            &[
+                mem_arg(d_memory),
+                whole_idx(&undo.indices),
+                whole(erase),
+                flags,
+            ],
         )?;
         d_memory.touch();
         Ok(DiscreteWriteGrads {
