@@ -127,6 +127,26 @@ pub(crate) fn tensor(
     expect(op, arg, &t.shape, names, want)
 }
 
+/// Checks that `t` has the shape of another argument, `other` (owned by this Gpu too).
+pub(crate) fn same_shape(
+    gpu: &Gpu,
+    op: &'static str,
+    (arg, t): (&'static str, &Tensor),
+    (other_arg, other): (&'static str, &Tensor),
+) -> Result<()> {
+    gpu.check_owner(op, other_arg, other.gpu)?;
+    gpu.check_owner(op, arg, t.gpu)?;
+    if t.shape != other.shape {
+        return Err(Error::Shape {
+            op,
+            arg,
+            expected: format!("the shape of `{other_arg}`, {:?}", other.shape),
+            given: t.shape.clone(),
+        });
+    }
+    Ok(())
+}
+
 /// Checks an index tensor's shape exactly.
 pub(crate) fn indices(
     gpu: &Gpu,

@@ -46,16 +46,7 @@ impl Gpu {
     /// ```
     pub fn axpy(&self, alpha: f32, x: &Tensor, y: &mut Tensor) -> Result<()> {
         const OP: &str = "axpy";
-        self.check_owner(OP, "y", y.gpu)?;
-        check::tensor(self, OP, "x", x, &[], &y.shape).map_err(|e| match e {
-            crate::Error::Shape { op, arg, given, .. } => crate::Error::Shape {
-                op,
-                arg,
-                expected: format!("the shape of `y`, {:?}", y.shape),
-                given,
-            },
-            other => other,
-        })?;
+        check::same_shape(self, OP, ("x", x), ("y", y))?;
         let len = y.len as u64;
         let len4 = len.div_ceil(4) * 4;
         let (params, units, span) = flat_pass(len, alpha);

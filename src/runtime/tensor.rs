@@ -287,16 +287,7 @@ impl Gpu {
     /// Copies `src` into `dst` (same shape) with the crate's copy kernel, in the batch.
     pub fn copy_into(&self, src: &Tensor, dst: &mut Tensor) -> Result<()> {
         const OP: &str = "copy_into";
-        self.check_owner(OP, "dst", dst.gpu)?;
-        crate::check::tensor(self, OP, "src", src, &[], &dst.shape).map_err(|e| match e {
-            Error::Shape { op, arg, given, .. } => Error::Shape {
-                op,
-                arg,
-                expected: format!("the shape of `dst`, {:?}", dst.shape),
-                given,
-            },
-            other => other,
-        })?;
+        crate::check::same_shape(self, OP, ("src", src), ("dst", dst))?;
         let mut rec = self.recorder();
         self.record_copy(&mut rec, OP, &src.buf, &dst.buf, src.len as u64)?;
         dst.touch();
