@@ -7,11 +7,12 @@
 //   dw_h(i)  = sum_j dM'(i,j) (a_h(j) - M(i,j) e_h(j) Q_h(i,j))
 //   de_h(j)  = -sum_i dM'(i,j) M(i,j) w_h(i) Q_h(i,j)
 //   da_h(j)  = sum_i dM'(i,j) w_h(i)
-// `bwd_dw` works on row tiles (as primitives/rowtile.wgsl, staging dM' beside M); `bwd_cols`
-// on row blocks in the layout of primitives/colsum.wgsl, whose `combine` then sums the blocks.
+// `bwd_dw` works on row tiles (as primitives/rowtile.wgsl, staging dM' beside M): each thread
+// takes a row for dw, then a (column, head) of the same staged tiles for the tile's partial
+// sums of de and da, in the layout of primitives/colsum.wgsl, whose `combine` sums the tiles.
+// So the backward reads M once and dM' twice (here, and for dM).
 // Composed behind the prelude (src/runtime/abi.rs, shaders/prelude.wgsl).
 
-// Params.extra: bwd_cols: x = TW, y = row blocks, z = column tiles, w = rows per block
 
 const TC: u32 = 16u;
 const TS: u32 = 17u;
@@ -96,11 +97,14 @@ fn bwd_mem_inplace(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocati
 @group(0) @binding(4) var<storage, read> ra: array<f32>;
 @group(0) @binding(5) var<storage, read> rgrad: array<f32>;
 @group(0) @binding(6) var<storage, read_write> rdw: array<f32>;
+@group(0) @binding(7) var<storage, read_write> rpart_de: array<f32>; // [B, tiles, H, W]
+@group(0) @binding(8) var<storage, read_write> rpart_da: array<f32>;
 
 var<workgroup> tile_m: array<f32, 1088>; // TR * TS
 var<workgroup> tile_g: array<f32, 1088>;
 var<workgroup> tile_e: array<vec4<f32>, 16>; // TC columns x the HG heads of the group
 var<workgroup> tile_a: array<vec4<f32>, 16>;
+var<workgroup> tile_w: array<vec4<f32>, 64>; // TR rows x the HG heads' weights
 
 // Product of (1 - w_h(i) e_h(j)) over heads h in [h_lo, h_hi).
 fn keep_range(b: u32, i: u32, j: u32, h_lo: u32, h_hi: u32) -> f32 {
@@ -179,6 +183,7 @@ fn bwd_dw(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
     if row_ok {
         wv = group_w(b, i, h0, nh);
     }
+    tile_w[t] = wv;
     var dw = vec4<f32>(0.0);
     for (var j0 = 0u; j0 < W; j0 += TC) {
         // Loads 8 at a time into registers, then stores: all in flight together.
@@ -239,122 +244,36 @@ fn bwd_dw(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
                 dw += g * (tile_a[c] - m * e4 * q);
             }
         }
+        // Column phase on the same staged tiles (TC columns x HG heads = TR threads): thread t
+        // sums, over the tile's rows, head hh's terms of column c of de and da.
+        let c = t % TC;
+        let hh = t / TC;
+        let jc = j0 + c;
+        if jc < W && hh < nh {
+            let e4 = tile_e[c];
+            var de = 0.0;
+            var da = 0.0;
+            let rows = min(TR, N - blk * TR);
+            for (var r = 0u; r < rows; r += 1u) {
+                let ir = blk * TR + r;
+                let w4 = tile_w[r];
+                let m = tile_m[r * TS + c];
+                let g = tile_g[r * TS + c];
+                let outside = keep_range(b, ir, jc, 0u, h0) * keep_range(b, ir, jc, h0 + nh, H);
+                let q = outside * skip_products(vec4<f32>(1.0) - w4 * e4);
+                de -= g * m * w4[hh] * q[hh];
+                da += g * w4[hh];
+            }
+            let o = ((b * nblk + blk) * H + h0 + hh) * W + jc;
+            rpart_de[o - p.base1.z] = de;
+            rpart_da[o - p.base1.w] = da;
+        }
         workgroupBarrier();
     }
     if row_ok {
         for (var hh = 0u; hh < HG; hh += 1u) {
             if hh < nh {
                 rdw[(b * H + h0 + hh) * N + i - p.base1.y] = dw[hh];
-            }
-        }
-    }
-}
-
-@group(0) @binding(1) var<storage, read> cmem: array<f32>;
-@group(0) @binding(2) var<storage, read> cw: array<f32>;
-@group(0) @binding(3) var<storage, read> ce: array<f32>;
-@group(0) @binding(4) var<storage, read> cgrad: array<f32>;
-@group(0) @binding(5) var<storage, read_write> part_de: array<f32>; // [B, blocks, H, W]
-@group(0) @binding(6) var<storage, read_write> part_da: array<f32>;
-
-var<workgroup> red_e: array<f32, CW * HG>;
-var<workgroup> red_a: array<f32, CW * HG>;
-
-fn keep_range_cols(b: u32, i: u32, j: u32, h_lo: u32, h_hi: u32) -> f32 {
-    let H = p.dims.y;
-    let N = p.dims.z;
-    let W = p.dims.w;
-    var q = 1.0;
-    for (var h = h_lo; h < h_hi; h += 1u) {
-        q *= 1.0 - cw[(b * H + h) * N + i - p.base0.y] * ce[(b * H + h) * W + j];
-    }
-    return q;
-}
-
-// de, da partial sums over a block of RB rows; threads along columns as in primitives/colsum.wgsl.
-@compute @workgroup_size(CW)
-fn bwd_cols(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
-    let u = unit_id(wg);
-    if u >= p.unit_end {
-        return;
-    }
-    let H = p.dims.y;
-    let N = p.dims.z;
-    let W = p.dims.w;
-    let tw = p.extra.x;
-    let rl_count = CW / tw;
-    let nblk = p.extra.y;
-    let nct = p.extra.z;
-    let nhg = (H + HG - 1u) / HG;
-    let hg = u % nhg;
-    var rest = u / nhg;
-    let ct = rest % nct;
-    rest = rest / nct;
-    let blk = rest % nblk;
-    let b = rest / nblk;
-    let h0 = hg * HG;
-    let nh = min(HG, H - h0);
-    let c = t % tw;
-    let rl = t / tw;
-    let j = ct * tw + c;
-    var de = vec4<f32>(0.0);
-    var da = vec4<f32>(0.0);
-    if j < W {
-        // e of the group's heads at this thread's column, in vec4 lanes (absent heads 0).
-        let eo = (b * H + h0) * W + j;
-        var eg = vec4<f32>(ce[eo], 0.0, 0.0, 0.0);
-        if nh > 1u {
-            eg.y = ce[eo + W];
-        }
-        if nh > 2u {
-            eg.z = ce[eo + 2u * W];
-        }
-        if nh > 3u {
-            eg.w = ce[eo + 3u * W];
-        }
-        let rb = p.extra.w;
-        let i_end = min(blk * rb + rb, N);
-        let w0 = (b * H + h0) * N - p.base0.y;
-        for (var i = blk * rb + rl; i < i_end; i += rl_count) {
-            let g_idx = (b * N + i) * W + j;
-            let m = cmem[g_idx - p.base0.x];
-            let g = cgrad[g_idx - p.base0.w];
-            let outside = keep_range_cols(b, i, j, 0u, h0) * keep_range_cols(b, i, j, h0 + nh, H);
-            var wv = vec4<f32>(cw[w0 + i], 0.0, 0.0, 0.0);
-            if nh > 1u {
-                wv.y = cw[w0 + N + i];
-            }
-            if nh > 2u {
-                wv.z = cw[w0 + 2u * N + i];
-            }
-            if nh > 3u {
-                wv.w = cw[w0 + 3u * N + i];
-            }
-            let q = outside * skip_products(vec4<f32>(1.0) - wv * eg);
-            de -= g * m * wv * q;
-            da += g * wv;
-        }
-    }
-    for (var hh = 0u; hh < HG; hh += 1u) {
-        red_e[hh * CW + t] = de[hh];
-        red_a[hh * CW + t] = da[hh];
-    }
-    for (var s = rl_count / 2u; s > 0u; s = s / 2u) {
-        workgroupBarrier();
-        if rl < s {
-            for (var hh = 0u; hh < HG; hh += 1u) {
-                red_e[hh * CW + t] += red_e[hh * CW + t + s * tw];
-                red_a[hh * CW + t] += red_a[hh * CW + t + s * tw];
-            }
-        }
-    }
-    workgroupBarrier();
-    if rl == 0u && j < W {
-        for (var hh = 0u; hh < HG; hh += 1u) {
-            if hh < nh {
-                let o = ((b * nblk + blk) * H + h0 + hh) * W + j;
-                part_de[o - p.base1.x] = red_e[hh * CW + t];
-                part_da[o - p.base1.y] = red_a[hh * CW + t];
             }
         }
     }

@@ -3,7 +3,7 @@
 
 use crate::check::{self, Dims};
 use crate::error::Result;
-use crate::primitives::colsum::{col_layout, col_spans, combine_blocks};
+use crate::primitives::colsum::combine_blocks;
 use crate::primitives::spans::{Elementwise, Rows};
 use crate::runtime::abi::{Params, HG, TR};
 use crate::runtime::dispatch::{Arg, Span};
@@ -21,7 +21,6 @@ const FWD: KernelDef = KernelDef::new(&SHADER, "fwd");
 const BWD_MEM: KernelDef = KernelDef::new(&SHADER, "bwd_mem");
 const BWD_MEM_INPLACE: KernelDef = KernelDef::new(&SHADER, "bwd_mem_inplace");
 const BWD_DW: KernelDef = KernelDef::new(&SHADER, "bwd_dw");
-const BWD_COLS: KernelDef = KernelDef::new(&SHADER, "bwd_cols");
 
 /// Gradients of a soft write with respect to its heads' inputs, from
 /// [`Gpu::soft_write_backward_into`] (whose memory gradient stays in the caller's tensor).
@@ -197,6 +196,18 @@ impl Gpu {
         let rows = |u0, u1| Rows::of_blocks(u0, u1, nhg, nblk, TR as u64, n);
         let t_mem = |u0, u1| rows(u0, u1).bnw(n, wd);
         let t_w = |u0, u1| rows(u0, u1).bhn(h, n);
+        // The tiles' partial sums of de and da, [B, tiles, H, W].
+        let part_len = b * nblk * h * wd;
+        let t_part = |u0, u1| {
+            let r = rows(u0, u1);
+            let (t0, t1) = (r.i0 / TR as u64, (r.i1 - 1) / TR as u64);
+            (
+                (r.b0 * nblk + t0) * h * wd,
+                (r.b1 * nblk + t1 + 1) * h * wd,
+            )
+        };
+        let part_de = self.scratch(op, &mut rec, part_len)?;
+        let part_da = self.scratch(op, &mut rec, part_len)?;
         self.launch(
             &mut rec,
             op,
@@ -210,30 +221,8 @@ impl Gpu {
                 Arg::whole(add),
                 Arg::window(d_after, &t_mem),
                 Arg::window(&g_w, &t_w),
-            ],
-        )?;
-
-        let cl = col_layout(self, d, 1);
-        let spans = col_spans(self, d, 1);
-        let c_mem = |u0, u1| spans(u0, u1).0.bnw(n, wd);
-        let c_w = |u0, u1| spans(u0, u1).0.bhn(h, n);
-        let c_part = |u0, u1| spans(u0, u1).1;
-        let part_len = b * cl.nblk * h * wd;
-        let part_de = self.scratch(op, &mut rec, part_len)?;
-        let part_da = self.scratch(op, &mut rec, part_len)?;
-        self.launch(
-            &mut rec,
-            op,
-            &BWD_COLS,
-            Params::new(d.arr(), cl.extra(), [0.0; 4]),
-            cl.units,
-            &[
-                Arg::window(memory_before, &c_mem),
-                Arg::window(w, &c_w),
-                Arg::whole(erase),
-                Arg::window(d_after, &c_mem),
-                Arg::raw(&part_de, part_len, Span::Window(&c_part)),
-                Arg::raw(&part_da, part_len, Span::Window(&c_part)),
+                Arg::raw(&part_de, part_len, Span::Window(&t_part)),
+                Arg::raw(&part_da, part_len, Span::Window(&t_part)),
             ],
         )?;
         combine_blocks(
@@ -241,7 +230,7 @@ impl Gpu {
             &mut rec,
             op,
             d,
-            cl.nblk,
+            nblk,
             &part_de,
             (&g_e.buf, b * h * wd),
         )?;
@@ -250,7 +239,7 @@ impl Gpu {
             &mut rec,
             op,
             d,
-            cl.nblk,
+            nblk,
             &part_da,
             (&g_a.buf, b * h * wd),
         )?;
