@@ -201,10 +201,7 @@ impl Gpu {
         let t_part = |u0, u1| {
             let r = rows(u0, u1);
             let (t0, t1) = (r.i0 / TR as u64, (r.i1 - 1) / TR as u64);
-            (
-                (r.b0 * nblk + t0) * h * wd,
-                (r.b1 * nblk + t1 + 1) * h * wd,
-            )
+            ((r.b0 * nblk + t0) * h * wd, (r.b1 * nblk + t1 + 1) * h * wd)
         };
         let part_de = self.scratch(op, &mut rec, part_len)?;
         let part_da = self.scratch(op, &mut rec, part_len)?;
