@@ -192,40 +192,38 @@ impl Gpu {
 
     /// Uploads host data as a tensor of the given shape.
     pub fn upload(&self, shape: &[usize], data: &[f32]) -> Result<Tensor> {
-        let len = self.check_shape("upload", shape)?;
-        if data.len() != len {
-            return Err(Error::DataLength {
-                op: "upload",
-                shape: shape.to_vec(),
-                expected: len,
-                given: data.len(),
-            });
-        }
+        self.check_data("upload", shape, data.len())?;
         let t = self.alloc("upload", shape)?;
-        self.scoped(|| {
-            self.queue
-                .write_buffer(&t.buf, 0, bytemuck::cast_slice(data))
-        });
+        self.write_new(&t.buf, bytemuck::cast_slice(data));
         Ok(t)
     }
 
     /// Uploads host indices (u32) as an [`Indices`] tensor of the given shape.
     pub fn upload_indices(&self, shape: &[usize], data: &[u32]) -> Result<Indices> {
-        let len = self.check_shape("upload_indices", shape)?;
-        if data.len() != len {
+        self.check_data("upload_indices", shape, data.len())?;
+        let t = self.alloc_indices("upload_indices", shape)?;
+        self.write_new(&t.buf, bytemuck::cast_slice(data));
+        Ok(t)
+    }
+
+    /// An error unless `shape` is valid and holds `given` elements.
+    fn check_data(&self, op: &'static str, shape: &[usize], given: usize) -> Result<()> {
+        let len = self.check_shape(op, shape)?;
+        if given != len {
             return Err(Error::DataLength {
-                op: "upload_indices",
+                op,
                 shape: shape.to_vec(),
                 expected: len,
-                given: data.len(),
+                given,
             });
         }
-        let t = self.alloc_indices("upload_indices", shape)?;
-        self.scoped(|| {
-            self.queue
-                .write_buffer(&t.buf, 0, bytemuck::cast_slice(data))
-        });
-        Ok(t)
+        Ok(())
+    }
+
+    /// Fills a buffer that no recorded work uses yet (a queue write lands before the next
+    /// batch, which is the first to see the buffer).
+    fn write_new(&self, buf: &wgpu::Buffer, bytes: &[u8]) {
+        self.scoped(|| self.queue.write_buffer(buf, 0, bytes));
     }
 
     /// A zero-filled tensor of the given shape.
