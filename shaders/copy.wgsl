@@ -1,4 +1,4 @@
-// Copy: dst[e] = src[e] for every element e.
+// Copy: dst[e] = src[e] for every element e, bit for bit (words are moved as u32).
 // The memory snapshot of soft backprop, and the crate's side of the bench's roofline.
 // Four elements at a time: tensors are allocated (or wrapped) in whole vec4s (16 bytes); in
 // the last vec4 of a length that is not a multiple of 4 only the tensor's elements are stored,
@@ -11,17 +11,17 @@
 
 const CV: u32 = 4u; // vec4s per thread
 
-@group(0) @binding(1) var<storage, read> src: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read_write> dst: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read> src: array<vec4<u32>>;
+@group(0) @binding(2) var<storage, read_write> dst: array<vec4<u32>>;
 
-fn load(e: u32) -> vec4<f32> {
+fn load(e: u32) -> vec4<u32> {
     if e < p.extra.x {
         return src[e - p.base0.x / 4u];
     }
-    return vec4<f32>(0.0);
+    return vec4<u32>(0u);
 }
 
-fn store(e: u32, v: vec4<f32>) {
+fn store(e: u32, v: vec4<u32>) {
     let o = e - p.base0.y / 4u;
     if e * 4u + 4u <= p.extra.y {
         dst[o] = v;
@@ -47,4 +47,32 @@ fn copy(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
     store(e + WG, x1);
     store(e + 2u * WG, x2);
     store(e + 3u * WG, x3);
+}
+
+// Cast: dst[e] = src[e] between memory-shaped dtypes (f32, f16, either storage form), read as
+// f32 and rounded once on store; flat over the elements, a thread per V, or with WORDS a
+// thread per packed word (both halves). Params.extra.x: elements / LANES.
+@group(0) @binding(1) var<storage, read> csrc: array<MemV>;
+@group(0) @binding(2) var<storage, read_write> cdst: array<DMemV>;
+
+@compute @workgroup_size(WG)
+fn convert(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    let u = unit_id(wg);
+    if u >= p.unit_end {
+        return;
+    }
+    let n = p.extra.x;
+    if WORDS {
+        let e = 2u * (u * WG + t);
+        if e < n {
+            let ok1 = e + 1u < n;
+            let v1 = csrc_ld(min(e + 1u, n - 1u) - p.base0.x);
+            cdst_st2(e - p.base0.y, csrc_ld(e - p.base0.x), v1, ok1);
+        }
+    } else {
+        let e = u * WG + t;
+        if e < n {
+            cdst_st(e - p.base0.y / LANES, csrc_ld(e - p.base0.x / LANES));
+        }
+    }
 }

@@ -14,6 +14,11 @@
 // along W. Memory larger than one storage binding is processed in row windows
 // [extra.x, extra.y): a dispatch acts on the heads whose row lies in its window.
 // Indices >= N are flagged (atomicMax of u32::MAX - (b H + h) in flags[check_slot]) and skipped.
+// Memory-shaped bindings (MemS, GradS, DMemS) may be f32 or f16 (the undo record is f32: it
+// holds f16 values exactly). With WORDS (f16 packed two per u32, so rows of odd width share
+// words with their neighbours) a thread takes whole words of a row (cols_of) and the kernels
+// that store the memory run as one workgroup taking every head in turn, a storage barrier
+// apart, so no two invocations ever store halves of one word at the same time.
 // Composed behind the prelude (src/runtime/abi.rs, shaders/prelude.wgsl).
 
 // Params.extra: x, y: window of flattened memory rows
@@ -30,6 +35,47 @@ struct Head {
     owner: bool,
 }
 
+// The columns of a row one thread visits: j = per x + s - lo for x = t, t + 64, ... < n and
+// s < per. Plainly (per = 1) j = t, t + 64, ...; with WORDS (per = 2) x runs over the words
+// holding the row and s over both halves, lo = 1 when the row starts mid-word; j >= W (the
+// neighbour's half, as u32) is skipped.
+struct Cols {
+    n: u32,
+    per: u32,
+    lo: u32,
+}
+
+fn cols_of(row: u32) -> Cols {
+    let W = p.dims.w;
+    var c: Cols;
+    if WORDS {
+        c.lo = (row * W) & 1u;
+        c.per = 2u;
+        c.n = (W + c.lo + 1u) / 2u;
+    } else {
+        c.lo = 0u;
+        c.per = 1u;
+        c.n = W;
+    }
+    return c;
+}
+
+// The heads a workgroup takes: its own unit, or with WORDS (dispatched as one workgroup)
+// every (b, h) in turn.
+fn heads_first(wg: vec3<u32>) -> u32 {
+    if WORDS {
+        return 0u;
+    }
+    return unit_id(wg);
+}
+
+fn heads_end(wg: vec3<u32>) -> u32 {
+    if WORDS {
+        return p.dims.x * p.dims.y;
+    }
+    return min(unit_id(wg) + 1u, p.unit_end);
+}
+
 fn head_of(u: u32, i: u32) -> Head {
     var hd: Head;
     hd.bh = u;
@@ -41,7 +87,7 @@ fn head_of(u: u32, i: u32) -> Head {
     return hd;
 }
 
-@group(0) @binding(1) var<storage, read> g_mem: array<f32>;
+@group(0) @binding(1) var<storage, read> g_mem: array<MemS>;
 @group(0) @binding(2) var<storage, read> g_idx: array<u32>;
 @group(0) @binding(3) var<storage, read_write> g_out: array<f32>;
 @group(0) @binding(4) var<storage, read_write> g_flags: array<atomic<u32>>;
@@ -65,14 +111,14 @@ fn gather(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
     }
     let W = p.dims.w;
     for (var j = t; j < W; j += 64u) {
-        g_out[u * W + j] = g_mem[hd.row * W + j - p.base0.x];
+        g_out[u * W + j] = g_mem_ld(hd.row * W + j - p.base0.x);
     }
 }
 
-@group(0) @binding(1) var<storage, read> rb_mem: array<f32>;
+@group(0) @binding(1) var<storage, read> rb_mem: array<MemS>;
 @group(0) @binding(2) var<storage, read> rb_idx: array<u32>;
 @group(0) @binding(3) var<storage, read> rb_dr: array<f32>;
-@group(0) @binding(4) var<storage, read_write> rb_dmem: array<f32>;
+@group(0) @binding(4) var<storage, read_write> rb_dmem: array<DMemS>;
 @group(0) @binding(5) var<storage, read_write> rb_dw: array<f32>;
 @group(0) @binding(6) var<storage, read_write> rb_flags: array<atomic<u32>>;
 
@@ -91,48 +137,60 @@ fn reduce64(t: u32) -> f32 {
 
 @compute @workgroup_size(64)
 fn read_bwd(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
-    let u = unit_id(wg);
-    if u >= p.unit_end {
+    if unit_id(wg) >= p.unit_end {
         return;
     }
     let H = p.dims.y;
     let W = p.dims.w;
-    let i = rb_idx[u];
-    var hd = head_of(u, i);
-    if !hd.valid && t == 0u {
-        atomicMax(&rb_flags[p.check_slot], 0xffffffffu - u);
-    }
-    hd.owner = true;
-    for (var o = 0u; o < hd.h; o += 1u) {
-        if rb_idx[hd.b * H + o] == i {
-            hd.owner = false;
+    for (var u = heads_first(wg); u < heads_end(wg); u += 1u) {
+        let i = rb_idx[u];
+        var hd = head_of(u, i);
+        if !hd.valid && t == 0u {
+            atomicMax(&rb_flags[p.check_slot], 0xffffffffu - u);
         }
-    }
-    var dot = 0.0;
-    if hd.here {
-        for (var j = t; j < W; j += 64u) {
-            let mi = hd.row * W + j;
-            let g = rb_dr[u * W + j];
-            dot += g * rb_mem[mi - p.base0.x];
-            if hd.owner {
-                var s = 0.0;
-                for (var o = hd.h; o < H; o += 1u) {
-                    if rb_idx[hd.b * H + o] == i {
-                        s += rb_dr[(hd.b * H + o) * W + j];
-                    }
-                }
-                rb_dmem[mi - p.base0.w] += s;
+        hd.owner = true;
+        for (var o = 0u; o < hd.h; o += 1u) {
+            if rb_idx[hd.b * H + o] == i {
+                hd.owner = false;
             }
         }
-    }
-    red[t] = dot;
-    let total = reduce64(t);
-    if hd.here && t == 0u {
-        rb_dw[u] = total;
+        var dot = 0.0;
+        if hd.here {
+            let c = cols_of(hd.row);
+            for (var x = t; x < c.n; x += 64u) {
+                for (var s = 0u; s < c.per; s += 1u) {
+                    let j = c.per * x + s - c.lo;
+                    if j >= W {
+                        continue;
+                    }
+                    let mi = hd.row * W + j;
+                    let g = rb_dr[u * W + j];
+                    dot += g * rb_mem_ld(mi - p.base0.x);
+                    if hd.owner {
+                        var sum = 0.0;
+                        for (var o = hd.h; o < H; o += 1u) {
+                            if rb_idx[hd.b * H + o] == i {
+                                sum += rb_dr[(hd.b * H + o) * W + j];
+                            }
+                        }
+                        let di = mi - p.base0.w;
+                        rb_dmem_st(di, rb_dmem_ld(di) + sum);
+                    }
+                }
+            }
+        }
+        red[t] = dot;
+        let total = reduce64(t);
+        if hd.here && t == 0u {
+            rb_dw[u] = total;
+        }
+        if WORDS {
+            storageBarrier();
+        }
     }
 }
 
-@group(0) @binding(1) var<storage, read_write> ss_mem: array<f32>;
+@group(0) @binding(1) var<storage, read_write> ss_mem: array<MemS>;
 @group(0) @binding(2) var<storage, read> ss_idx: array<u32>;
 @group(0) @binding(3) var<storage, read_write> ss_old: array<f32>;
 @group(0) @binding(4) var<storage, read> ss_e: array<f32>;
@@ -142,12 +200,7 @@ fn read_bwd(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_inde
 // A write in one pass: the owner of each chosen row (its lowest head) saves the row into the
 // undo record of every head on it, then writes it. Other heads touch nothing, so no head reads
 // a row another is writing.
-@compute @workgroup_size(64)
-fn save_scatter(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
-    let u = unit_id(wg);
-    if u >= p.unit_end {
-        return;
-    }
+fn save_scatter_head(u: u32, t: u32) {
     let H = p.dims.y;
     let W = p.dims.w;
     let i = ss_idx[u];
@@ -166,34 +219,49 @@ fn save_scatter(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_
             return; // an earlier head owns this row
         }
     }
-    for (var j = t; j < W; j += 64u) {
-        let g = hd.row * W + j - p.base0.x;
-        let m = ss_mem[g];
-        var keep = 1.0;
-        var add = 0.0;
-        for (var o = hd.h; o < H; o += 1u) {
-            if ss_idx[hd.b * H + o] == i {
-                let oj = (hd.b * H + o) * W + j;
-                ss_old[oj] = m;
-                keep *= 1.0 - ss_e[oj];
-                add += ss_a[oj];
+    let c = cols_of(hd.row);
+    for (var x = t; x < c.n; x += 64u) {
+        for (var s = 0u; s < c.per; s += 1u) {
+            let j = c.per * x + s - c.lo;
+            if j >= W {
+                continue;
             }
+            let g = hd.row * W + j - p.base0.x;
+            let m = ss_mem_ld(g);
+            var keep = 1.0;
+            var add = 0.0;
+            for (var o = hd.h; o < H; o += 1u) {
+                if ss_idx[hd.b * H + o] == i {
+                    let oj = (hd.b * H + o) * W + j;
+                    ss_old[oj] = m;
+                    keep *= 1.0 - ss_e[oj];
+                    add += ss_a[oj];
+                }
+            }
+            ss_mem_st(g, m * keep + add);
         }
-        ss_mem[g] = m * keep + add;
     }
 }
 
-@group(0) @binding(1) var<storage, read_write> rs_mem: array<f32>;
+@compute @workgroup_size(64)
+fn save_scatter(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    if unit_id(wg) >= p.unit_end {
+        return;
+    }
+    for (var u = heads_first(wg); u < heads_end(wg); u += 1u) {
+        save_scatter_head(u, t);
+        if WORDS {
+            storageBarrier();
+        }
+    }
+}
+
+@group(0) @binding(1) var<storage, read_write> rs_mem: array<MemS>;
 @group(0) @binding(2) var<storage, read> rs_idx: array<u32>;
 @group(0) @binding(3) var<storage, read> rs_old: array<f32>;
 
 // Undo: the owner of each chosen row restores it from the record.
-@compute @workgroup_size(64)
-fn restore(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
-    let u = unit_id(wg);
-    if u >= p.unit_end {
-        return;
-    }
+fn restore_head(u: u32, t: u32) {
     let H = p.dims.y;
     let W = p.dims.w;
     let i = rs_idx[u];
@@ -206,12 +274,31 @@ fn restore(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index
             return; // an earlier head owns this row
         }
     }
-    for (var j = t; j < W; j += 64u) {
-        rs_mem[hd.row * W + j - p.base0.x] = rs_old[u * W + j];
+    let c = cols_of(hd.row);
+    for (var x = t; x < c.n; x += 64u) {
+        for (var s = 0u; s < c.per; s += 1u) {
+            let j = c.per * x + s - c.lo;
+            if j < W {
+                rs_mem_st(hd.row * W + j - p.base0.x, rs_old[u * W + j]);
+            }
+        }
     }
 }
 
-@group(0) @binding(1) var<storage, read> wb_dmem: array<f32>;
+@compute @workgroup_size(64)
+fn restore(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    if unit_id(wg) >= p.unit_end {
+        return;
+    }
+    for (var u = heads_first(wg); u < heads_end(wg); u += 1u) {
+        restore_head(u, t);
+        if WORDS {
+            storageBarrier();
+        }
+    }
+}
+
+@group(0) @binding(1) var<storage, read> wb_dmem: array<GradS>;
 @group(0) @binding(2) var<storage, read> wb_idx: array<u32>;
 @group(0) @binding(3) var<storage, read> wb_old: array<f32>;
 @group(0) @binding(4) var<storage, read> wb_e: array<f32>;
@@ -241,7 +328,7 @@ fn write_bwd_grads(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocati
                     q *= 1.0 - wb_e[(hd.b * H + o) * W + j];
                 }
             }
-            let g = wb_dmem[hd.row * W + j - p.base0.x];
+            let g = wb_dmem_ld(hd.row * W + j - p.base0.x);
             let old = wb_old[u * W + j];
             let e = wb_e[u * W + j];
             wb_de[u * W + j] = -g * old * q;
@@ -256,18 +343,13 @@ fn write_bwd_grads(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocati
     }
 }
 
-@group(0) @binding(1) var<storage, read_write> wm_dmem: array<f32>;
+@group(0) @binding(1) var<storage, read_write> wm_dmem: array<GradS>;
 @group(0) @binding(2) var<storage, read> wm_idx: array<u32>;
 @group(0) @binding(3) var<storage, read> wm_e: array<f32>;
 @group(0) @binding(4) var<storage, read_write> wm_flags: array<atomic<u32>>;
 
 // dM[r] = dM'[r] prod_{h: idx_h = r} (1 - e_h), by the row's owner.
-@compute @workgroup_size(64)
-fn write_bwd_mem(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
-    let u = unit_id(wg);
-    if u >= p.unit_end {
-        return;
-    }
+fn write_bwd_mem_head(u: u32, t: u32) {
     let H = p.dims.y;
     let W = p.dims.w;
     let i = wm_idx[u];
@@ -286,13 +368,34 @@ fn write_bwd_mem(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation
             return;
         }
     }
-    for (var j = t; j < W; j += 64u) {
-        var keep = 1.0;
-        for (var o = hd.h; o < H; o += 1u) {
-            if wm_idx[hd.b * H + o] == i {
-                keep *= 1.0 - wm_e[(hd.b * H + o) * W + j];
+    let c = cols_of(hd.row);
+    for (var x = t; x < c.n; x += 64u) {
+        for (var s = 0u; s < c.per; s += 1u) {
+            let j = c.per * x + s - c.lo;
+            if j >= W {
+                continue;
             }
+            var keep = 1.0;
+            for (var o = hd.h; o < H; o += 1u) {
+                if wm_idx[hd.b * H + o] == i {
+                    keep *= 1.0 - wm_e[(hd.b * H + o) * W + j];
+                }
+            }
+            let g = hd.row * W + j - p.base0.x;
+            wm_dmem_st(g, wm_dmem_ld(g) * keep);
         }
-        wm_dmem[hd.row * W + j - p.base0.x] *= keep;
+    }
+}
+
+@compute @workgroup_size(64)
+fn write_bwd_mem(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    if unit_id(wg) >= p.unit_end {
+        return;
+    }
+    for (var u = heads_first(wg); u < heads_end(wg); u += 1u) {
+        write_bwd_mem_head(u, t);
+        if WORDS {
+            storageBarrier();
+        }
     }
 }

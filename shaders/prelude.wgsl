@@ -46,3 +46,35 @@ fn element(wg: vec3<u32>, t: u32, k: u32) -> Element {
     el.i = row - el.b * N;
     return el;
 }
+
+// With WORDS (f16 packed two per u32 and LANES = 1: rows may start mid-word) the elementwise
+// kernels map each thread to one word instead: flat elements 2q and 2q + 1, each with its own
+// row and column, so the thread computes both halves and stores the word whole (NAME_st2).
+// A unit covers WG * EW_ROWS consecutive words; `b.ok` is false for the half past the tensor.
+struct Word {
+    a: Element,
+    b: Element,
+}
+
+fn flat_element(f: u32, live: bool) -> Element {
+    let N = p.dims.z;
+    let W = p.dims.w;
+    var el: Element;
+    let row = f / W;
+    el.ok = live && row < p.dims.x * N;
+    el.e = f;
+    el.j = f - row * W;
+    el.b = row / N;
+    el.i = row - el.b * N;
+    return el;
+}
+
+fn word_elements(wg: vec3<u32>, t: u32, k: u32) -> Word {
+    let u = unit_id(wg);
+    let q = (u * EW_ROWS + k) * WG + t;
+    let live = u < p.unit_end;
+    var wd: Word;
+    wd.a = flat_element(2u * q, live);
+    wd.b = flat_element(2u * q + 1u, live);
+    return wd;
+}

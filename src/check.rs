@@ -2,7 +2,7 @@
 //! the op, the argument, and what was expected and given.
 
 use crate::error::{Error, Result};
-use crate::runtime::tensor::{Indices, Tensor};
+use crate::runtime::tensor::{DType, Indices, Tensor};
 use crate::runtime::Gpu;
 
 /// The sizes of one call: batch, heads, slots, width.
@@ -99,6 +99,7 @@ fn rank3(
     known: [Option<usize>; 3],
 ) -> Result<[usize; 3]> {
     gpu.check_owner(op, arg, t.gpu)?;
+    f32_only(op, arg, t)?;
     let fits = t.shape.len() == 3 && (0..3).all(|k| known[k].is_none_or(|d| d == t.shape[k]));
     if !fits {
         let dims: Vec<String> = (0..3)
@@ -114,7 +115,7 @@ fn rank3(
     Ok([t.shape[0], t.shape[1], t.shape[2]])
 }
 
-/// Checks a tensor's shape exactly.
+/// Checks an f32 tensor's shape exactly.
 pub(crate) fn tensor(
     gpu: &Gpu,
     op: &'static str,
@@ -124,7 +125,33 @@ pub(crate) fn tensor(
     want: &[usize],
 ) -> Result<()> {
     gpu.check_owner(op, arg, t.gpu)?;
+    f32_only(op, arg, t)?;
     expect(op, arg, &t.shape, names, want)
+}
+
+/// Checks a memory-shaped tensor (`dM'`, `d_mem`: f32 or f16) against [B, N, W].
+pub(crate) fn memory_shaped(
+    gpu: &Gpu,
+    op: &'static str,
+    arg: &'static str,
+    t: &Tensor,
+    d: Dims,
+) -> Result<()> {
+    gpu.check_owner(op, arg, t.gpu)?;
+    expect(op, arg, &t.shape, &["B", "N", "W"], &[d.b, d.n, d.w])
+}
+
+/// An error unless `t` is f32 (every tensor that is not memory-shaped).
+pub(crate) fn f32_only(op: &'static str, arg: &'static str, t: &Tensor) -> Result<()> {
+    if t.dtype != DType::F32 {
+        return Err(Error::DType {
+            op,
+            arg,
+            expected: "f32",
+            given: t.dtype,
+        });
+    }
+    Ok(())
 }
 
 /// Checks that `t` has the shape of another argument, `other` (owned by this Gpu too).

@@ -23,6 +23,25 @@ pub enum Error {
         /// The shape that was given.
         given: Vec<usize>,
     },
+    /// An argument has a dtype the op does not take: only memory-shaped tensors may be f16
+    /// (DESIGN.md section 7).
+    DType {
+        /// The op that was called.
+        op: &'static str,
+        /// The argument at fault.
+        arg: &'static str,
+        /// The dtype the op needs there, in words.
+        expected: &'static str,
+        /// The dtype that was given.
+        given: crate::DType,
+    },
+    /// The device lacks a feature the call needs.
+    Unsupported {
+        /// The call.
+        op: &'static str,
+        /// What is missing.
+        message: String,
+    },
     /// Host data does not match the shape it was uploaded with.
     DataLength {
         /// The op that was called.
@@ -98,6 +117,12 @@ impl fmt::Display for Error {
                 f,
                 "{op}: argument `{arg}` has shape {given:?}, expected {expected}"
             ),
+            Error::DType { op, arg, expected, given } => write!(
+                f,
+                "{op}: argument `{arg}` is {given}, expected {expected} (only memory-shaped \
+                 tensors may be f16)"
+            ),
+            Error::Unsupported { op, message } => write!(f, "{op}: {message}"),
             Error::DataLength { op, shape, expected, given } => write!(
                 f,
                 "{op}: shape {shape:?} holds {expected} elements but {given} were given"

@@ -24,15 +24,31 @@ mod tests {
     use super::SHADERS;
     use crate::runtime::pipelines::{compose, reflect_all};
 
-    /// Every shader composes behind the prelude and its imports and passes naga's validation;
-    /// every entry point's bindings are derived without error.
+    /// Every shader composes behind the prelude and its imports and passes naga's validation
+    /// in every specialisation (lanes, ACC, and each memory slot's storage form); every entry
+    /// point's bindings are derived without error.
     #[test]
     fn every_shader_composes_and_validates() {
+        use crate::runtime::pipelines::{Form, Spec};
+        let forms = [Form::F32, Form::F16, Form::Packed];
         for s in SHADERS {
-            for (lanes, acc) in [(1, false), (4, false), (1, true), (4, true)] {
-                let src = compose(s, lanes, acc);
-                let eps = reflect_all(&src).unwrap_or_else(|e| panic!("{} ({lanes}): {e}", s.name));
-                assert!(!eps.is_empty(), "{}: no compute entry point", s.name);
+            for lanes in [1, 2, 4] {
+                for acc in [false, true] {
+                    for (m, g, d) in forms
+                        .iter()
+                        .flat_map(|&m| forms.iter().flat_map(move |&g| forms.map(|d| (m, g, d))))
+                    {
+                        let spec = Spec {
+                            lanes,
+                            acc,
+                            forms: [m, g, d],
+                        };
+                        let (src, _) = compose(s, spec);
+                        let eps = reflect_all(&src)
+                            .unwrap_or_else(|e| panic!("{} ({spec:?}): {e}", s.name));
+                        assert!(!eps.is_empty(), "{}: no compute entry point", s.name);
+                    }
+                }
             }
         }
     }

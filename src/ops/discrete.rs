@@ -8,9 +8,9 @@ use crate::check::{self, Dims};
 use crate::error::{Error, Result};
 use crate::runtime::abi::Params;
 use crate::runtime::dispatch::{Arg, Span};
-use crate::runtime::pipelines::{KernelDef, Shader};
+use crate::runtime::pipelines::{Form, KernelDef, Shader};
 use crate::runtime::recorder::{CheckKind, IndexCheck, Recorder, CHECK_SLOTS};
-use crate::runtime::tensor::{Indices, Tensor};
+use crate::runtime::tensor::{DType, Indices, Tensor};
 use crate::runtime::Gpu;
 
 pub(crate) const SHADER: Shader = Shader {
@@ -78,17 +78,37 @@ fn per_window(
     args: &[WindowArg],
 ) -> Result<()> {
     let w = d.w as u64;
-    for (lo, hi) in gpu.row_windows((d.b * d.n) as u64, w) {
+    // Windows sized for the widest memory-shaped argument.
+    let widest = args
+        .iter()
+        .filter_map(|a| match a {
+            WindowArg::Mem(_, _, dt) => Some(*dt),
+            WindowArg::Whole(..) => None,
+        })
+        .max_by_key(|dt| dt.size_bytes())
+        .unwrap_or(DType::F32);
+    // With WORDS one workgroup takes every head in turn (see shaders/discrete.wgsl).
+    let units = if def.spec.words() {
+        1
+    } else {
+        (d.b * d.h) as u64
+    };
+    for (lo, hi) in gpu.row_windows((d.b * d.n) as u64, w, widest) {
         let span = move |_: u64, _: u64| (lo * w, hi * w);
         let params = Params::new(d.arr(), [lo as u32, hi as u32, 0, 0], [0.0; 4]);
         let resolved: Vec<Arg<'_>> = args
             .iter()
             .map(|a| match a {
-                WindowArg::Mem(buf, len) => Arg::raw(buf, *len, Span::Window(&span)),
+                WindowArg::Mem(buf, len, dtype) => Arg {
+                    buf,
+                    len: *len,
+                    dtype: *dtype,
+                    span: Span::Window(&span),
+                },
                 WindowArg::Whole(buf, len) => Arg::raw(buf, *len, Span::Whole),
             })
             .collect();
-        gpu.launch(rec, op, def, params, (d.b * d.h) as u64, &resolved)?;
+        gpu.launch(rec, op, def, params, units, &resolved)?;
     }
     Ok(())
 }
@@ -97,12 +117,12 @@ fn per_window(
 /// small one bound whole.
 #[derive(Clone)]
 pub(crate) enum WindowArg {
-    Mem(Arc<wgpu::Buffer>, u64),
+    Mem(Arc<wgpu::Buffer>, u64, DType),
     Whole(Arc<wgpu::Buffer>, u64),
 }
 
 fn mem_arg(t: &Tensor) -> WindowArg {
-    WindowArg::Mem(t.buf.clone(), t.len as u64)
+    WindowArg::Mem(t.buf.clone(), t.len as u64, t.dtype)
 }
 fn whole(t: &Tensor) -> WindowArg {
     WindowArg::Whole(t.buf.clone(), t.len as u64)
@@ -155,7 +175,7 @@ impl Gpu {
             self,
             &mut rec,
             OP,
-            &GATHER,
+            &GATHER.forms(self.form(memory.dtype), Form::F32, Form::F32),
             d,
             &[
                 mem_arg(memory),
@@ -181,14 +201,7 @@ impl Gpu {
         const OP: &str = "discrete_read_backward";
         let d = memory_and_indices(self, OP, memory, indices)?;
         check::tensor(self, OP, "dr", dr, &["B", "H", "W"], &[d.b, d.h, d.w])?;
-        check::tensor(
-            self,
-            OP,
-            "d_memory",
-            d_memory,
-            &["B", "N", "W"],
-            &[d.b, d.n, d.w],
-        )?;
+        check::memory_shaped(self, OP, "d_memory", d_memory, d)?;
         let out = self.alloc(OP, &[d.b, d.h])?;
         let mut rec = self.recorder();
         let flags = reserve(self, &mut rec, OP, d, indices);
@@ -196,7 +209,11 @@ impl Gpu {
             self,
             &mut rec,
             OP,
-            &READ_BWD,
+            &READ_BWD.forms(
+                self.form(memory.dtype),
+                Form::F32,
+                self.form(d_memory.dtype),
+            ),
             d,
             &[
                 mem_arg(memory),
@@ -235,7 +252,7 @@ impl Gpu {
             self,
             &mut rec,
             OP,
-            &SAVE_SCATTER,
+            &SAVE_SCATTER.forms(self.form(memory.dtype), Form::F32, Form::F32),
             d,
             &[
                 mem_arg(memory),
@@ -288,7 +305,7 @@ impl Gpu {
             self,
             &mut rec,
             OP,
-            &RESTORE,
+            &RESTORE.forms(self.form(memory.dtype), Form::F32, Form::F32),
             d,
             &[
                 mem_arg(memory),
@@ -333,7 +350,7 @@ impl Gpu {
             self,
             &mut rec,
             OP,
-            &WRITE_BWD_GRADS,
+            &WRITE_BWD_GRADS.forms(Form::F32, self.form(d_memory.dtype), Form::F32),
             d,
             &[
                 mem_arg(d_memory),
@@ -350,7 +367,7 @@ impl Gpu {
             self,
             &mut rec,
             OP,
-            &WRITE_BWD_MEM,
+            &WRITE_BWD_MEM.forms(Form::F32, self.form(d_memory.dtype), Form::F32),
             d,
             &[
                 mem_arg(d_memory),

@@ -8,7 +8,7 @@ use std::num::NonZeroU64;
 use super::abi::{Params, MAX_ARGS, PARAM_BYTES};
 use super::pipelines::KernelDef;
 use super::recorder::{Recorder, ARENA_SLOTS};
-use super::tensor::{Indices, Tensor};
+use super::tensor::{DType, Indices, Tensor};
 use super::Gpu;
 use crate::error::{Error, Result};
 
@@ -23,8 +23,10 @@ pub(crate) enum Span<'a> {
 /// One storage argument of a dispatch.
 pub(crate) struct Arg<'a> {
     pub buf: &'a wgpu::Buffer,
-    /// Length of the buffer in 4-byte elements.
+    /// Length of the tensor in elements of `dtype` (indices and raw buffers: 4-byte words,
+    /// `F32`).
     pub len: u64,
+    pub dtype: DType,
     pub span: Span<'a>,
 }
 
@@ -33,6 +35,7 @@ impl<'a> Arg<'a> {
         Arg {
             buf: &t.buf,
             len: t.len as u64,
+            dtype: t.dtype,
             span: Span::Whole,
         }
     }
@@ -40,6 +43,7 @@ impl<'a> Arg<'a> {
         Arg {
             buf: &t.buf,
             len: t.len as u64,
+            dtype: t.dtype,
             span: Span::Window(f),
         }
     }
@@ -47,11 +51,21 @@ impl<'a> Arg<'a> {
         Arg {
             buf: &t.buf,
             len: t.len as u64,
+            dtype: DType::F32,
             span: Span::Whole,
         }
     }
     pub fn raw(buf: &'a wgpu::Buffer, len: u64, span: Span<'a>) -> Self {
-        Arg { buf, len, span }
+        Arg {
+            buf,
+            len,
+            dtype: DType::F32,
+            span,
+        }
+    }
+    /// Bytes the argument's elements take, in whole 4-byte words (bindings are).
+    fn bytes(&self) -> u64 {
+        (self.len * self.dtype.size_bytes()).next_multiple_of(4)
     }
 }
 
@@ -95,6 +109,20 @@ impl Gpu {
                 ),
             });
         }
+        for (k, (a, &want)) in args.iter().zip(&kernel.dtypes).enumerate() {
+            if a.dtype != want {
+                // An op routed a tensor to a kernel specialised for another dtype: a bug in
+                // the crate (or a user kernel given an f16 tensor), never a silent misread.
+                return Err(Error::Invalid {
+                    op,
+                    message: format!(
+                        "kernel `{name}` binding {} takes {want} elements but was given a {} tensor",
+                        k + 1,
+                        a.dtype
+                    ),
+                });
+            }
+        }
         if units == 0 {
             return Ok(());
         }
@@ -102,25 +130,26 @@ impl Gpu {
         let align = self.limits.min_storage_buffer_offset_alignment as u64;
         let max_dim = self.limits.max_compute_workgroups_per_dimension as u64;
         for a in args {
-            if matches!(a.span, Span::Whole) && a.len * 4 > max_bind {
+            if matches!(a.span, Span::Whole) && a.bytes() > max_bind {
                 return Err(Error::TooLarge {
                     op,
                     what: format!(
                         "an argument bound whole by kernel `{name}`, in bytes (max_storage_buffer_binding_size)"
                     ),
-                    size: a.len * 4,
+                    size: a.bytes(),
                     limit: max_bind,
                 });
             }
         }
         // The (offset, size) in bytes that units [u0, u1) bind of an argument.
         let window = |a: &Arg<'_>, u0: u64, u1: u64| -> Result<(u64, u64)> {
-            let total = a.len * 4;
+            let total = a.bytes();
+            let eb = a.dtype.size_bytes();
             match a.span {
                 Span::Whole => Ok((0, total)),
                 Span::Window(f) => {
                     let (lo, hi) = f(u0, u1);
-                    let off = (lo * 4) / align * align;
+                    let off = (lo * eb) / align * align;
                     if off >= total || hi < lo {
                         return Err(Error::Invalid {
                             op,
@@ -131,7 +160,7 @@ impl Gpu {
                             ),
                         });
                     }
-                    let end = (hi * 4).clamp(off + 4, total);
+                    let end = (hi * eb).next_multiple_of(4).clamp(off + 4, total);
                     Ok((off, end - off))
                 }
             }
@@ -182,7 +211,8 @@ impl Gpu {
             let mut binds = Vec::with_capacity(args.len());
             for (k, a) in args.iter().enumerate() {
                 let (off, size) = window(a, u0, u1)?;
-                params.base[k] = (off / 4) as u32;
+                // In elements of the argument's dtype (even for f16: offsets are aligned).
+                params.base[k] = (off / a.dtype.size_bytes()) as u32;
                 binds.push((off, size));
             }
             let binds: Vec<(&wgpu::Buffer, u64, u64)> = args
@@ -287,13 +317,13 @@ impl Gpu {
     /// Windows `[lo, hi)` of `rows` rows of `width` floats, each of which fits one storage
     /// binding once its start is aligned down: kernels that gather rows by index run once
     /// per window.
-    pub(crate) fn row_windows(&self, rows: u64, width: u64) -> Vec<(u64, u64)> {
+    pub(crate) fn row_windows(&self, rows: u64, width: u64, dtype: DType) -> Vec<(u64, u64)> {
         let max_bind = self.limits.max_storage_buffer_binding_size;
-        if rows * width * 4 <= max_bind {
+        let row_bytes = width * dtype.size_bytes();
+        if rows * row_bytes <= max_bind {
             return vec![(0, rows)];
         }
         let align = self.limits.min_storage_buffer_offset_alignment as u64;
-        let row_bytes = width * 4;
         // Windows of a whole number of aligned row groups start at aligned offsets and fill
         // the binding exactly; otherwise leave room for aligning each start down.
         let group = align / gcd(align, row_bytes);

@@ -21,13 +21,14 @@ pub(crate) mod recorder;
 pub(crate) mod tensor;
 pub(crate) mod user;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::error::{Error, Result};
 use abi::PARAM_BYTES;
 use recorder::{Recorder, ARENA_SLOTS};
+use tensor::DType;
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -97,6 +98,18 @@ pub struct Gpu {
     pub(crate) gpu_errors: Arc<Mutex<Vec<String>>>,
     /// How long a wait may take before it gives up with [`Error::Timeout`].
     pub(crate) wait_timeout: Mutex<Duration>,
+    /// Whether f16 tensors use the packed kernels although the device has `SHADER_F16`.
+    f16_packed: AtomicBool,
+}
+
+/// Which kernels serve f16 tensors on a [`Gpu`] (DESIGN.md section 7).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum F16Path {
+    /// WGSL `f16` (the device has `SHADER_F16`): kernels load and store f16 values.
+    Native,
+    /// Two halves per `u32` (`pack2x16float`/`unpack2x16float`, core WGSL: every backend,
+    /// GL included); a thread that stores owns both halves of each word it writes.
+    Packed,
 }
 
 impl std::fmt::Debug for Gpu {
@@ -152,7 +165,9 @@ impl Gpu {
                 .await
                 .map_err(|e| Error::NoAdapter(format!("backends {backends:?}: {e}; {hint}")))?,
         };
-        let features = adapter.features() & wgpu::Features::TIMESTAMP_QUERY;
+        // f16 arithmetic types in WGSL, where the adapter has them (DESIGN.md section 7).
+        let features =
+            adapter.features() & (wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::SHADER_F16);
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("ntm-kernels"),
@@ -215,6 +230,7 @@ impl Gpu {
             rec: Mutex::new(Recorder::default()),
             gpu_errors: Arc::default(),
             wait_timeout: Mutex::new(DEFAULT_WAIT_TIMEOUT),
+            f16_packed: AtomicBool::new(false),
         })
     }
 
@@ -249,6 +265,48 @@ impl Gpu {
     /// cancelled: a later wait picks it up again.
     pub fn set_wait_timeout(&self, timeout: Duration) {
         *self.wait_timeout.lock().unwrap_or_else(|p| p.into_inner()) = timeout;
+    }
+
+    /// Whether the device has WGSL `f16` (`SHADER_F16`).
+    pub(crate) fn has_f16(&self) -> bool {
+        self.features.contains(wgpu::Features::SHADER_F16)
+    }
+
+    /// The kernels f16 tensors use: [`F16Path::Native`] where the device has `SHADER_F16`
+    /// (unless [`Gpu::set_f16_path`] chose otherwise), else [`F16Path::Packed`].
+    pub fn f16_path(&self) -> F16Path {
+        if self.has_f16() && !self.f16_packed.load(Ordering::Relaxed) {
+            F16Path::Native
+        } else {
+            F16Path::Packed
+        }
+    }
+
+    /// Chooses the kernels f16 tensors use from now on: [`F16Path::Packed`] works on every
+    /// device (to compare or test both paths on one adapter); [`F16Path::Native`] needs
+    /// `SHADER_F16` and is an [`Error::Unsupported`] without it. Tensors are the same bytes on
+    /// both paths.
+    pub fn set_f16_path(&self, path: F16Path) -> Result<()> {
+        if path == F16Path::Native && !self.has_f16() {
+            return Err(Error::Unsupported {
+                op: "set_f16_path",
+                message: "the native f16 path needs the SHADER_F16 feature, which this device \
+                          lacks"
+                    .into(),
+            });
+        }
+        self.f16_packed
+            .store(path == F16Path::Packed, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The storage form kernels use for a memory-shaped tensor of `dtype`.
+    pub(crate) fn form(&self, dtype: DType) -> pipelines::Form {
+        match (dtype, self.f16_path()) {
+            (DType::F32, _) => pipelines::Form::F32,
+            (DType::F16, F16Path::Native) => pipelines::Form::F16,
+            (DType::F16, F16Path::Packed) => pipelines::Form::Packed,
+        }
     }
 
     /// How many workgroups a reduction should spread over to keep this adapter busy: a large

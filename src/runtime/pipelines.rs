@@ -11,6 +11,7 @@ use std::sync::{Arc, OnceLock};
 use wgpu::naga;
 
 use super::abi::{prelude, MAX_ARGS, PARAM_BYTES};
+use super::tensor::DType;
 use super::Gpu;
 use crate::error::{Error, Result};
 
@@ -24,35 +25,88 @@ pub(crate) struct Shader {
     pub imports: &'static [&'static Shader],
 }
 
-/// One compute entry point of a crate shader.
+/// How a kernel specialisation stores the elements of one memory-shaped binding (DESIGN.md
+/// section 7): f32, f16 in WGSL (adapters with `SHADER_F16`), or two f16 packed per `u32`
+/// (`pack2x16float`, everywhere else).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Form {
+    F32,
+    F16,
+    Packed,
+}
+
+impl Form {
+    /// The tensor dtype this form stores.
+    pub fn dtype(self) -> DType {
+        match self {
+            Form::F32 => DType::F32,
+            Form::F16 | Form::Packed => DType::F16,
+        }
+    }
+}
+
+/// The memory-shaped binding slots of a kernel, each with its own storage form: `M` (the
+/// memory, and outputs that take its dtype), `G` (the gradient after a write, `dM'`), `D` (a
+/// memory gradient the kernel stores or accumulates into). A shader declares such a binding
+/// with the placeholder element type `MemV`/`MemS`, `GradV`/`GradS` or `DMemV`/`DMemS`
+/// (`V` or scalar `f32` values), and reads and writes it only through the accessors the
+/// composer generates: `NAME_ld(e)`, `NAME_st(e, v)` and `NAME_st2(e, v0, v1, ok1)`.
+pub(crate) const SLOTS: [&str; 3] = ["Mem", "Grad", "DMem"];
+
+/// A kernel's build-time specialisation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct Spec {
+    /// `V` is `f32` (1), `vec2<f32>` (2) or `vec4<f32>` (4).
+    pub lanes: u32,
+    /// `ACC`: kernels that write a gradient of the memory add it to the output.
+    pub acc: bool,
+    /// The storage form of each memory-shaped slot (`M`, `G`, `D`).
+    pub forms: [Form; 3],
+}
+
+impl Spec {
+    /// `WORDS`: stores of a packed slot with scalar columns (`LANES == 1`) must own whole
+    /// words, so kernels switch to a word-owning thread map.
+    pub fn words(&self) -> bool {
+        self.lanes == 1 && self.forms.contains(&Form::Packed)
+    }
+}
+
+/// One compute entry point of a crate shader, with its specialisation.
 #[derive(Clone, Copy)]
 pub(crate) struct KernelDef {
     pub shader: &'static Shader,
     pub entry: &'static str,
-    /// The build-time specialisation: `V` is `f32` (1) or `vec4<f32>` (4) in the prelude.
-    pub lanes: u32,
-    /// The build-time specialisation `ACC` in the prelude: kernels that write a gradient of the
-    /// memory add it to the output (true) or store it (false).
-    pub acc: bool,
+    pub spec: Spec,
 }
 
 impl KernelDef {
-    /// The entry point of `shader`, scalar (`V = f32`).
+    /// The entry point of `shader`, scalar (`V = f32`), f32 memory, storing.
     pub const fn new(shader: &'static Shader, entry: &'static str) -> Self {
         KernelDef {
             shader,
             entry,
-            lanes: 1,
-            acc: false,
+            spec: Spec {
+                lanes: 1,
+                acc: false,
+                forms: [Form::F32; 3],
+            },
         }
     }
-    /// The same entry point specialised for `lanes` (1 or 4) f32s per `V`.
-    pub const fn lanes(self, lanes: u32) -> Self {
-        KernelDef { lanes, ..self }
+    /// The same entry point specialised for `lanes` (1, 2 or 4) f32s per `V`.
+    pub const fn lanes(mut self, lanes: u32) -> Self {
+        self.spec.lanes = lanes;
+        self
     }
     /// The same entry point specialised to accumulate (`ACC = acc`).
-    pub const fn acc(self, acc: bool) -> Self {
-        KernelDef { acc, ..self }
+    pub const fn acc(mut self, acc: bool) -> Self {
+        self.spec.acc = acc;
+        self
+    }
+    /// The same entry point with the storage forms of slots `M`, `G` and `D`.
+    pub const fn forms(mut self, m: Form, g: Form, d: Form) -> Self {
+        self.spec.forms = [m, g, d];
+        self
     }
 }
 
@@ -61,6 +115,8 @@ impl KernelDef {
 pub(crate) struct Reflection {
     /// For each storage binding 1..=k, in order: whether the entry point writes it.
     pub writes: Vec<bool>,
+    /// For each storage binding 1..=k, in order: the variable's name.
+    pub names: Vec<String>,
     /// Bytes of workgroup memory the entry point uses.
     pub workgroup_bytes: u64,
     /// `@workgroup_size`.
@@ -69,14 +125,18 @@ pub(crate) struct Reflection {
 
 /// A built pipeline with the layout derived for it.
 pub(crate) struct Pipeline {
+    /// For each storage binding 1..=k: the dtype of the tensor it takes (F16 for memory-shaped
+    /// slots specialised to f16 or packed; F32, or 4-byte words, otherwise).
+    pub dtypes: Vec<DType>,
     pub layout: wgpu::BindGroupLayout,
     pub pipeline: wgpu::ComputePipeline,
     pub reflection: Reflection,
 }
 
-/// The whole WGSL of a crate shader specialised for `lanes`: prelude, imports (each once),
-/// then the file.
-pub(crate) fn compose(shader: &Shader, lanes: u32, acc: bool) -> String {
+/// The whole WGSL of a crate shader specialised by `spec`: prelude, imports (each once),
+/// then the file, with its memory-shaped bindings given their storage types and accessors.
+/// Also returns those bindings' variable names and forms.
+pub(crate) fn compose(shader: &Shader, spec: Spec) -> (String, Vec<(String, Form)>) {
     fn add(s: &Shader, seen: &mut Vec<&'static str>, out: &mut String) {
         for &i in s.imports {
             if !seen.contains(&i.name) {
@@ -86,10 +146,117 @@ pub(crate) fn compose(shader: &Shader, lanes: u32, acc: bool) -> String {
             }
         }
     }
-    let mut out = prelude(lanes, acc);
-    add(shader, &mut Vec::new(), &mut out);
-    out.push_str(&format!("// ---- {} ----\n{}", shader.name, shader.source));
+    let mut body = String::new();
+    add(shader, &mut Vec::new(), &mut body);
+    body.push_str(&format!("// ---- {} ----\n{}", shader.name, shader.source));
+    let mut slots = Vec::new();
+    let body = memory_bindings(&body, spec, &mut slots);
+    let mut out = String::new();
+    if spec.forms.contains(&Form::F16) {
+        // Must precede every declaration.
+        out.push_str("enable f16;\n");
+    }
+    out.push_str(&prelude(spec));
+    out.push_str(&body);
+    (out, slots)
+}
+
+/// Rewrites each declaration `var<storage, ACCESS> NAME: array<SlotK>;` (slot `Mem`, `Grad`
+/// or `DMem`, kind `V` or `S`) into the slot's storage type and appends its accessors:
+///   `NAME_ld(e) -> T`: element `e` (a `V` for kind V, an `f32` for kind S), read as f32;
+///   `NAME_st(e, v)`: stores element `e`, rounded once to the slot's type. For a packed slot
+///     of scalars this is a read-modify-write of the word holding it: only kernels in which
+///     no other invocation stores that word (the `WORDS` thread maps) may use it;
+///   `NAME_st2(e, v0, v1, ok1)`: stores elements `e` (even) and `e + 1` (only if `ok1`; the
+///     other half is kept): one whole word of a packed slot, so a thread owns what it stores.
+fn memory_bindings(src: &str, spec: Spec, slots: &mut Vec<(String, Form)>) -> String {
+    let mut out = String::with_capacity(src.len() + 4096);
+    for line in src.lines() {
+        let found = SLOTS.iter().enumerate().find_map(|(k, slot)| {
+            ["V", "S"].into_iter().find_map(|kind| {
+                let pat = format!("array<{slot}{kind}>");
+                line.find(&pat).map(|at| (k, kind == "V", at, pat.len()))
+            })
+        });
+        let Some((k, vector, at, len)) = found else {
+            out.push_str(line);
+            out.push('\n');
+            continue;
+        };
+        let form = spec.forms[k];
+        let lanes = if vector { spec.lanes } else { 1 };
+        let (name, writable) = binding_name(line);
+        let t = if vector { "V" } else { "f32" };
+        let h = match lanes {
+            1 => "f16".to_string(),
+            l => format!("vec{l}<f16>"),
+        };
+        let storage = match (form, lanes) {
+            (Form::F32, _) => format!("array<{t}>"),
+            (Form::F16, _) => format!("array<{h}>"),
+            (Form::Packed, 1) | (Form::Packed, 2) => "array<u32>".to_string(),
+            (Form::Packed, _) => "array<vec2<u32>>".to_string(),
+        };
+        out.push_str(&line[..at]);
+        out.push_str(&storage);
+        out.push_str(&line[at + len..]);
+        out.push('\n');
+        let n = &name;
+        let (ld, st) = match (form, lanes) {
+            (Form::F32, _) => (format!("return {n}[e];"), format!("{n}[e] = v;")),
+            (Form::F16, _) => (format!("return {t}({n}[e]);"), format!("{n}[e] = {h}(v);")),
+            (Form::Packed, 1) => (
+                format!("return unpack2x16float({n}[e >> 1u])[e & 1u];"),
+                format!(
+                    "let q = e >> 1u; let sh = (e & 1u) * 16u; \
+                     {n}[q] = ({n}[q] & ~(0xffffu << sh)) | \
+                     ((pack2x16float(vec2<f32>(v, 0.0)) & 0xffffu) << sh);"
+                ),
+            ),
+            (Form::Packed, 2) => (
+                format!("return unpack2x16float({n}[e]);"),
+                format!("{n}[e] = pack2x16float(v);"),
+            ),
+            (Form::Packed, _) => (
+                format!(
+                    "let q = {n}[e]; return vec4<f32>(unpack2x16float(q.x), unpack2x16float(q.y));"
+                ),
+                format!("{n}[e] = vec2<u32>(pack2x16float(v.xy), pack2x16float(v.zw));"),
+            ),
+        };
+        out.push_str(&format!("fn {n}_ld(e: u32) -> {t} {{ {ld} }}\n"));
+        if writable {
+            out.push_str(&format!("fn {n}_st(e: u32, v: {t}) {{ {st} }}\n"));
+            let st2 = if (form, lanes) == (Form::Packed, 1) {
+                format!(
+                    "let q = e >> 1u; var hi = {n}[q] & 0xffff0000u; \
+                     if ok1 {{ hi = pack2x16float(vec2<f32>(0.0, v1)) & 0xffff0000u; }} \
+                     {n}[q] = (pack2x16float(vec2<f32>(v0, 0.0)) & 0xffffu) | hi;"
+                )
+            } else {
+                format!("{n}_st(e, v0); if ok1 {{ {n}_st(e + 1u, v1); }}")
+            };
+            out.push_str(&format!(
+                "fn {n}_st2(e: u32, v0: {t}, v1: {t}, ok1: bool) {{ {st2} }}\n"
+            ));
+        }
+        slots.push((name, form));
+    }
     out
+}
+
+/// The variable name of a `var<storage, ...> NAME: ...` line and whether it is writable.
+fn binding_name(line: &str) -> (String, bool) {
+    let after = line.split("var<").nth(1).unwrap_or("");
+    let writable = after.starts_with("storage, read_write");
+    let name = after
+        .split('>')
+        .nth(1)
+        .and_then(|r| r.split(':').next())
+        .unwrap_or("")
+        .trim()
+        .to_string();
+    (name, writable)
 }
 
 /// Parses and validates WGSL with naga and reflects every entry point. Errors are naga's
@@ -108,7 +275,7 @@ pub(crate) fn reflect_all(source: &str) -> std::result::Result<Vec<(String, Refl
             continue;
         }
         let fi = info.get_entry_point(index);
-        let mut storage: Vec<(u32, bool)> = Vec::new();
+        let mut storage: Vec<(u32, bool, String)> = Vec::new();
         let mut workgroup_bytes = 0u64;
         let mut uniform_ok = true;
         for (handle, var) in module.global_variables.iter() {
@@ -127,7 +294,11 @@ pub(crate) fn reflect_all(source: &str) -> std::result::Result<Vec<(String, Refl
                             ep.name, rb.group
                         ));
                     }
-                    storage.push((rb.binding, access.contains(naga::StorageAccess::STORE)));
+                    storage.push((
+                        rb.binding,
+                        access.contains(naga::StorageAccess::STORE),
+                        var.name.clone().unwrap_or_default(),
+                    ));
                 }
                 naga::AddressSpace::Uniform => {
                     uniform_ok &= var
@@ -148,7 +319,7 @@ pub(crate) fn reflect_all(source: &str) -> std::result::Result<Vec<(String, Refl
             ));
         }
         storage.sort();
-        for (k, &(binding, _)) in storage.iter().enumerate() {
+        for (k, &(binding, _, _)) in storage.iter().enumerate() {
             if binding != k as u32 + 1 {
                 return Err(format!(
                     "entry point `{}`: storage bindings must be numbered 1, 2, ... without gaps or \
@@ -169,6 +340,7 @@ pub(crate) fn reflect_all(source: &str) -> std::result::Result<Vec<(String, Refl
             ep.name.clone(),
             Reflection {
                 writes: storage.iter().map(|s| s.1).collect(),
+                names: storage.iter().map(|s| s.2.clone()).collect(),
                 workgroup_bytes,
                 workgroup_size: ep.workgroup_size,
             },
@@ -201,7 +373,12 @@ pub(crate) fn crate_needs() -> std::result::Result<Needs, String> {
                 .iter()
                 .flat_map(|s| [(s, 1), (s, 4)])
             {
-                let src = compose(s, lanes, false);
+                let spec = Spec {
+                    lanes,
+                    acc: false,
+                    forms: [Form::F32; 3],
+                };
+                let (src, _) = compose(s, spec);
                 for (_, r) in
                     reflect_all(&src).map_err(|e| format!("{} ({lanes} lanes): {e}", s.name))?
                 {
@@ -217,7 +394,7 @@ pub(crate) fn crate_needs() -> std::result::Result<Needs, String> {
 }
 
 /// Pipelines built on one device, by (file or kernel name, entry point, specialisation).
-pub(crate) type Cache = HashMap<(String, String, u32), Arc<Pipeline>>;
+pub(crate) type Cache = HashMap<(String, String, Option<Spec>), Arc<Pipeline>>;
 
 impl Gpu {
     /// The cached pipeline of a crate kernel, built on first use.
@@ -225,16 +402,27 @@ impl Gpu {
         let key = (
             def.shader.name.to_string(),
             def.entry.to_string(),
-            def.lanes | (def.acc as u32) << 8,
+            Some(def.spec),
         );
         if let Some(p) = self.lock_cache().get(&key) {
             return Ok(p.clone());
         }
+        if def.spec.forms.contains(&Form::F16) && !self.has_f16() {
+            return Err(Error::Invalid {
+                op: "pipeline",
+                message: format!(
+                    "kernel `{}::{}` specialised for f16 on an adapter without SHADER_F16",
+                    def.shader.name, def.entry
+                ),
+            });
+        }
+        let (source, slots) = compose(def.shader, def.spec);
         let built = Arc::new(self.build_pipeline(
             def.shader.name,
-            &compose(def.shader, def.lanes, def.acc),
+            &source,
             def.entry,
             PARAM_BYTES,
+            &slots,
         )?);
         Ok(self.lock_cache().entry(key).or_insert(built).clone())
     }
@@ -246,12 +434,14 @@ impl Gpu {
     /// Reflects `entry` of `source`, derives its bind-group layout (the uniform at binding 0
     /// is `uniform_bytes` long), and builds the pipeline. Every failure is an
     /// [`Error::Invalid`] naming the shader and entry point.
+    /// `slots` are the memory-shaped bindings the composer specialised (by variable name).
     pub(crate) fn build_pipeline(
         &self,
         name: &str,
         source: &str,
         entry: &str,
         uniform_bytes: u64,
+        slots: &[(String, Form)],
     ) -> Result<Pipeline> {
         let op = "pipeline";
         let fail = |message: String| Error::Invalid {
@@ -319,7 +509,18 @@ impl Gpu {
         if let Some(e) = pollster::block_on(scope.pop()) {
             return Err(fail(format!("the device refused the pipeline: {e}")));
         }
+        let dtypes = reflection
+            .names
+            .iter()
+            .map(|n| {
+                slots
+                    .iter()
+                    .find(|(s, _)| s == n)
+                    .map_or(DType::F32, |&(_, f)| f.dtype())
+            })
+            .collect();
         Ok(Pipeline {
+            dtypes,
             layout,
             pipeline,
             reflection,

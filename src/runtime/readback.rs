@@ -5,17 +5,26 @@
 use std::time::{Duration, Instant};
 
 use super::recorder::{CheckKind, CHECK_BYTES};
-use super::tensor::{Indices, Tensor};
+use super::tensor::{DType, Indices, Tensor};
 use super::Gpu;
 use crate::error::{Error, Result};
 
 impl Gpu {
-    /// Waits for all queued work, then copies the tensor back to the host.
+    /// Waits for all queued work, then copies the tensor back to the host, as f32 whatever
+    /// its dtype (f16 values convert exactly).
     pub fn download(&self, t: &Tensor) -> Result<Vec<f32>> {
         self.check_owner("download", "tensor", t.gpu)?;
         super::tensor::require_usage("download", "tensor", &t.buf, wgpu::BufferUsages::COPY_SRC)?;
-        let bytes = self.read_back("download", &t.buf, t.len as u64 * 4)?;
-        Ok(bytemuck::cast_slice(&bytes).to_vec())
+        // Copies take whole 4-byte words (allocations are whole 16-byte blocks).
+        let bytes = self.read_back("download", &t.buf, t.size_bytes().next_multiple_of(4))?;
+        Ok(match t.dtype {
+            DType::F32 => bytemuck::cast_slice(&bytes).to_vec(),
+            DType::F16 => bytes
+                .chunks_exact(2)
+                .take(t.len)
+                .map(|h| half::f16::from_bits(u16::from_le_bytes([h[0], h[1]])).to_f32())
+                .collect(),
+        })
     }
 
     /// Waits for all queued work, then copies the indices back to the host.

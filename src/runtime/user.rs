@@ -90,7 +90,7 @@ impl Gpu {
         let key = (
             format!("user:{name}:{:016x}", fingerprint(wgsl)),
             entry.to_string(),
-            0,
+            None,
         );
         let cached = self
             .pipelines
@@ -101,8 +101,13 @@ impl Gpu {
         let pipeline = match cached {
             Some(p) => p,
             None => {
-                let built =
-                    Arc::new(self.build_pipeline(name, wgsl, entry, 4 * MAX_PARAM_WORDS as u64)?);
+                let built = Arc::new(self.build_pipeline(
+                    name,
+                    wgsl,
+                    entry,
+                    4 * MAX_PARAM_WORDS as u64,
+                    &[],
+                )?);
                 self.pipelines
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
