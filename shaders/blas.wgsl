@@ -1,14 +1,20 @@
-// Whole-tensor updates for training loops, four elements at a time:
+// Whole-tensor updates for training loops, flat over the elements:
 //   axpy: y <- y + alpha x
 //   fill: t <- value
-// Only the tensor's elements are stored: in the last vec4 of a length that is not a multiple
-// of 4, element by element (bytes past a wrapped tensor are the application's).
+// A thread per V (LANES elements: 4 when the length is a multiple of 4), or with WORDS (an
+// f16 tensor packed two per u32, scalar V) per word, both halves. Either tensor may be f32 or
+// f16 (slots MemV for x, DMemV for y and t): computed in f32, rounded once on store. Only the
+// tensor's elements are stored (bytes past a wrapped tensor are the application's).
 // Composed behind the prelude (src/runtime/abi.rs, shaders/prelude.wgsl).
 
-// Params.extra: x = vec4s, y = elements; fx.x = alpha (axpy) or value (fill)
+// Params.extra: x = elements / LANES; fx.x = alpha (axpy) or value (fill)
 
-@group(0) @binding(1) var<storage, read> ax: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read_write> ay: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read> ax: array<MemV>;
+@group(0) @binding(2) var<storage, read_write> ay: array<DMemV>;
+
+fn axpy_value(e: u32) -> V {
+    return ay_ld(e - p.base0.y / LANES) + p.fx.x * ax_ld(e - p.base0.x / LANES);
+}
 
 @compute @workgroup_size(WG)
 fn axpy(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
@@ -16,22 +22,26 @@ fn axpy(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
     if u >= p.unit_end {
         return;
     }
-    let e = u * WG + t;
-    if e >= p.extra.x {
-        return;
-    }
-    let o = e - p.base0.y / 4u;
-    let v = ay[o] + p.fx.x * ax[e - p.base0.x / 4u];
-    if e * 4u + 4u <= p.extra.y {
-        ay[o] = v;
+    let n = p.extra.x;
+    if WORDS {
+        let e = 2u * (u * WG + t);
+        if e < n {
+            let ok1 = e + 1u < n;
+            var v1 = V(0.0);
+            if ok1 {
+                v1 = axpy_value(e + 1u);
+            }
+            ay_st2(e - p.base0.y, axpy_value(e), v1, ok1);
+        }
     } else {
-        for (var c = 0u; e * 4u + c < p.extra.y; c += 1u) {
-            ay[o][c] = v[c];
+        let e = u * WG + t;
+        if e < n {
+            ay_st(e - p.base0.y / LANES, axpy_value(e));
         }
     }
 }
 
-@group(0) @binding(1) var<storage, read_write> ft: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read_write> ft: array<DMemV>;
 
 @compute @workgroup_size(WG)
 fn fill(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
@@ -39,16 +49,17 @@ fn fill(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
     if u >= p.unit_end {
         return;
     }
-    let e = u * WG + t;
-    if e >= p.extra.x {
-        return;
-    }
-    let o = e - p.base0.x / 4u;
-    if e * 4u + 4u <= p.extra.y {
-        ft[o] = vec4<f32>(p.fx.x);
+    let n = p.extra.x;
+    let v = V(p.fx.x);
+    if WORDS {
+        let e = 2u * (u * WG + t);
+        if e < n {
+            ft_st2(e - p.base0.x, v, v, e + 1u < n);
+        }
     } else {
-        for (var c = 0u; e * 4u + c < p.extra.y; c += 1u) {
-            ft[o][c] = p.fx.x;
+        let e = u * WG + t;
+        if e < n {
+            ft_st(e - p.base0.x / LANES, v);
         }
     }
 }

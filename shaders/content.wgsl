@@ -77,36 +77,50 @@ fn bwd_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_inde
     }
 }
 
-@group(0) @binding(1) var<storage, read> m_in: array<V>;
+@group(0) @binding(1) var<storage, read> m_in: array<MemV>;   // f32 or f16
 @group(0) @binding(2) var<storage, read> keys_in: array<V>;
 @group(0) @binding(3) var<storage, read> cd_in: array<f32>;
 @group(0) @binding(4) var<storage, read> cm_in: array<f32>;
-@group(0) @binding(5) var<storage, read_write> dmem: array<V>;
+@group(0) @binding(5) var<storage, read_write> dmem: array<DMemV>; // f32 or f16
 
-// dM_ij (+)= sum_h [dD_hi k_hj + (dP_hi norm(k_h) / norm(M_i)) M_ij], a thread per V of
-// EW_ROWS rows; added to the output when specialised with ACC.
-@compute @workgroup_size(WG)
-fn bwd_mem(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+fn bwd_mem_value(el: Element) -> V {
     let H = p.dims.y;
     let N = p.dims.z;
     let WL = p.dims.w / LANES;
+    let m = m_in_ld(el.e - p.base0.x / LANES);
+    var acc = V(0.0);
+    for (var h = 0u; h < H; h += 1u) {
+        let bh = el.b * H + h;
+        acc += cd_in[bh * N + el.i - p.base0.z] * keys_in[bh * WL + el.j - p.base0.y / LANES]
+             + cm_in[bh * N + el.i - p.base0.w] * m;
+    }
+    if ACC {
+        acc += dmem_ld(el.e - p.base1.x / LANES);
+    }
+    return acc;
+}
+
+// dM_ij (+)= sum_h [dD_hi k_hj + (dP_hi norm(k_h) / norm(M_i)) M_ij], a thread per V of
+// EW_ROWS rows, or per packed word (WORDS); added to the output when specialised with ACC.
+@compute @workgroup_size(WG)
+fn bwd_mem(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
     for (var k = 0u; k < EW_ROWS; k += 1u) {
-        let el = element(wg, t, k);
-        if !el.ok {
-            continue;
-        }
-        let m = m_in[el.e - p.base0.x / LANES];
-        var acc = V(0.0);
-        for (var h = 0u; h < H; h += 1u) {
-            let bh = el.b * H + h;
-            acc += cd_in[bh * N + el.i - p.base0.z] * keys_in[bh * WL + el.j - p.base0.y / LANES]
-                 + cm_in[bh * N + el.i - p.base0.w] * m;
-        }
-        let o = el.e - p.base1.x / LANES;
-        if ACC {
-            dmem[o] += acc;
+        if WORDS {
+            let wd = word_elements(wg, t, k);
+            if !wd.a.ok {
+                continue;
+            }
+            var v1 = V(0.0);
+            if wd.b.ok {
+                v1 = bwd_mem_value(wd.b);
+            }
+            dmem_st2(wd.a.e - p.base1.x, bwd_mem_value(wd.a), v1, wd.b.ok);
         } else {
-            dmem[o] = acc;
+            let el = element(wg, t, k);
+            if !el.ok {
+                continue;
+            }
+            dmem_st(el.e - p.base1.x / LANES, bwd_mem_value(el));
         }
     }
 }

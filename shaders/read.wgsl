@@ -7,29 +7,43 @@
 
 @group(0) @binding(1) var<storage, read> bw: array<f32>;
 @group(0) @binding(2) var<storage, read> bdr: array<V>;
-@group(0) @binding(3) var<storage, read_write> bdm: array<V>;
+@group(0) @binding(3) var<storage, read_write> bdm: array<DMemV>; // f32 or f16
 
-// dM(i, j) (+)= sum_h w_h(i) dr_h(j), a thread per V (LANES elements of a row) of EW_ROWS
-// rows; added to the output when specialised with ACC.
-@compute @workgroup_size(WG)
-fn bwd_mem(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+fn bwd_value(el: Element) -> V {
     let H = p.dims.y;
     let N = p.dims.z;
     let WL = p.dims.w / LANES;
+    var acc = V(0.0);
+    for (var h = 0u; h < H; h += 1u) {
+        acc += bw[(el.b * H + h) * N + el.i - p.base0.x] * bdr[(el.b * H + h) * WL + el.j];
+    }
+    if ACC {
+        acc += bdm_ld(el.e - p.base0.z / LANES);
+    }
+    return acc;
+}
+
+// dM(i, j) (+)= sum_h w_h(i) dr_h(j), a thread per V (LANES elements of a row) of EW_ROWS
+// rows, or per packed word (WORDS); added to the output when specialised with ACC.
+@compute @workgroup_size(WG)
+fn bwd_mem(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
     for (var k = 0u; k < EW_ROWS; k += 1u) {
-        let el = element(wg, t, k);
-        if !el.ok {
-            continue;
-        }
-        var acc = V(0.0);
-        for (var h = 0u; h < H; h += 1u) {
-            acc += bw[(el.b * H + h) * N + el.i - p.base0.x] * bdr[(el.b * H + h) * WL + el.j];
-        }
-        let o = el.e - p.base0.z / LANES;
-        if ACC {
-            bdm[o] += acc;
+        if WORDS {
+            let wd = word_elements(wg, t, k);
+            if !wd.a.ok {
+                continue;
+            }
+            var v1 = V(0.0);
+            if wd.b.ok {
+                v1 = bwd_value(wd.b);
+            }
+            bdm_st2(wd.a.e - p.base0.z, bwd_value(wd.a), v1, wd.b.ok);
         } else {
-            bdm[o] = acc;
+            let el = element(wg, t, k);
+            if !el.ok {
+                continue;
+            }
+            bdm_st(el.e - p.base0.z / LANES, bwd_value(el));
         }
     }
 }

@@ -11,45 +11,64 @@
 // takes a row for dw, then a (column, head) of the same staged tiles for the tile's partial
 // sums of de and da, in the layout of primitives/colsum.wgsl, whose `combine` sums the tiles.
 // So the backward reads M once and dM' twice (here, and for dM).
+// Memory-shaped bindings may be f32 or f16 (slots MemV/MemS, GradV/GradS, DMemV): values are
+// read as f32 and rounded once on store. With WORDS the elementwise kernels take a packed word
+// (two elements) per thread (prelude: word_elements), so each thread stores whole words.
 // Composed behind the prelude (src/runtime/abi.rs, shaders/prelude.wgsl).
 
 
 const TC: u32 = 16u;
 const TS: u32 = 17u;
 
-@group(0) @binding(1) var<storage, read_write> fmem: array<V>;
+@group(0) @binding(1) var<storage, read_write> fmem: array<MemV>;
 @group(0) @binding(2) var<storage, read> fw: array<f32>;
 @group(0) @binding(3) var<storage, read> fe: array<V>;
 @group(0) @binding(4) var<storage, read> fa: array<V>;
 
-// In place, a thread per V (LANES elements of a row) of EW_ROWS rows.
-@compute @workgroup_size(WG)
-fn fwd(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+// M' at one element's V.
+fn fwd_value(el: Element) -> V {
     let H = p.dims.y;
     let N = p.dims.z;
     let WL = p.dims.w / LANES;
+    var keep = V(1.0);
+    var add = V(0.0);
+    for (var h = 0u; h < H; h += 1u) {
+        let wv = fw[(el.b * H + h) * N + el.i - p.base0.y];
+        let hj = (el.b * H + h) * WL + el.j;
+        keep *= 1.0 - wv * fe[hj];
+        add += wv * fa[hj];
+    }
+    return fmem_ld(el.e - p.base0.x / LANES) * keep + add;
+}
+
+// In place, a thread per V (LANES elements of a row) of EW_ROWS rows, or per packed word.
+@compute @workgroup_size(WG)
+fn fwd(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
     for (var k = 0u; k < EW_ROWS; k += 1u) {
-        let el = element(wg, t, k);
-        if !el.ok {
-            continue;
+        if WORDS {
+            let wd = word_elements(wg, t, k);
+            if !wd.a.ok {
+                continue;
+            }
+            var v1 = V(0.0);
+            if wd.b.ok {
+                v1 = fwd_value(wd.b);
+            }
+            fmem_st2(wd.a.e - p.base0.x, fwd_value(wd.a), v1, wd.b.ok);
+        } else {
+            let el = element(wg, t, k);
+            if !el.ok {
+                continue;
+            }
+            fmem_st(el.e - p.base0.x / LANES, fwd_value(el));
         }
-        var keep = V(1.0);
-        var add = V(0.0);
-        for (var h = 0u; h < H; h += 1u) {
-            let wv = fw[(el.b * H + h) * N + el.i - p.base0.y];
-            let hj = (el.b * H + h) * WL + el.j;
-            keep *= 1.0 - wv * fe[hj];
-            add += wv * fa[hj];
-        }
-        let g = el.e - p.base0.x / LANES;
-        fmem[g] = fmem[g] * keep + add;
     }
 }
 
 @group(0) @binding(1) var<storage, read> mw: array<f32>;
 @group(0) @binding(2) var<storage, read> me: array<V>;
-@group(0) @binding(3) var<storage, read> mgrad: array<V>;
-@group(0) @binding(4) var<storage, read_write> mdm: array<V>;
+@group(0) @binding(3) var<storage, read> mgrad: array<GradV>;
+@group(0) @binding(4) var<storage, read_write> mdm: array<MemV>;
 
 // prod_h (1 - w_h(i) e_h(j)) for an element's V (bwd_mem and bwd_mem_inplace).
 fn keep_of(el: Element) -> V {
@@ -63,39 +82,72 @@ fn keep_of(el: Element) -> V {
     return keep;
 }
 
-// dM = dM' prod_h (1 - w_h e_h), a thread per V of EW_ROWS rows.
+fn bwd_mem_value(el: Element) -> V {
+    return mgrad_ld(el.e - p.base0.z / LANES) * keep_of(el);
+}
+
+// dM = dM' prod_h (1 - w_h e_h) into a new tensor (the memory's dtype), a thread per V of
+// EW_ROWS rows, or per packed word.
 @compute @workgroup_size(WG)
 fn bwd_mem(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
     for (var k = 0u; k < EW_ROWS; k += 1u) {
-        let el = element(wg, t, k);
-        if !el.ok {
-            continue;
+        if WORDS {
+            let wd = word_elements(wg, t, k);
+            if !wd.a.ok {
+                continue;
+            }
+            var v1 = V(0.0);
+            if wd.b.ok {
+                v1 = bwd_mem_value(wd.b);
+            }
+            mdm_st2(wd.a.e - p.base0.w, bwd_mem_value(wd.a), v1, wd.b.ok);
+        } else {
+            let el = element(wg, t, k);
+            if !el.ok {
+                continue;
+            }
+            mdm_st(el.e - p.base0.w / LANES, bwd_mem_value(el));
         }
-        mdm[el.e - p.base0.w / LANES] = mgrad[el.e - p.base0.z / LANES] * keep_of(el);
     }
 }
 
-@group(0) @binding(3) var<storage, read_write> idm: array<V>;
+@group(0) @binding(3) var<storage, read_write> idm: array<GradV>;
+
+fn inplace_value(el: Element) -> V {
+    return idm_ld(el.e - p.base0.z / LANES) * keep_of(el);
+}
 
 // In place: dM' becomes dM = dM' prod_h (1 - w_h e_h) (the accumulating backward, after the
-// kernels that read dM'), a thread per V of EW_ROWS rows.
+// kernels that read dM'; it keeps dM's dtype), a thread per V of EW_ROWS rows, or per packed
+// word.
 @compute @workgroup_size(WG)
 fn bwd_mem_inplace(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
     for (var k = 0u; k < EW_ROWS; k += 1u) {
-        let el = element(wg, t, k);
-        if !el.ok {
-            continue;
+        if WORDS {
+            let wd = word_elements(wg, t, k);
+            if !wd.a.ok {
+                continue;
+            }
+            var v1 = V(0.0);
+            if wd.b.ok {
+                v1 = inplace_value(wd.b);
+            }
+            idm_st2(wd.a.e - p.base0.z, inplace_value(wd.a), v1, wd.b.ok);
+        } else {
+            let el = element(wg, t, k);
+            if !el.ok {
+                continue;
+            }
+            idm_st(el.e - p.base0.z / LANES, inplace_value(el));
         }
-        let o = el.e - p.base0.z / LANES;
-        idm[o] = idm[o] * keep_of(el);
     }
 }
 
-@group(0) @binding(1) var<storage, read> rmem: array<f32>;
+@group(0) @binding(1) var<storage, read> rmem: array<MemS>;
 @group(0) @binding(2) var<storage, read> rw: array<f32>;
 @group(0) @binding(3) var<storage, read> re: array<f32>;
 @group(0) @binding(4) var<storage, read> ra: array<f32>;
-@group(0) @binding(5) var<storage, read> rgrad: array<f32>;
+@group(0) @binding(5) var<storage, read> rgrad: array<GradS>;
 @group(0) @binding(6) var<storage, read_write> rdw: array<f32>;
 @group(0) @binding(7) var<storage, read_write> rpart_de: array<f32>; // [B, tiles, H, W]
 @group(0) @binding(8) var<storage, read_write> rpart_da: array<f32>;
@@ -131,7 +183,7 @@ fn load_mg(b: u32, blk: u32, j0: u32, e: u32) -> vec2<f32> {
     let j = j0 + e % TC;
     if i < N && j < W {
         let g = (b * N + i) * W + j;
-        return vec2<f32>(rmem[g - p.base0.x], rgrad[g - p.base1.x]);
+        return vec2<f32>(rmem_ld(g - p.base0.x), rgrad_ld(g - p.base1.x));
     }
     return vec2<f32>(0.0);
 }

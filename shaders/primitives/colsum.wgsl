@@ -9,7 +9,7 @@
 //               combine: y = blocks, z = lanes per output (a power of two)
 // Composed behind the prelude (src/runtime/abi.rs, shaders/prelude.wgsl).
 
-@group(0) @binding(1) var<storage, read> mem: array<V>;
+@group(0) @binding(1) var<storage, read> mem: array<MemV>; // f32 or f16
 @group(0) @binding(2) var<storage, read> w: array<f32>;
 @group(0) @binding(3) var<storage, read_write> part: array<V>; // [B, blocks, H, W]
 
@@ -54,7 +54,7 @@ fn partial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index
         if nh == 1u {
             // One head (uniform branch): one weight load per V.
             for (var i = blk * rb + rl; i < i_end; i += rl_count) {
-                a0 += w[w0 + i] * mem[m0 + i * WL];
+                a0 += w[w0 + i] * mem_ld(m0 + i * WL);
             }
         } else {
             // Absent heads of the group are clamped to a present one and masked to 0.
@@ -65,7 +65,7 @@ fn partial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index
             let o2 = w0 + min(2u, nh - 1u) * N;
             let o3 = w0 + min(3u, nh - 1u) * N;
             for (var i = blk * rb + rl; i < i_end; i += rl_count) {
-                let m = mem[m0 + i * WL];
+                let m = mem_ld(m0 + i * WL);
                 a0 += w[w0 + i] * m;
                 a1 += (k1 * w[o1 + i]) * m;
                 a2 += (k2 * w[o2 + i]) * m;

@@ -50,7 +50,7 @@ fn load_mem(un: Unit, j0: u32, e: u32) -> f32 {
     let i = un.blk * TR + e / TC;
     let j = j0 + e % TC;
     if i < N && j < W {
-        return mem[(un.b * N + i) * W + j - p.base0.x];
+        return mem_ld((un.b * N + i) * W + j - p.base0.x);
     }
     return 0.0;
 }
@@ -137,7 +137,7 @@ fn tile_dots(un: Unit, t: u32) -> TileDots {
     return r;
 }
 
-@group(0) @binding(1) var<storage, read> mem: array<f32>;
+@group(0) @binding(1) var<storage, read> mem: array<MemS>; // f32 or f16
 @group(0) @binding(2) var<storage, read> vecs: array<f32>;
 @group(0) @binding(3) var<storage, read> beta: array<f32>;
 @group(0) @binding(4) var<storage, read_write> scores_out: array<f32>;

@@ -11,7 +11,7 @@ use crate::primitives::rowtile::{self, content_scores, tile_units};
 use crate::primitives::spans::{Elementwise, Rows};
 use crate::runtime::abi::{Params, TR};
 use crate::runtime::dispatch::{Arg, Span};
-use crate::runtime::pipelines::{KernelDef, Shader};
+use crate::runtime::pipelines::{Form, KernelDef, Shader};
 use crate::runtime::tensor::Tensor;
 use crate::runtime::Gpu;
 
@@ -89,7 +89,7 @@ impl Gpu {
         const OP: &str = "content_address_backward";
         let d = inputs(self, OP, memory, keys, beta)?;
         let dz = self.dz_of_dw(OP, d, w, dw)?;
-        let g_mem = self.alloc(OP, &[d.b, d.n, d.w])?;
+        let g_mem = self.alloc_as(OP, &[d.b, d.n, d.w], memory.dtype)?; // the memory's dtype
         let k = self.content_backward(OP, d, memory, keys, beta, &dz, &g_mem, false)?;
         Ok(ContentGrads {
             memory: g_mem,
@@ -127,14 +127,7 @@ impl Gpu {
     ) -> Result<KeyGrads> {
         const OP: &str = "content_address_backward_into";
         let d = inputs(self, OP, memory, keys, beta)?;
-        check::tensor(
-            self,
-            OP,
-            "d_memory",
-            d_memory,
-            &["B", "N", "W"],
-            &memory.shape,
-        )?;
+        check::memory_shaped(self, OP, "d_memory", d_memory, d)?;
         let dz = self.dz_of_dw(OP, d, w, dw)?;
         let k = self.content_backward(OP, d, memory, keys, beta, &dz, d_memory, true)?;
         d_memory.touch();
@@ -165,7 +158,7 @@ impl Gpu {
         const OP: &str = "content_address_backward_scores";
         let d = inputs(self, OP, memory, keys, beta)?;
         check::tensor(self, OP, "dz", dz, &["B", "H", "N"], &[d.b, d.h, d.n])?;
-        let g_mem = self.alloc(OP, &[d.b, d.n, d.w])?;
+        let g_mem = self.alloc_as(OP, &[d.b, d.n, d.w], memory.dtype)?; // the memory's dtype
         let k = self.content_backward(OP, d, memory, keys, beta, dz, &g_mem, false)?;
         Ok(ContentGrads {
             memory: g_mem,
@@ -187,14 +180,7 @@ impl Gpu {
         const OP: &str = "content_address_backward_scores_into";
         let d = inputs(self, OP, memory, keys, beta)?;
         check::tensor(self, OP, "dz", dz, &["B", "H", "N"], &[d.b, d.h, d.n])?;
-        check::tensor(
-            self,
-            OP,
-            "d_memory",
-            d_memory,
-            &["B", "N", "W"],
-            &memory.shape,
-        )?;
+        check::memory_shaped(self, OP, "d_memory", d_memory, d)?;
         let k = self.content_backward(OP, d, memory, keys, beta, dz, d_memory, true)?;
         d_memory.touch();
         Ok(k)
@@ -233,7 +219,7 @@ impl Gpu {
             self.launch(
                 &mut rec,
                 op,
-                &BWD_ROWS,
+                &BWD_ROWS.forms(self.form(memory.dtype), Form::F32, Form::F32),
                 Params::new(d.arr(), [0; 4], [0.0; 4]),
                 units,
                 &[
@@ -249,13 +235,17 @@ impl Gpu {
         }
         let sums = combine_pairs(self, &mut rec, op, Stat::Sum, &parts, b * h, nblk)?;
         {
-            let ew = Elementwise::new(d);
+            let ew = Elementwise::new(d, self.any_packed(&[memory, g_mem]));
             let elems = |u0, u1| ew.bnw(u0, u1);
             let bhn_span = |u0, u1| ew.rows(u0, u1).bhn(h, n);
+            let def =
+                BWD_MEM
+                    .acc(acc)
+                    .forms(self.form(memory.dtype), Form::F32, self.form(g_mem.dtype));
             self.launch(
                 &mut rec,
                 op,
-                &BWD_MEM.lanes(ew.lanes).acc(acc),
+                &ew.kernel(def)?,
                 Params::new(d.arr(), ew.extra(), [0.0; 4]),
                 ew.units,
                 &[

@@ -8,7 +8,7 @@ use crate::primitives::rowtile::row_dots;
 use crate::primitives::spans::Elementwise;
 use crate::runtime::abi::Params;
 use crate::runtime::dispatch::Arg;
-use crate::runtime::pipelines::{KernelDef, Shader};
+use crate::runtime::pipelines::{Form, KernelDef, Shader};
 use crate::runtime::tensor::Tensor;
 use crate::runtime::Gpu;
 
@@ -59,7 +59,8 @@ impl Gpu {
         const OP: &str = "soft_read_backward";
         let d = inputs(self, OP, memory, w)?;
         check::tensor(self, OP, "dr", dr, &["B", "H", "W"], &[d.b, d.h, d.w])?;
-        let g_mem = self.alloc(OP, &[d.b, d.n, d.w])?;
+        // The memory's gradient takes the memory's dtype.
+        let g_mem = self.alloc_as(OP, &[d.b, d.n, d.w], memory.dtype)?;
         let weights = self.read_backward(OP, d, memory, w, dr, &g_mem, false)?;
         Ok(ReadGrads {
             memory: g_mem,
@@ -92,14 +93,7 @@ impl Gpu {
         const OP: &str = "soft_read_backward_into";
         let d = inputs(self, OP, memory, w)?;
         check::tensor(self, OP, "dr", dr, &["B", "H", "W"], &[d.b, d.h, d.w])?;
-        check::tensor(
-            self,
-            OP,
-            "d_memory",
-            d_memory,
-            &["B", "N", "W"],
-            &memory.shape,
-        )?;
+        check::memory_shaped(self, OP, "d_memory", d_memory, d)?;
         let weights = self.read_backward(OP, d, memory, w, dr, d_memory, true)?;
         d_memory.touch();
         Ok(weights)
@@ -122,13 +116,16 @@ impl Gpu {
         let mut rec = self.recorder();
         row_dots(self, &mut rec, op, d, memory, dr, &g_w)?;
         let (h, n) = (d.h as u64, d.n as u64);
-        let ew = Elementwise::new(d);
+        let ew = Elementwise::new(d, self.any_packed(&[g_mem]));
         let elems = |u0, u1| ew.bnw(u0, u1);
         let w_span = |u0, u1| ew.rows(u0, u1).bhn(h, n);
+        let def = BWD_MEM
+            .acc(acc)
+            .forms(Form::F32, Form::F32, self.form(g_mem.dtype));
         self.launch(
             &mut rec,
             op,
-            &BWD_MEM.lanes(ew.lanes).acc(acc),
+            &ew.kernel(def)?,
             Params::new(d.arr(), ew.extra(), [0.0; 4]),
             ew.units,
             &[

@@ -7,7 +7,7 @@ use crate::primitives::colsum::combine_blocks;
 use crate::primitives::spans::{Elementwise, Rows};
 use crate::runtime::abi::{Params, HG, TR};
 use crate::runtime::dispatch::{Arg, Span};
-use crate::runtime::pipelines::{KernelDef, Shader};
+use crate::runtime::pipelines::{Form, KernelDef, Shader};
 use crate::runtime::tensor::Tensor;
 use crate::runtime::Gpu;
 
@@ -78,14 +78,14 @@ impl Gpu {
         const OP: &str = "soft_write";
         let d = inputs(self, OP, memory, w, erase, add)?;
         let (h, n) = (d.h as u64, d.n as u64);
-        let ew = Elementwise::new(d);
+        let ew = Elementwise::new(d, self.any_packed(&[memory]));
         let elems = |u0, u1| ew.bnw(u0, u1);
         let w_span = |u0, u1| ew.rows(u0, u1).bhn(h, n);
         let mut rec = self.recorder();
         self.launch(
             &mut rec,
             OP,
-            &FWD.lanes(ew.lanes),
+            &ew.kernel(FWD.forms(self.form(memory.dtype), Form::F32, Form::F32))?,
             Params::new(d.arr(), ew.extra(), [0.0; 4]),
             ew.units,
             &[
@@ -113,15 +113,9 @@ impl Gpu {
     ) -> Result<WriteGrads> {
         const OP: &str = "soft_write_backward";
         let d = inputs(self, OP, memory_before, w, erase, add)?;
-        check::tensor(
-            self,
-            OP,
-            "d_after",
-            d_after,
-            &["B", "N", "W"],
-            &[d.b, d.n, d.w],
-        )?;
-        let g_mem = self.alloc(OP, &[d.b, d.n, d.w])?;
+        check::memory_shaped(self, OP, "d_after", d_after, d)?;
+        // The memory's gradient takes the memory's dtype.
+        let g_mem = self.alloc_as(OP, &[d.b, d.n, d.w], memory_before.dtype)?;
         let g = self.write_backward(OP, d, memory_before, w, erase, add, d_after, Some(&g_mem))?;
         Ok(WriteGrads {
             memory: g_mem,
@@ -157,14 +151,7 @@ impl Gpu {
     ) -> Result<HeadGrads> {
         const OP: &str = "soft_write_backward_into";
         let d = inputs(self, OP, memory_before, w, erase, add)?;
-        check::tensor(
-            self,
-            OP,
-            "d_memory",
-            d_memory,
-            &["B", "N", "W"],
-            &[d.b, d.n, d.w],
-        )?;
+        check::memory_shaped(self, OP, "d_memory", d_memory, d)?;
         let g = self.write_backward(OP, d, memory_before, w, erase, add, d_memory, None)?;
         d_memory.touch();
         Ok(g)
@@ -205,10 +192,11 @@ impl Gpu {
         };
         let part_de = self.scratch(op, &mut rec, part_len)?;
         let part_da = self.scratch(op, &mut rec, part_len)?;
+        let (fm, fg) = (self.form(memory_before.dtype), self.form(d_after.dtype));
         self.launch(
             &mut rec,
             op,
-            &BWD_DW,
+            &BWD_DW.forms(fm, fg, Form::F32),
             params,
             b * nblk * nhg,
             &[
@@ -243,7 +231,7 @@ impl Gpu {
         self.release(&mut rec, part_de);
         self.release(&mut rec, part_da);
         // dM = dM' prod_h (1 - w_h e_h), after the kernels above read dM'.
-        let ew = Elementwise::new(d);
+        let ew = Elementwise::new(d, self.any_packed(&[d_after, g_mem.unwrap_or(d_after)]));
         let elems = |u0, u1| ew.bnw(u0, u1);
         let e_w_span = |u0, u1| ew.rows(u0, u1).bhn(h, n);
         let params = Params::new(d.arr(), ew.extra(), [0.0; 4]);
@@ -251,7 +239,7 @@ impl Gpu {
             Some(g_mem) => self.launch(
                 &mut rec,
                 op,
-                &BWD_MEM.lanes(ew.lanes),
+                &ew.kernel(BWD_MEM.forms(self.form(g_mem.dtype), fg, Form::F32))?,
                 params,
                 ew.units,
                 &[
@@ -264,7 +252,7 @@ impl Gpu {
             None => self.launch(
                 &mut rec,
                 op,
-                &BWD_MEM_INPLACE.lanes(ew.lanes),
+                &ew.kernel(BWD_MEM_INPLACE.forms(Form::F32, fg, Form::F32))?,
                 params,
                 ew.units,
                 &[

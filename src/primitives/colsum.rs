@@ -8,7 +8,7 @@ use crate::error::Result;
 use crate::primitives::spans::{flat, Rows};
 use crate::runtime::abi::{Params, CW, HG, WG};
 use crate::runtime::dispatch::{Arg, Span};
-use crate::runtime::pipelines::{KernelDef, Shader};
+use crate::runtime::pipelines::{Form, KernelDef, Shader};
 use crate::runtime::recorder::Recorder;
 use crate::runtime::tensor::Tensor;
 use crate::runtime::Gpu;
@@ -151,7 +151,9 @@ pub(crate) fn weighted_row_sums(
     gpu.launch(
         rec,
         op,
-        &PARTIAL.lanes(lanes),
+        &PARTIAL
+            .lanes(lanes)
+            .forms(gpu.form(mem.dtype), Form::F32, Form::F32),
         Params::new(d.arr(), cl.extra(), [0.0; 4]),
         cl.units,
         &[

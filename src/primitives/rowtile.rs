@@ -9,7 +9,7 @@ use crate::error::Result;
 use crate::primitives::spans::Rows;
 use crate::runtime::abi::{Params, HG, TR};
 use crate::runtime::dispatch::Arg;
-use crate::runtime::pipelines::{KernelDef, Shader};
+use crate::runtime::pipelines::{Form, KernelDef, Shader};
 use crate::runtime::recorder::Recorder;
 use crate::runtime::tensor::Tensor;
 use crate::runtime::Gpu;
@@ -47,7 +47,7 @@ pub(crate) fn row_dots(
     gpu.launch(
         rec,
         op,
-        &DOTS,
+        &DOTS.forms(gpu.form(mem.dtype), Form::F32, Form::F32),
         Params::new(d.arr(), [0; 4], [0.0; 4]),
         units,
         &[
@@ -83,7 +83,7 @@ pub(crate) fn content_scores(
     gpu.launch(
         rec,
         op,
-        &CONTENT_SCORES,
+        &CONTENT_SCORES.forms(gpu.form(mem.dtype), Form::F32, Form::F32),
         Params::new(d.arr(), [1, 0, 0, 0], [0.0; 4]),
         units,
         &[

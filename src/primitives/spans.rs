@@ -3,7 +3,9 @@
 //! elementwise kernels.
 
 use crate::check::Dims;
+use crate::error::{Error, Result};
 use crate::runtime::abi::{EW_ROWS, WG};
+use crate::runtime::pipelines::KernelDef;
 
 /// The memory rows `[g0, g1)` (flattened over batch) that a range of units touches, when each
 /// batch element has `per_b` units of which each block of `per_blk` consecutive units covers
@@ -49,6 +51,8 @@ pub(crate) fn flat(u0: u64, u1: u64, per: u64, total: u64) -> (u64, u64) {
 /// Layout of the elementwise kernels over [B, N, W]: a workgroup of `WG` threads covers
 /// `WG / tw * EW_ROWS` rows by a column tile of `tw` (a power of two) columns of `lanes` f32s each: the
 /// kernels are specialised for `V = vec4<f32>` (4 lanes) when W is a multiple of 4, else `f32`.
+/// With `words` (a packed f16 argument and scalar columns: the kernels' `WORDS`), a thread
+/// takes one packed word, two consecutive elements, and a workgroup `WG * EW_ROWS` words.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Elementwise {
     tw: u64,
@@ -59,19 +63,28 @@ pub(crate) struct Elementwise {
     w: u64,
     /// f32s per thread and column: 4 when W is a multiple of 4, else 1.
     pub lanes: u32,
+    /// Whether threads take packed words (see above).
+    pub words: bool,
     /// Workgroups to dispatch.
     pub units: u64,
 }
 
 impl Elementwise {
-    pub fn new(d: Dims) -> Self {
+    /// The layout for [B, N, W] tensors; `packed`: some memory-shaped argument is packed f16.
+    pub fn new(d: Dims, packed: bool) -> Self {
         let (n, w) = (d.n as u64, d.w as u64);
         let lanes = if w.is_multiple_of(4) { 4 } else { 1 };
+        let words = packed && lanes == 1;
         let cols = w / lanes as u64;
         let tw = cols.next_power_of_two().min(WG as u64);
         let nct = cols.div_ceil(tw);
         let rows_per_wg = WG as u64 / tw * EW_ROWS as u64;
         let rows = d.b as u64 * n;
+        let units = if words {
+            (rows * w).div_ceil(2 * Self::WORDS_PER_UNIT)
+        } else {
+            rows.div_ceil(rows_per_wg) * nct
+        };
         Elementwise {
             tw,
             nct,
@@ -80,8 +93,25 @@ impl Elementwise {
             n,
             w,
             lanes,
-            units: rows.div_ceil(rows_per_wg) * nct,
+            words,
+            units,
         }
+    }
+    const WORDS_PER_UNIT: u64 = WG as u64 * EW_ROWS as u64;
+    /// `def` specialised for this layout's lanes; an error if its storage forms disagree with
+    /// the layout about word-owning threads (a routing bug, never a silent race).
+    pub fn kernel(&self, def: KernelDef) -> Result<KernelDef> {
+        let def = def.lanes(self.lanes);
+        if def.spec.words() != self.words {
+            return Err(Error::Invalid {
+                op: def.entry,
+                message: format!(
+                    "internal: kernel `{}::{}` ({:?}) does not match its elementwise layout",
+                    def.shader.name, def.entry, def.spec
+                ),
+            });
+        }
+        Ok(def)
     }
     /// `[0, 0, tw, log2 tw]`: the `extra` of the kernel's Params.
     pub fn extra(&self) -> [u32; 4] {
@@ -89,8 +119,15 @@ impl Elementwise {
     }
     /// Memory rows that units `[u0, u1)` touch.
     pub fn rows(&self, u0: u64, u1: u64) -> Rows {
-        let g0 = (u0 / self.nct) * self.rows_per_wg;
-        let g1 = (((u1 - 1) / self.nct + 1) * self.rows_per_wg).min(self.rows);
+        let (g0, g1) = if self.words {
+            let (e0, e1) = self.bnw(u0, u1);
+            (e0 / self.w, e1.div_ceil(self.w))
+        } else {
+            (
+                (u0 / self.nct) * self.rows_per_wg,
+                (((u1 - 1) / self.nct + 1) * self.rows_per_wg).min(self.rows),
+            )
+        };
         Rows {
             b0: g0 / self.n,
             i0: g0 % self.n,
@@ -100,6 +137,10 @@ impl Elementwise {
     }
     /// Elements of the [B, N, W] tensors that units `[u0, u1)` touch.
     pub fn bnw(&self, u0: u64, u1: u64) -> (u64, u64) {
+        if self.words {
+            let per = 2 * Self::WORDS_PER_UNIT;
+            return (u0 * per, (u1 * per).min(self.rows * self.w));
+        }
         self.rows(u0, u1).bnw(self.n, self.w)
     }
 }

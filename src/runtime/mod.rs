@@ -309,6 +309,13 @@ impl Gpu {
         }
     }
 
+    /// Whether any of `ts` is stored packed (f16 on the packed path): elementwise kernels
+    /// then take whole words where rows may start mid-word.
+    pub(crate) fn any_packed(&self, ts: &[&tensor::Tensor]) -> bool {
+        ts.iter()
+            .any(|t| self.form(t.dtype) == pipelines::Form::Packed)
+    }
+
     /// How many workgroups a reduction should spread over to keep this adapter busy: a large
     /// GPU needs thousands in flight; a CPU adapter (lavapipe, llvmpipe) runs workgroups a few
     /// at a time per core, where each extra one costs a barrier tree and a partial to combine.
