@@ -11,62 +11,6 @@ use ntm_kernels::{Gpu, Tensor};
 
 const ATOL: f64 = 2e-5;
 const RTOL: f64 = 1e-4;
-/// Tolerance per unit of term magnitude: a few dozen f32 roundings (2^-24 each).
-const TERM: f64 = 64.0 / 16_777_216.0;
-
-/// Sums of the magnitudes of the terms that content addressing's backward adds up (DESIGN.md
-/// §3), per element of (memory, keys, beta), times TERM. With W = 1 the cosine is +-1 and these
-/// gradients are pure cancellation (about EPS relative to their terms).
-fn content_terms(
-    m: &[f64],
-    k: &[f64],
-    beta: &[f64],
-    dz: &[f64],
-    s: Shape,
-) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
-    let eps = ntm_kernels::EPS as f64;
-    let (mut tm, mut tk, mut tb) = (
-        vec![0.0; m.len()],
-        vec![0.0; k.len()],
-        vec![0.0; beta.len()],
-    );
-    for b in 0..s.b {
-        for h in 0..s.h {
-            let bh = b * s.h + h;
-            let kv = &k[bh * s.w..(bh + 1) * s.w];
-            let nk = (kv.iter().map(|x| x * x).sum::<f64>() + eps).sqrt();
-            for i in 0..s.n {
-                let mi = &m[(b * s.n + i) * s.w..(b * s.n + i + 1) * s.w];
-                let nm = (mi.iter().map(|x| x * x).sum::<f64>() + eps).sqrt();
-                let d: f64 = kv.iter().zip(mi).map(|(a, b)| a * b).sum();
-                let p = nk * nm + eps;
-                let g = dz[bh * s.n + i].abs();
-                tb[bh] += g * (d / p).abs();
-                let dd = beta[bh].abs() * g / p;
-                let dp = beta[bh].abs() * g * d.abs() / (p * p);
-                for j in 0..s.w {
-                    tk[bh * s.w + j] += dd * mi[j].abs() + dp * nm * kv[j].abs() / nk;
-                    tm[(b * s.n + i) * s.w + j] += dd * kv[j].abs() + dp * nk * mi[j].abs() / nm;
-                }
-            }
-        }
-    }
-    let scale = |v: Vec<f64>| v.into_iter().map(|x| x * TERM).collect();
-    (scale(tm), scale(tk), scale(tb))
-}
-
-/// Magnitude of dz = w (dw - sum_j w_j dw_j), term by term.
-fn dz_terms(w: &[f64], dw: &[f64], n: usize) -> Vec<f64> {
-    let mut out = vec![0.0; w.len()];
-    for r in 0..w.len() / n {
-        let s: f64 = (0..n).map(|i| (w[r * n + i] * dw[r * n + i]).abs()).sum();
-        for i in 0..n {
-            out[r * n + i] = w[r * n + i] * (dw[r * n + i].abs() + s);
-        }
-    }
-    out
-}
-
 struct Case {
     s: Shape,
     m: Vec<f32>,

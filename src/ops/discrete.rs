@@ -87,8 +87,11 @@ fn per_window(
         })
         .max_by_key(|dt| dt.size_bytes())
         .unwrap_or(DType::F32);
-    // With WORDS one workgroup takes every head in turn (see shaders/discrete.wgsl).
-    let units = if def.spec.words() {
+    // With WORDS the kernels that store the memory run as one workgroup taking every head in
+    // turn (see shaders/discrete.wgsl).
+    let stores_memory =
+        ["read_bwd", "save_scatter", "restore", "write_bwd_mem"].contains(&def.entry);
+    let units = if def.spec.words() && stores_memory {
         1
     } else {
         (d.b * d.h) as u64

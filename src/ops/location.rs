@@ -61,6 +61,7 @@ fn inputs(
     gamma: &Tensor,
 ) -> Result<(Dims, usize)> {
     gpu.check_owner(op, "content", wc.gpu)?;
+    check::f32_only(op, "content", wc)?;
     if wc.shape.len() != 3 {
         return Err(Error::Shape {
             op,

@@ -24,6 +24,7 @@ const REINFORCE: KernelDef = KernelDef::new(&SHADER, "reinforce");
 
 fn weights(gpu: &Gpu, op: &'static str, w: &Tensor) -> Result<(usize, usize, usize)> {
     gpu.check_owner(op, "w", w.gpu)?;
+    check::f32_only(op, "w", w)?;
     if w.shape.len() != 3 {
         return Err(Error::Shape {
             op,

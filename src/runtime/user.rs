@@ -155,7 +155,9 @@ impl Gpu {
     /// rest of the uniform is zero) at binding 0, in the same batch as the crate's ops: it
     /// runs after the ops recorded before it and before those recorded after it. Tensors it
     /// may write count as written in place (an undo record of an earlier write to them is no
-    /// longer valid). Returns at once, like every op.
+    /// longer valid). Returns at once, like every op. An f16 tensor is bound as its bytes
+    /// rounded up to whole 4-byte words (two halves per `u32`, the first in the low half; read
+    /// them with `unpack2x16float`, or as `f16` with `enable f16` where the device has it).
     pub fn dispatch(
         &self,
         kernel: &Kernel,
@@ -219,7 +221,7 @@ impl Gpu {
         words[..params.len()].copy_from_slice(params);
         let binds: Vec<(&wgpu::Buffer, u64, u64)> = tensors
             .iter()
-            .map(|t| (&*t.buf, 0, t.size_bytes()))
+            .map(|t| (&*t.buf, 0, t.size_bytes().next_multiple_of(4)))
             .collect();
         let mut rec = self.recorder();
         self.record(
