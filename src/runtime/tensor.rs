@@ -302,7 +302,7 @@ impl Gpu {
     /// an odd number of f16s is padded with a zero half (inside the 16-byte allocation).
     fn write_new(&self, buf: &wgpu::Buffer, bytes: &[u8]) {
         let mut padded;
-        let bytes = if bytes.len() % 4 == 0 {
+        let bytes = if bytes.len().is_multiple_of(4) {
             bytes
         } else {
             padded = bytes.to_vec();
