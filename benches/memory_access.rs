@@ -2,7 +2,8 @@
 //! report and writes `target/ntm-bench/memory_access.csv` and `memory_access.svg`.
 //!
 //! Environment: `WGPU_BACKEND`, `WGPU_ADAPTER_NAME` pick the adapter; `NTM_BENCH_QUICK=1`
-//! runs the reduced sweep; `NTM_BENCH_SHAPES="B,H,N,W;B,H,N,W"` replaces the sweep's shapes; `NTM_BENCH_FILTER=<substring>` selects ops; `NTM_BENCH_REPS`
+//! runs the reduced sweep; `NTM_BENCH_SHAPES="B,H,N,W;B,H,N,W"` replaces the sweep's shapes;
+//! `NTM_BENCH_DTYPES=f32,f16` picks the memory dtypes (default both); `NTM_BENCH_FILTER=<substring>` selects ops; `NTM_BENCH_REPS`
 //! sets repetitions per row; `NTM_BENCH_SOFT_MIB` caps the memory size of soft rows (default:
 //! 256 MiB on CPU adapters such as lavapipe, no cap on GPUs); `NTM_BENCH_SOFT_SECONDS` skips
 //! soft rows of a shape projected to take longer (default: 40 s on CPU adapters, 0 = no cap),
@@ -28,6 +29,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if let Some(shapes) = env("NTM_BENCH_SHAPES") {
         cfg.shapes = report::parse_shapes(&shapes)?;
     }
+    if let Some(d) = env("NTM_BENCH_DTYPES") {
+        cfg.dtypes = report::parse_dtypes(&d)?;
+    }
     cfg.filter = env("NTM_BENCH_FILTER");
     if let Some(r) = env("NTM_BENCH_REPS").and_then(|v| v.parse().ok()) {
         cfg.reps = r;
@@ -48,6 +52,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     cfg.out_dir = Some(std::path::Path::new(&target).join("ntm-bench"));
     cfg.progress = true;
     let started = std::time::Instant::now();
+    println!("f16 kernels: {:?}", gpu.f16_path());
     let report = run(&gpu, &cfg)?;
     print!("{}", report.text);
     let bench = report::Bench::new(&gpu, 1, None);

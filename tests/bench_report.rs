@@ -3,7 +3,8 @@ mod common;
 use common::*;
 #[path = "../benches/report/mod.rs"]
 mod report;
-use report::{parse_shapes, run, Config, CSV_HEADER};
+use ntm_kernels::DType;
+use report::{parse_dtypes, parse_shapes, run, Config, CSV_HEADER};
 use std::collections::HashSet;
 
 #[test]
@@ -19,6 +20,7 @@ fn the_report_runs_and_writes_csv_and_plot() {
         steps: 100,
         out_dir: Some(dir.clone()),
         progress: false,
+        dtypes: vec![DType::F32, DType::F16],
     };
     let report = run(g, &cfg).unwrap();
     for part in [
@@ -28,6 +30,7 @@ fn the_report_runs_and_writes_csv_and_plot() {
         "a step's bookkeeping",
         "driver GB/s",
         "backprop memory for T = 100",
+        "speedup of an f16 memory over f32",
     ] {
         assert!(
             report.text.contains(part),
@@ -49,7 +52,8 @@ fn the_report_runs_and_writes_csv_and_plot() {
         report.rows.len(),
         "one CSV line per measured row"
     );
-    // One row per op, access and pass, at each shape; every field parses.
+    // One row per op, access, pass and dtype at each shape (the copy baseline in f32 only);
+    // every field parses.
     let expected: &[(&str, &str, &str)] = &[
         ("copy", "-", "forward"),
         ("content_address", "soft", "forward"),
@@ -81,7 +85,14 @@ fn the_report_runs_and_writes_csv_and_plot() {
         ("step", "discrete", "both"),
     ];
     for &(b, h, n, w) in &cfg.shapes {
-        let key = |r: &Vec<&str>| (r[0].to_string(), r[1].to_string(), r[2].to_string());
+        let key = |r: &Vec<&str>| {
+            (
+                r[0].to_string(),
+                r[1].to_string(),
+                r[2].to_string(),
+                r[3].to_string(),
+            )
+        };
         let at: Vec<&Vec<&str>> = rows
             .iter()
             .filter(|r| r[4..8] == [b.to_string(), h.to_string(), n.to_string(), w.to_string()])
@@ -93,18 +104,29 @@ fn the_report_runs_and_writes_csv_and_plot() {
             "a row is repeated at B={b} H={h} N={n} W={w}"
         );
         for (op, acc, pass) in expected {
-            assert!(
-                seen.contains(&(op.to_string(), acc.to_string(), pass.to_string())),
-                "no {op}/{acc}/{pass} row at B={b} H={h} N={n} W={w}"
-            );
+            for dt in ["f32", "f16"] {
+                if *op == "copy" && dt == "f16" {
+                    continue;
+                }
+                let k = (
+                    op.to_string(),
+                    acc.to_string(),
+                    pass.to_string(),
+                    dt.to_string(),
+                );
+                assert!(
+                    seen.contains(&k),
+                    "no {op}/{acc}/{pass}/{dt} row at B={b} H={h} N={n} W={w}"
+                );
+            }
         }
         assert_eq!(
             at.len(),
-            expected.len(),
+            2 * expected.len() - 1,
             "unexpected rows at B={b} H={h} N={n} W={w}"
         );
         for r in at {
-            assert_eq!(r[3], "f32", "dtype of {r:?}");
+            assert!(r[3] == "f32" || r[3] == "f16", "dtype of {r:?}");
             for f in &r[8..] {
                 let v: f64 = f
                     .parse()
@@ -145,6 +167,16 @@ fn the_report_runs_and_writes_csv_and_plot() {
         );
     }
     let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn bench_dtypes_parse_from_the_environment_format() {
+    assert_eq!(parse_dtypes("f32,f16"), Ok(vec![DType::F32, DType::F16]));
+    assert_eq!(parse_dtypes(" f16 "), Ok(vec![DType::F16]));
+    for bad in ["", "f64", "f32,bf16"] {
+        let e = parse_dtypes(bad).unwrap_err();
+        assert!(e.contains("NTM_BENCH_DTYPES"), "{bad:?}: {e}");
+    }
 }
 
 #[test]

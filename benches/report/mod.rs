@@ -8,7 +8,7 @@
 use std::fmt::Write as _;
 use std::time::Instant;
 
-use ntm_kernels::{Clock, Gpu, Indices, Result, Tensor, WriteUndo};
+use ntm_kernels::{Clock, DType, Gpu, Indices, Result, Tensor, WriteUndo};
 
 /// The report's errors: the library's, or I/O writing the CSV and plot.
 pub type ReportResult<T> = std::result::Result<T, Box<dyn std::error::Error>>;
@@ -96,13 +96,23 @@ pub struct Bench<'g> {
     /// A step's bookkeeping per shape: (shape, user kernel us, axpy us, axpy GB/s, axpy
     /// roofline fraction).
     pub bookkeeping: Vec<(Shape4, f64, f64, f64, f64)>,
-    warm: std::collections::HashSet<(String, &'static str, &'static str)>,
+    warm: std::collections::HashSet<(String, &'static str, &'static str, &'static str)>,
+    /// The dtype of the memory-shaped tensors of the rows measured now (`shape`).
+    pub dtype: DType,
     /// Seconds spent timing soft and whole-step rows, for projecting the next shape's cost.
     soft_seconds: f64,
 }
 
 /// A shape of the sweep: batch, heads, slots, width.
 pub type Shape4 = (usize, usize, usize, usize);
+
+/// The CSV name of a dtype.
+pub fn dtype_name(d: DType) -> &'static str {
+    match d {
+        DType::F16 => "f16",
+        _ => "f32",
+    }
+}
 
 fn rand_vec(seed: &mut u64, len: usize, lo: f32, hi: f32) -> Vec<f32> {
     (0..len)
@@ -132,6 +142,7 @@ impl<'g> Bench<'g> {
             bookkeeping: Vec::new(),
             warm: Default::default(),
             soft_seconds: 0.0,
+            dtype: DType::F32,
         }
     }
 
@@ -154,7 +165,7 @@ impl<'g> Bench<'g> {
         }
         // Warm-up, only for ops not measured before in this session (pipeline creation):
         // once warm, the first timed run decides how many more a row gets (slow rows fewer).
-        let key = (op.to_string(), access, pass);
+        let key = (op.to_string(), access, pass, dtype_name(self.dtype));
         if !self.warm.contains(&key) {
             f()?;
             self.gpu.sync()?;
@@ -196,7 +207,7 @@ impl<'g> Bench<'g> {
             min_us: p.min().as_secs_f64() * 1e6,
             bytes,
             gbps,
-            dtype: "f32",
+            dtype: dtype_name(self.dtype),
             roofline_fraction: if self.roofline_gbps > 0.0 {
                 gbps / self.roofline_gbps
             } else {
@@ -222,6 +233,8 @@ impl<'g> Bench<'g> {
         let mut seed = 1;
         let m = self.upload(&mut seed, &[b, n, w], -1.0, 1.0)?;
         self.roofline_gbps = 0.0;
+        // The roofline is a bandwidth: measured once per shape, on f32 bytes.
+        let dtype = std::mem::replace(&mut self.dtype, DType::F32);
         let gpu = self.gpu;
         let bytes = 2 * m.size_bytes();
         // The copy row is always measured: every other row's fraction needs it.
@@ -244,6 +257,7 @@ impl<'g> Bench<'g> {
             r.roofline_fraction = r.gbps / roofline;
         }
         self.rooflines.push((shape, driver, kernel, roofline));
+        self.dtype = dtype;
         Ok(())
     }
 
@@ -272,7 +286,8 @@ impl<'g> Bench<'g> {
         Ok(2.0 * size as f64 / times[2] / 1e9)
     }
 
-    /// Every row at one shape: discrete ops and discrete memory access always; with `full`,
+    /// Every row at one shape, with memory-shaped tensors (the memory, `d_mem`) of
+    /// `self.dtype`: discrete ops and discrete memory access always; with `full`,
     /// also the soft ops, soft memory access and the whole NTM step, soft and discrete (both
     /// forms of the step address by content, O(N·W)). The copy baseline must be measured first.
     pub fn shape(&mut self, shape: Shape4, full: bool) -> Result<()> {
@@ -280,7 +295,8 @@ impl<'g> Bench<'g> {
         let (b, h, n, w) = shape;
         let gpu = self.gpu;
         let mut seed = 7;
-        let mut m = self.upload(&mut seed, &[b, n, w], -1.0, 1.0)?;
+        let dt = self.dtype;
+        let mut m = gpu.cast(&self.upload(&mut seed, &[b, n, w], -1.0, 1.0)?, dt)?;
         let k = self.upload(&mut seed, &[b, h, w], -1.0, 1.0)?;
         let beta = self.upload(&mut seed, &[b, h], 1.0, 10.0)?;
         let kw = self.upload(&mut seed, &[b, 1, w], -1.0, 1.0)?;
@@ -312,7 +328,9 @@ impl<'g> Bench<'g> {
             (b * h * w * 4) as u64,
             (b * h * 4) as u64,
         );
-        let mut d_mem = self.upload(&mut seed, &[b, n, w], -1.0, 1.0)?;
+        // Memory rows of B·H heads, in the memory's dtype.
+        let bhm = (b * h * w) as u64 * dt.size_bytes();
+        let mut d_mem = gpu.cast(&self.upload(&mut seed, &[b, n, w], -1.0, 1.0)?, dt)?;
 
         if soft {
             let dw = self.upload(&mut seed, &[b, h, n], -1.0, 1.0)?;
@@ -391,7 +409,7 @@ impl<'g> Bench<'g> {
         self.time("sample", "discrete", "forward", shape, bhn + bh, || {
             gpu.sample(&wt, 3).map(drop)
         })?;
-        self.time("read", "discrete", "forward", shape, 2 * bhw + bh, || {
+        self.time("read", "discrete", "forward", shape, bhm + bhw + bh, || {
             gpu.discrete_read(&m, &ix).map(drop)
         })?;
         self.time(
@@ -399,23 +417,30 @@ impl<'g> Bench<'g> {
             "discrete",
             "backward",
             shape,
-            4 * bhw + 2 * bh,
+            3 * bhm + bhw + 2 * bh,
             || {
                 gpu.discrete_read_backward(&m, &ix, &dr, &mut d_mem)
                     .map(drop)
             },
         )?;
         let undo = gpu.discrete_write(&mut m, &ix, &e, &a)?;
-        self.time("write", "discrete", "forward", shape, 6 * bhw + bh, || {
-            gpu.discrete_write(&mut m, &ix, &e, &a).map(drop)
-        })?;
-        let undo_bytes = 2 * bhw + bh;
+        // Row read and written; old rows (f32), erase and add.
+        self.time(
+            "write",
+            "discrete",
+            "forward",
+            shape,
+            2 * bhm + 3 * bhw + bh,
+            || gpu.discrete_write(&mut m, &ix, &e, &a).map(drop),
+        )?;
+        let undo_bytes = bhm + bhw + bh;
+        // dM' rows read twice and written; old rows, erase, add; de, da out.
         self.time(
             "write",
             "discrete",
             "backward",
             shape,
-            6 * bhw + 2 * bh,
+            3 * bhm + 5 * bhw + 2 * bh,
             || {
                 gpu.discrete_write_backward(&undo, &e, &a, &mut d_mem)
                     .map(drop)
@@ -481,20 +506,37 @@ impl<'g> Bench<'g> {
                 soft_bwd(&soft_fwd(&mut m)?, &d_mem)
             })?;
         }
-        self.time("access", "discrete", "forward", shape, 8 * bhw, || {
-            disc_fwd(&mut m).map(drop)
-        })?;
+        self.time(
+            "access",
+            "discrete",
+            "forward",
+            shape,
+            3 * bhm + 5 * bhw,
+            || disc_fwd(&mut m).map(drop),
+        )?;
         // Backward rows undo writes: each timed run takes the newest of a stack of forwards.
         let mut fwds = (0..self.reps + 1)
             .map(|_| disc_fwd(&mut m))
             .collect::<Result<Vec<_>>>()?;
-        self.time("access", "discrete", "backward", shape, 12 * bhw, || {
-            disc_bwd(&mut m, &pop(&mut fwds)?, &mut d_mem)
-        })?;
-        self.time("access", "discrete", "both", shape, 20 * bhw, || {
-            let u = disc_fwd(&mut m)?;
-            disc_bwd(&mut m, &u, &mut d_mem)
-        })?;
+        self.time(
+            "access",
+            "discrete",
+            "backward",
+            shape,
+            7 * bhm + 7 * bhw,
+            || disc_bwd(&mut m, &pop(&mut fwds)?, &mut d_mem),
+        )?;
+        self.time(
+            "access",
+            "discrete",
+            "both",
+            shape,
+            10 * bhm + 12 * bhw,
+            || {
+                let u = disc_fwd(&mut m)?;
+                disc_bwd(&mut m, &u, &mut d_mem)
+            },
+        )?;
 
         // The whole NTM step: addressing for H read heads and one write head, reads, write.
         let step_bytes = |soft: bool| if soft { 6 * mem } else { 2 * mem };
@@ -694,10 +736,11 @@ impl<'g> Bench<'g> {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "{:<16} {:<8} {:<8} {:>3} {:>2} {:>8} {:>4} {:>12} {:>12} {:>12} {:>8} {:>6}",
+            "{:<16} {:<8} {:<8} {:<5} {:>3} {:>2} {:>8} {:>4} {:>12} {:>12} {:>12} {:>8} {:>6}",
             "op",
             "access",
             "pass",
+            "dtype",
             "B",
             "H",
             "N",
@@ -711,10 +754,11 @@ impl<'g> Bench<'g> {
         for r in &self.rows {
             let _ = writeln!(
                 s,
-                "{:<16} {:<8} {:<8} {:>3} {:>2} {:>8} {:>4} {:>12.1} {:>12.1} {:>12} {:>8.2} {:>6.1}",
+                "{:<16} {:<8} {:<8} {:<5} {:>3} {:>2} {:>8} {:>4} {:>12.1} {:>12.1} {:>12} {:>8.2} {:>6.1}",
                 r.op,
                 r.access,
                 r.pass,
+                r.dtype,
                 r.batch,
                 r.heads,
                 r.slots,
@@ -751,6 +795,28 @@ pub struct Config {
     pub out_dir: Option<std::path::PathBuf>,
     /// Print each shape to stderr as it starts.
     pub progress: bool,
+    /// Dtypes of the memory-shaped tensors: every shape's rows are measured for each.
+    pub dtypes: Vec<DType>,
+}
+
+/// Parses `NTM_BENCH_DTYPES`: `"f32,f16"` (either or both).
+pub fn parse_dtypes(text: &str) -> std::result::Result<Vec<DType>, String> {
+    let mut out = Vec::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        out.push(match part {
+            "f32" => DType::F32,
+            "f16" => DType::F16,
+            other => {
+                return Err(format!(
+                    "NTM_BENCH_DTYPES: {other:?} is neither f32 nor f16"
+                ))
+            }
+        });
+    }
+    if out.is_empty() {
+        return Err("NTM_BENCH_DTYPES: no dtype given (format: f32,f16)".into());
+    }
+    Ok(out)
 }
 
 /// Parses `NTM_BENCH_SHAPES`: `"B,H,N,W;B,H,N,W;..."`, every size at least 1.
@@ -799,6 +865,7 @@ impl Config {
             steps: 100,
             out_dir: None,
             progress: false,
+            dtypes: vec![DType::F32, DType::F16],
         }
     }
     /// The quick sweep: N in {1,024, 65,536} at B = 1, H = 1, W = 64 (every op).
@@ -880,7 +947,11 @@ pub fn run(gpu: &Gpu, cfg: &Config) -> ReportResult<Report> {
             );
         }
         bench.copy_baseline(shape)?;
-        bench.shape(shape, soft)?;
+        for &dt in &cfg.dtypes {
+            bench.dtype = dt;
+            bench.shape(shape, soft)?;
+        }
+        bench.dtype = DType::F32;
         if soft && cfg.filter.is_none() {
             bench.bookkeeping(shape)?;
         }
@@ -947,6 +1018,10 @@ pub fn run(gpu: &Gpu, cfg: &Config) -> ReportResult<Report> {
     }
     text.push('\n');
     text.push_str(&speedups(&bench.rows));
+    if cfg.dtypes.contains(&DType::F16) && cfg.dtypes.contains(&DType::F32) {
+        text.push('\n');
+        text.push_str(&f16_speedups(&bench.rows));
+    }
     let _ = writeln!(text, "\nbackprop memory for T = {} steps (soft: a memory snapshot per step; discrete: undo record + read indices per step)", cfg.steps);
     let _ = writeln!(
         text,
@@ -987,10 +1062,23 @@ pub fn run(gpu: &Gpu, cfg: &Config) -> ReportResult<Report> {
     })
 }
 
+/// The median of the f32 row of (op, access, pass) at `shape`.
 fn median_of(rows: &[Row], op: &str, access: &str, pass: &str, shape: Shape4) -> Option<f64> {
+    median_dtype(rows, op, access, pass, shape, "f32")
+}
+
+fn median_dtype(
+    rows: &[Row],
+    op: &str,
+    access: &str,
+    pass: &str,
+    shape: Shape4,
+    dtype: &str,
+) -> Option<f64> {
     rows.iter()
         .find(|r| {
-            r.op == op
+            r.dtype == dtype
+                && r.op == op
                 && r.access == access
                 && r.pass == pass
                 && (r.batch, r.heads, r.slots, r.width) == shape
@@ -1053,6 +1141,58 @@ fn speedups(rows: &[Row]) -> String {
     s
 }
 
+/// f16 over f32 memory, per shape: the f32 median over the f16 median of each soft
+/// forward op (half the bytes: 2x at best), and their roofline fractions.
+fn f16_speedups(rows: &[Row]) -> String {
+    let mut s = String::from(
+        "speedup of an f16 memory over f32 (f32 time / f16 time, medians; roof% f32 / f16)\n",
+    );
+    let ops = [
+        ("content_address", "soft", "forward"),
+        ("read", "soft", "forward"),
+        ("write", "soft", "forward"),
+        ("read", "soft", "backward"),
+        ("write", "soft", "backward"),
+        ("access", "discrete", "both"),
+    ];
+    let _ = write!(s, "{:>3} {:>2} {:>8} {:>4}", "B", "H", "N", "W");
+    for (op, acc, pass) in ops {
+        let name = format!("{op} {}{}", &acc[..1], &pass[..1]);
+        let _ = write!(s, " {name:>24}");
+    }
+    s.push('\n');
+    let mut shapes: Vec<Shape4> = rows
+        .iter()
+        .map(|r| (r.batch, r.heads, r.slots, r.width))
+        .collect();
+    shapes.dedup();
+    for sh in shapes {
+        let (b, h, n, w) = sh;
+        let _ = write!(s, "{b:>3} {h:>2} {n:>8} {w:>4}");
+        for (op, acc, pass) in ops {
+            let find = |dt: &str| {
+                rows.iter().find(|r| {
+                    r.dtype == dt
+                        && (r.op.as_str(), r.access, r.pass) == (op, acc, pass)
+                        && (r.batch, r.heads, r.slots, r.width) == sh
+                })
+            };
+            let cell = match (find("f32"), find("f16")) {
+                (Some(a), Some(b)) if b.median_us > 0.0 => format!(
+                    "{:.2}x ({:.0}%/{:.0}%)",
+                    a.median_us / b.median_us,
+                    a.roofline_fraction * 100.0,
+                    b.roofline_fraction * 100.0
+                ),
+                _ => "-".into(),
+            };
+            let _ = write!(s, " {cell:>24}");
+        }
+        s.push('\n');
+    }
+    s
+}
+
 /// One line of a plot: name, colour, dash pattern, points (N, value).
 type Series = (String, &'static str, &'static str, Vec<(f64, f64)>);
 
@@ -1066,7 +1206,7 @@ fn plot(rows: &[Row], memory: &[(Shape4, u64, u64)], adapter: &str, steps: u64) 
     let (b, h, w) = (first.batch, first.heads, first.width);
     let slice: Vec<&Row> = rows
         .iter()
-        .filter(|r| (r.batch, r.heads, r.width) == (b, h, w))
+        .filter(|r| (r.batch, r.heads, r.width) == (b, h, w) && r.dtype == "f32")
         .collect();
     let panels = ["content_address", "read", "write", "access", "step"];
     let (pw, ph, cols) = (420.0, 300.0, 3usize);
