@@ -3,7 +3,8 @@
 //!
 //! Environment: `WGPU_BACKEND`, `WGPU_ADAPTER_NAME` pick the adapter; `NTM_BENCH_QUICK=1`
 //! runs the reduced sweep; `NTM_BENCH_SHAPES="B,H,N,W;B,H,N,W"` replaces the sweep's shapes;
-//! `NTM_BENCH_DTYPES=f32,f16` picks the memory dtypes (default both); `NTM_BENCH_FILTER=<substring>` selects ops; `NTM_BENCH_REPS`
+//! `NTM_BENCH_DTYPES=f32,f16` picks the memory dtypes (default both); `NTM_BENCH_F16_PATH=packed`
+//! times the packed f16 kernels on a device that has native f16; `NTM_BENCH_FILTER=<substring>` selects ops; `NTM_BENCH_REPS`
 //! sets repetitions per row; `NTM_BENCH_SOFT_MIB` caps the memory size of soft rows (default:
 //! 256 MiB on CPU adapters such as lavapipe, no cap on GPUs); `NTM_BENCH_SOFT_SECONDS` skips
 //! soft rows of a shape projected to take longer (default: 40 s on CPU adapters, 0 = no cap),
@@ -52,6 +53,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     cfg.out_dir = Some(std::path::Path::new(&target).join("ntm-bench"));
     cfg.progress = true;
     let started = std::time::Instant::now();
+    if env("NTM_BENCH_F16_PATH").as_deref() == Some("packed") {
+        gpu.set_f16_path(ntm_kernels::F16Path::Packed)?;
+    }
     println!("f16 kernels: {:?}", gpu.f16_path());
     let report = run(&gpu, &cfg)?;
     print!("{}", report.text);

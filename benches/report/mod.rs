@@ -956,7 +956,9 @@ pub fn run(gpu: &Gpu, cfg: &Config) -> ReportResult<Report> {
             bench.bookkeeping(shape)?;
         }
         if soft {
-            last_soft.insert((b, h, w), (n, bench.soft_seconds - before));
+            // The budget is per dtype: each dtype's rows of the next shape are projected alone.
+            let per_dtype = (bench.soft_seconds - before) / cfg.dtypes.len().max(1) as f64;
+            last_soft.insert((b, h, w), (n, per_dtype));
         }
         let (sb, db) = bench.backprop_memory(shape, cfg.steps)?;
         memory.push((shape, sb, db));
