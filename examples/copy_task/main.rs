@@ -130,7 +130,7 @@ fn parse() -> Result<Opts, String> {
 }
 
 /// The model for a form: clip 1 for discrete access (rare unlikely draws give score gradients
-/// of norm 24-61 in the prototype), 10 for soft.
+/// of norm 24-61 in the prototype), 10 for soft (and the switch schedule's soft phase).
 fn config(o: &Opts, form: Form, slots: usize) -> Config {
     Config {
         slots,
@@ -232,6 +232,8 @@ fn train(
                 }
             },
         };
+        // Clip 10 while soft, 1 once draws are involved.
+        ntm.cfg.clip = if mode.form == Form::Soft { 10.0 } else { 1.0 };
         let len = o.min_len + rng.below(o.max_len - o.min_len + 1);
         let batch = Batch::random(&mut rng, o.batch, len);
         ntm.forward(&batch, mode)?;
@@ -249,7 +251,7 @@ fn train(
         if form == Form::Discrete
             && o.schedule == Schedule::Switch
             && phase.soft_until.is_none()
-            && update % 200 == 0
+            && update.is_multiple_of(200)
         {
             let (bits, _) = evaluate(
                 &mut ntm,
@@ -350,7 +352,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let gpu = Gpu::new()?;
     eprintln!("copy_task: adapter {}", gpu.adapter());
     std::fs::create_dir_all(&o.out)?;
-    let mut curves = Vec::new();
+    let mut curves: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
     let mut lines = Vec::new();
     if o.sequences > 0 {
         for &form in &o.access {
@@ -374,14 +376,41 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             ));
             lines.push(line);
         }
+        // The plot has every learning curve in the directory: runs of other forms and
+        // schedules written to the same --out appear beside this one.
+        let mut all = curves.clone();
+        for entry in std::fs::read_dir(&o.out)? {
+            let path = entry?.path();
+            let file = path.file_name().and_then(|f| f.to_str()).unwrap_or("");
+            let Some(name) = file
+                .strip_prefix("learning_")
+                .and_then(|f| f.strip_suffix(".csv"))
+            else {
+                continue;
+            };
+            if all.iter().any(|(n, _)| n == name) {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path)?;
+            let pts = text
+                .lines()
+                .skip(1)
+                .filter_map(|l| {
+                    let v: Vec<f64> = l.split(',').filter_map(|x| x.parse().ok()).collect();
+                    (v.len() >= 3).then(|| (v[0], v[2]))
+                })
+                .collect();
+            all.push((name.to_string(), pts));
+        }
+        all.sort_by(|a, b| a.0.cmp(&b.0));
         std::fs::write(
             o.out.join("learning.svg"),
             svg::plot(
-                "copy task: bits per sequence (training batches)",
+                "copy task: wrong bits per sequence (training batches)",
                 "training sequences",
                 "wrong bits per sequence",
                 false,
-                &curves,
+                &all,
             ),
         )?;
     }

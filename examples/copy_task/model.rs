@@ -501,12 +501,7 @@ impl<'g> Ntm<'g> {
     /// The forward pass over a batch (uploaded first), with the loss's gradient per step.
     pub fn forward(&mut self, batch: &Batch, mode: Mode) -> Result<()> {
         let gpu = self.gpu;
-        let (b, n, w, c) = (
-            self.cfg.batch,
-            self.cfg.slots,
-            self.cfg.width,
-            self.cfg.hidden,
-        );
+        let (b, w, c) = (self.cfg.batch, self.cfg.width, self.cfg.hidden);
         let t_all = 2 * batch.len + 1;
         assert!(batch.len <= self.cfg.max_len && batch.x.len() == t_all * b * X);
         let mut xs = batch.x.clone();
@@ -946,7 +941,8 @@ impl<'g> Ntm<'g> {
         )
     }
 
-    /// The parameters and their gradient, as host vectors (waits; for tests).
+    /// The parameters and their gradient, as host vectors (waits; for tests/copy_task.rs).
+    #[allow(dead_code)]
     pub fn parameters_and_gradient(&self) -> Result<(Vec<f32>, Vec<f32>)> {
         Ok((
             self.gpu.download(&self.theta)?,
@@ -954,7 +950,8 @@ impl<'g> Ntm<'g> {
         ))
     }
 
-    /// Replaces the parameters (for tests) and clears the gradient.
+    /// Replaces the parameters (for tests/copy_task.rs) and clears the gradient.
+    #[allow(dead_code)]
     pub fn set_parameters(&mut self, theta: &[f32]) -> Result<()> {
         self.gpu.write(&mut self.theta, theta)?;
         self.gpu.fill(&mut self.grad, 0.0)
