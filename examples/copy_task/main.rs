@@ -376,6 +376,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             ));
             lines.push(line);
         }
+    }
+    {
         // The plot has every learning curve in the directory: runs of other forms and
         // schedules written to the same --out appear beside this one.
         let mut all = curves.clone();
