@@ -78,3 +78,17 @@ fn word_elements(wg: vec3<u32>, t: u32, k: u32) -> Word {
     wd.b = flat_element(2u * q + 1u, live);
     return wd;
 }
+
+// The elements an elementwise kernel stores in one iteration: with WORDS a packed word (both
+// halves), else one element (`b.ok` false). Kernels store them with NAME_st2, whose index is in
+// V's (in elements with WORDS, where LANES = 1).
+fn ew_item(wg: vec3<u32>, t: u32, k: u32) -> Word {
+    if WORDS {
+        return word_elements(wg, t, k);
+    }
+    var wd: Word;
+    wd.a = element(wg, t, k);
+    wd.b = wd.a;
+    wd.b.ok = false;
+    return wd;
+}

@@ -28,22 +28,14 @@ fn bwd_value(el: Element) -> V {
 @compute @workgroup_size(WG)
 fn bwd_mem(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
     for (var k = 0u; k < EW_ROWS; k += 1u) {
-        if WORDS {
-            let wd = word_elements(wg, t, k);
-            if !wd.a.ok {
-                continue;
-            }
-            var v1 = V(0.0);
-            if wd.b.ok {
-                v1 = bwd_value(wd.b);
-            }
-            bdm_st2(wd.a.e - p.base0.z, bwd_value(wd.a), v1, wd.b.ok);
-        } else {
-            let el = element(wg, t, k);
-            if !el.ok {
-                continue;
-            }
-            bdm_st(el.e - p.base0.z / LANES, bwd_value(el));
+        let q = ew_item(wg, t, k);
+        if !q.a.ok {
+            continue;
         }
+        var v1 = V(0.0);
+        if q.b.ok {
+            v1 = bwd_value(q.b);
+        }
+        bdm_st2(q.a.e - p.base0.z / LANES, bwd_value(q.a), v1, q.b.ok);
     }
 }

@@ -13,7 +13,7 @@
 // So the backward reads M once and dM' twice (here, and for dM).
 // Memory-shaped bindings may be f32 or f16 (slots MemV/MemS, GradV/GradS, DMemV): values are
 // read as f32 and rounded once on store. With WORDS the elementwise kernels take a packed word
-// (two elements) per thread (prelude: word_elements), so each thread stores whole words.
+// (two elements) per thread (prelude: ew_item), so each thread stores whole words.
 // Composed behind the prelude (src/runtime/abi.rs, shaders/prelude.wgsl).
 
 
@@ -45,23 +45,15 @@ fn fwd_value(el: Element) -> V {
 @compute @workgroup_size(WG)
 fn fwd(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
     for (var k = 0u; k < EW_ROWS; k += 1u) {
-        if WORDS {
-            let wd = word_elements(wg, t, k);
-            if !wd.a.ok {
-                continue;
-            }
-            var v1 = V(0.0);
-            if wd.b.ok {
-                v1 = fwd_value(wd.b);
-            }
-            fmem_st2(wd.a.e - p.base0.x, fwd_value(wd.a), v1, wd.b.ok);
-        } else {
-            let el = element(wg, t, k);
-            if !el.ok {
-                continue;
-            }
-            fmem_st(el.e - p.base0.x / LANES, fwd_value(el));
+        let q = ew_item(wg, t, k);
+        if !q.a.ok {
+            continue;
         }
+        var v1 = V(0.0);
+        if q.b.ok {
+            v1 = fwd_value(q.b);
+        }
+        fmem_st2(q.a.e - p.base0.x / LANES, fwd_value(q.a), v1, q.b.ok);
     }
 }
 
@@ -91,23 +83,15 @@ fn bwd_mem_value(el: Element) -> V {
 @compute @workgroup_size(WG)
 fn bwd_mem(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
     for (var k = 0u; k < EW_ROWS; k += 1u) {
-        if WORDS {
-            let wd = word_elements(wg, t, k);
-            if !wd.a.ok {
-                continue;
-            }
-            var v1 = V(0.0);
-            if wd.b.ok {
-                v1 = bwd_mem_value(wd.b);
-            }
-            mdm_st2(wd.a.e - p.base0.w, bwd_mem_value(wd.a), v1, wd.b.ok);
-        } else {
-            let el = element(wg, t, k);
-            if !el.ok {
-                continue;
-            }
-            mdm_st(el.e - p.base0.w / LANES, bwd_mem_value(el));
+        let q = ew_item(wg, t, k);
+        if !q.a.ok {
+            continue;
         }
+        var v1 = V(0.0);
+        if q.b.ok {
+            v1 = bwd_mem_value(q.b);
+        }
+        mdm_st2(q.a.e - p.base0.w / LANES, bwd_mem_value(q.a), v1, q.b.ok);
     }
 }
 
@@ -123,23 +107,15 @@ fn inplace_value(el: Element) -> V {
 @compute @workgroup_size(WG)
 fn bwd_mem_inplace(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
     for (var k = 0u; k < EW_ROWS; k += 1u) {
-        if WORDS {
-            let wd = word_elements(wg, t, k);
-            if !wd.a.ok {
-                continue;
-            }
-            var v1 = V(0.0);
-            if wd.b.ok {
-                v1 = inplace_value(wd.b);
-            }
-            idm_st2(wd.a.e - p.base0.z, inplace_value(wd.a), v1, wd.b.ok);
-        } else {
-            let el = element(wg, t, k);
-            if !el.ok {
-                continue;
-            }
-            idm_st(el.e - p.base0.z / LANES, inplace_value(el));
+        let q = ew_item(wg, t, k);
+        if !q.a.ok {
+            continue;
         }
+        var v1 = V(0.0);
+        if q.b.ok {
+            v1 = inplace_value(q.b);
+        }
+        idm_st2(q.a.e - p.base0.z / LANES, inplace_value(q.a), v1, q.b.ok);
     }
 }
 

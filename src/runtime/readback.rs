@@ -93,6 +93,7 @@ impl Gpu {
         // wgpu-core (an internal assertion fires when the wait times out just as that submit
         // is being registered).
         let Some(last) = self.lock().last_submission.clone() else {
+            let _no_submit = self.rec.lock().unwrap_or_else(|p| p.into_inner());
             return match self.device.poll(wgpu::PollType::Poll) {
                 Ok(_) => Ok(()),
                 Err(e) => Err(Error::Gpu(format!("polling the GPU failed: {e}"))),
@@ -100,13 +101,20 @@ impl Gpu {
         };
         // Wait in short slices: a backend may hold its context lock while it waits (wgpu's GL
         // backend does, and panics in other threads that wait over 6 s for it), so a long job
-        // must not keep other threads of this Gpu out.
+        // must not keep other threads of this Gpu out. Each slice holds the recorder's lock,
+        // under which every submit happens: a poll never overlaps a submit of another thread
+        // of this Gpu (wgpu-core 30 can fail an internal assertion, "If the queue is empty,
+        // the current submission index ...", when they interleave).
         loop {
             let left = timeout.saturating_sub(start.elapsed());
-            match self.device.poll(wgpu::PollType::Wait {
-                submission_index: Some(last.clone()),
-                timeout: Some(left.min(Duration::from_millis(100))),
-            }) {
+            let polled = {
+                let _no_submit = self.rec.lock().unwrap_or_else(|p| p.into_inner());
+                self.device.poll(wgpu::PollType::Wait {
+                    submission_index: Some(last.clone()),
+                    timeout: Some(left.min(Duration::from_millis(100))),
+                })
+            };
+            match polled {
                 Ok(_) => return Ok(()),
                 Err(wgpu::PollError::Timeout) if start.elapsed() < timeout => continue,
                 Err(wgpu::PollError::Timeout) => {
