@@ -22,22 +22,13 @@ fn axpy(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
     if u >= p.unit_end {
         return;
     }
-    let n = p.extra.x;
-    if WORDS {
-        let e = 2u * (u * WG + t);
-        if e < n {
-            let ok1 = e + 1u < n;
-            var v1 = V(0.0);
-            if ok1 {
-                v1 = axpy_value(e + 1u);
-            }
-            ay_st2(e - p.base0.y, axpy_value(e), v1, ok1);
+    let f = flat_item(u, t, p.extra.x);
+    if f.ok {
+        var v1 = V(0.0);
+        if f.ok1 {
+            v1 = axpy_value(f.e + 1u);
         }
-    } else {
-        let e = u * WG + t;
-        if e < n {
-            ay_st(e - p.base0.y / LANES, axpy_value(e));
-        }
+        ay_st2(f.e - p.base0.y / LANES, axpy_value(f.e), v1, f.ok1);
     }
 }
 
@@ -49,17 +40,9 @@ fn fill(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
     if u >= p.unit_end {
         return;
     }
-    let n = p.extra.x;
+    let f = flat_item(u, t, p.extra.x);
     let v = V(p.fx.x);
-    if WORDS {
-        let e = 2u * (u * WG + t);
-        if e < n {
-            ft_st2(e - p.base0.x, v, v, e + 1u < n);
-        }
-    } else {
-        let e = u * WG + t;
-        if e < n {
-            ft_st(e - p.base0.x / LANES, v);
-        }
+    if f.ok {
+        ft_st2(f.e - p.base0.x / LANES, v, v, f.ok1);
     }
 }

@@ -61,18 +61,12 @@ fn convert(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index
     if u >= p.unit_end {
         return;
     }
-    let n = p.extra.x;
-    if WORDS {
-        let e = 2u * (u * WG + t);
-        if e < n {
-            let ok1 = e + 1u < n;
-            let v1 = csrc_ld(min(e + 1u, n - 1u) - p.base0.x);
-            cdst_st2(e - p.base0.y, csrc_ld(e - p.base0.x), v1, ok1);
+    let f = flat_item(u, t, p.extra.x);
+    if f.ok {
+        var v1 = V(0.0);
+        if f.ok1 {
+            v1 = csrc_ld(f.e + 1u - p.base0.x / LANES);
         }
-    } else {
-        let e = u * WG + t;
-        if e < n {
-            cdst_st(e - p.base0.y / LANES, csrc_ld(e - p.base0.x / LANES));
-        }
+        cdst_st2(f.e - p.base0.y / LANES, csrc_ld(f.e - p.base0.x / LANES), v1, f.ok1);
     }
 }

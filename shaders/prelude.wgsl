@@ -92,3 +92,25 @@ fn ew_item(wg: vec3<u32>, t: u32, k: u32) -> Word {
     wd.b.ok = false;
     return wd;
 }
+
+// Flat kernels over n V's: the first element a thread stores and whether it stores the next
+// one too. With WORDS (LANES = 1) a thread takes a packed word, elements 2q and 2q + 1, and
+// stores them with NAME_st2; else one V (`ok1` false).
+struct FlatItem {
+    e: u32,
+    ok: bool,
+    ok1: bool,
+}
+
+fn flat_item(u: u32, t: u32, n: u32) -> FlatItem {
+    var f: FlatItem;
+    if WORDS {
+        f.e = 2u * (u * WG + t);
+        f.ok1 = f.e + 1u < n;
+    } else {
+        f.e = u * WG + t;
+        f.ok1 = false;
+    }
+    f.ok = f.e < n;
+    return f;
+}

@@ -28,6 +28,12 @@ fn sigmoid(x: f32) -> f32 {
     return 1.0 / (1.0 + exp(-x));
 }
 
+// The shift distribution over offsets -1, 0, +1 (maximum subtracted).
+fn softmax3(z: vec3<f32>) -> vec3<f32> {
+    let e = exp(z - max(z.x, max(z.y, z.z)));
+    return e / (e.x + e.y + e.z);
+}
+
 fn softplus(x: f32) -> f32 {
     // log(1 + e^x) without overflow.
     return max(x, 0.0) + log(1.0 + exp(-abs(x)));
@@ -259,17 +265,10 @@ fn head_act(@builtin(global_invocation_id) id: vec3<u32>) {
     }
     ha_beta[b] = softplus(ha_p[o + W]);
     ha_gate[b] = sigmoid(ha_p[o + W + 1u]);
-    let s0 = ha_p[o + W + 2u];
-    let s1 = ha_p[o + W + 3u];
-    let s2 = ha_p[o + W + 4u];
-    let mx = max(s0, max(s1, s2));
-    let e0 = exp(s0 - mx);
-    let e1 = exp(s1 - mx);
-    let e2 = exp(s2 - mx);
-    let z = e0 + e1 + e2;
-    ha_shift[b * 3u] = e0 / z;
-    ha_shift[b * 3u + 1u] = e1 / z;
-    ha_shift[b * 3u + 2u] = e2 / z;
+    let s = softmax3(vec3<f32>(ha_p[o + W + 2u], ha_p[o + W + 3u], ha_p[o + W + 4u]));
+    ha_shift[b * 3u] = s.x;
+    ha_shift[b * 3u + 1u] = s.y;
+    ha_shift[b * 3u + 2u] = s.z;
     ha_gamma[b] = 1.0 + softplus(ha_p[o + W + 5u]);
 }
 
@@ -298,12 +297,7 @@ fn head_act_bwd(@builtin(global_invocation_id) id: vec3<u32>) {
     hb_dp[o + W] = hb_dbeta[b] * sigmoid(hb_p[o + W]);
     let g = sigmoid(hb_p[o + W + 1u]);
     hb_dp[o + W + 1u] = hb_dgate[b] * g * (1.0 - g);
-    let s0 = hb_p[o + W + 2u];
-    let s1 = hb_p[o + W + 3u];
-    let s2 = hb_p[o + W + 4u];
-    let mx = max(s0, max(s1, s2));
-    let e = vec3<f32>(exp(s0 - mx), exp(s1 - mx), exp(s2 - mx));
-    let s = e / (e.x + e.y + e.z);
+    let s = softmax3(vec3<f32>(hb_p[o + W + 2u], hb_p[o + W + 3u], hb_p[o + W + 4u]));
     let ds = vec3<f32>(hb_dshift[b * 3u], hb_dshift[b * 3u + 1u], hb_dshift[b * 3u + 2u]);
     let dz = s * (ds - dot(s, ds));
     hb_dp[o + W + 2u] = dz.x;

@@ -89,9 +89,7 @@ fn per_window(
         .unwrap_or(DType::F32);
     // With WORDS the kernels that store the memory run as one workgroup taking every head in
     // turn (see shaders/discrete.wgsl).
-    let stores_memory =
-        ["read_bwd", "save_scatter", "restore", "write_bwd_mem"].contains(&def.entry);
-    let units = if def.spec.words() && stores_memory {
+    let units = if def.spec.words() && gpu.pipeline(def)?.stores_slot {
         1
     } else {
         (d.b * d.h) as u64

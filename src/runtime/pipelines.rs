@@ -128,6 +128,9 @@ pub(crate) struct Pipeline {
     /// For each storage binding 1..=k: the dtype of the tensor it takes (F16 for memory-shaped
     /// slots specialised to f16 or packed; F32, or 4-byte words, otherwise).
     pub dtypes: Vec<DType>,
+    /// Whether the entry point stores into a memory-shaped slot (with `WORDS`, such stores
+    /// need word-owning thread maps).
+    pub stores_slot: bool,
     pub layout: wgpu::BindGroupLayout,
     pub pipeline: wgpu::ComputePipeline,
     pub reflection: Reflection,
@@ -509,18 +512,20 @@ impl Gpu {
         if let Some(e) = pollster::block_on(scope.pop()) {
             return Err(fail(format!("the device refused the pipeline: {e}")));
         }
+        let slot_of = |n: &String| slots.iter().find(|(s, _)| s == n).map(|&(_, f)| f);
         let dtypes = reflection
             .names
             .iter()
-            .map(|n| {
-                slots
-                    .iter()
-                    .find(|(s, _)| s == n)
-                    .map_or(DType::F32, |&(_, f)| f.dtype())
-            })
+            .map(|n| slot_of(n).map_or(DType::F32, Form::dtype))
             .collect();
+        let stores_slot = reflection
+            .names
+            .iter()
+            .zip(&reflection.writes)
+            .any(|(n, &w)| w && slot_of(n).is_some());
         Ok(Pipeline {
             dtypes,
+            stores_slot,
             layout,
             pipeline,
             reflection,
