@@ -306,3 +306,223 @@ fn bwd_dw(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
         }
     }
 }
+
+// ---- bwd_heads: the heads' gradients in one streaming pass (memory rows up to WG V's) ----
+// A unit is (batch b, block of rows, group of HG heads); its WG threads are RL = WG / TW row
+// lanes by TW column lanes (p.extra.x = TW, a power of two >= W / LANES), so each load of a
+// row is one coalesced V per thread. Per row a thread forms, for its V of columns and the
+// group's heads, f_h = 1 - w_h e_h and Q_h (the product skipping h), and
+//   - adds -dM' M w_h Q_h and dM' w_h to its column sums of de_h and da_h (registers, summed
+//     over the row lanes at the end of the block into the colsum partial layout);
+//   - leaves its part of dw_h(i) = sum_j dM'(a_h - M e_h Q_h) in workgroup memory, where KR
+//     rows of every row lane are summed over the column lanes after each barrier;
+//   - with ACC (one head group, no packed words), stores dM = dM' prod_h f_h over dM' in
+//     place: the thread that read the element writes it.
+// So the heads' gradients read M and dM' once each, and the in-place backward writes dM in the
+// same pass. Params.extra: x = TW, y = blocks per batch, z = rows per block (a multiple of
+// RL * KR).
+
+@group(0) @binding(1) var<storage, read> smem: array<MemV>;
+@group(0) @binding(2) var<storage, read> sw: array<f32>;
+@group(0) @binding(3) var<storage, read> se: array<V>;
+@group(0) @binding(4) var<storage, read> sa: array<V>;
+@group(0) @binding(5) var<storage, read_write> sgrad: array<GradV>;
+@group(0) @binding(6) var<storage, read_write> sdw: array<f32>;
+@group(0) @binding(7) var<storage, read_write> spart_de: array<V>; // [B, blocks, H, W]
+@group(0) @binding(8) var<storage, read_write> spart_da: array<V>;
+
+var<workgroup> red_dw: array<vec4<f32>, 512>; // KR * WG partial dw's, the group's heads in lanes
+var<workgroup> red_col: array<V, 256>; // WG column partials
+
+// The weights of the group's heads at row i (absent heads 0).
+fn weights4(b: u32, i: u32, h0: u32, nh: u32) -> vec4<f32> {
+    let H = p.dims.y;
+    let N = p.dims.z;
+    let o = (b * H + h0) * N + i - p.base0.y;
+    var v = vec4<f32>(sw[o], 0.0, 0.0, 0.0);
+    if nh > 1u {
+        v.y = sw[o + N];
+    }
+    if nh > 2u {
+        v.z = sw[o + 2u * N];
+    }
+    if nh > 3u {
+        v.w = sw[o + 3u * N];
+    }
+    return v;
+}
+
+// prod over the heads outside [h0, h0 + nh) of (1 - w_h(i) e_h(j)) at V column j.
+fn keep_outside(b: u32, i: u32, j: u32, h0: u32, nh: u32) -> V {
+    let H = p.dims.y;
+    let N = p.dims.z;
+    let WL = p.dims.w / LANES;
+    var q = V(1.0);
+    for (var h = 0u; h < H; h += 1u) {
+        if h < h0 || h >= h0 + nh {
+            q *= 1.0 - sw[(b * H + h) * N + i - p.base0.y] * se[(b * H + h) * WL + j];
+        }
+    }
+    return q;
+}
+
+fn pick(v0: V, v1: V, v2: V, v3: V, k: u32) -> V {
+    switch k {
+        case 0u: {
+            return v0;
+        }
+        case 1u: {
+            return v1;
+        }
+        case 2u: {
+            return v2;
+        }
+        default: {
+            return v3;
+        }
+    }
+}
+
+@compute @workgroup_size(WG)
+fn bwd_heads(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    let u = unit_id(wg);
+    if u >= p.unit_end {
+        return; // the whole workgroup: no barrier is skipped by part of it
+    }
+    let H = p.dims.y;
+    let N = p.dims.z;
+    let WL = p.dims.w / LANES;
+    let tw = p.extra.x;
+    let nblk = p.extra.y;
+    let rb = p.extra.z;
+    let rl = WG / tw;
+    let nhg = (H + HG - 1u) / HG;
+    let hg = u % nhg;
+    let blk = (u / nhg) % nblk;
+    let b = (u / nhg) / nblk;
+    let h0 = hg * HG;
+    let nh = min(HG, H - h0);
+    let c = t % tw;
+    let r = t / tw;
+    let col_ok = c < WL;
+    // The group's erase and add vectors at this thread's column (absent heads 0: factor 1).
+    let jc = min(c, WL - 1u);
+    let eo = (b * H + h0) * WL + jc;
+    var e0 = se[eo];
+    var a0 = sa[eo];
+    var e1 = V(0.0);
+    var a1 = V(0.0);
+    var e2 = V(0.0);
+    var a2 = V(0.0);
+    var e3 = V(0.0);
+    var a3 = V(0.0);
+    if nh > 1u {
+        e1 = se[eo + WL];
+        a1 = sa[eo + WL];
+    }
+    if nh > 2u {
+        e2 = se[eo + 2u * WL];
+        a2 = sa[eo + 2u * WL];
+    }
+    if nh > 3u {
+        e3 = se[eo + 3u * WL];
+        a3 = sa[eo + 3u * WL];
+    }
+    var de0 = V(0.0);
+    var de1 = V(0.0);
+    var de2 = V(0.0);
+    var de3 = V(0.0);
+    var da0 = V(0.0);
+    var da1 = V(0.0);
+    var da2 = V(0.0);
+    var da3 = V(0.0);
+    let i_begin = blk * rb;
+    let i_end = min(i_begin + rb, N);
+    for (var c0 = i_begin; c0 < i_end; c0 += rl * KR) {
+        for (var k = 0u; k < KR; k += 1u) {
+            let i = c0 + k * rl + r;
+            var s = vec4<f32>(0.0);
+            if i < i_end && col_ok {
+                let el = (b * N + i) * WL + c;
+                let m = smem_ld(el - p.base0.x / LANES);
+                let g = sgrad_ld(el - p.base1.x / LANES);
+                let wv = weights4(b, i, h0, nh);
+                let f0 = 1.0 - wv.x * e0;
+                let f1 = 1.0 - wv.y * e1;
+                let f2 = 1.0 - wv.z * e2;
+                let f3 = 1.0 - wv.w * e3;
+                var out = V(1.0);
+                if nhg > 1u {
+                    out = keep_outside(b, i, c, h0, nh);
+                }
+                let q0 = out * f1 * f2 * f3;
+                let q1 = out * f0 * f2 * f3;
+                let q2 = out * f0 * f1 * f3;
+                let q3 = out * f0 * f1 * f2;
+                let gm = g * m;
+                de0 -= gm * wv.x * q0;
+                de1 -= gm * wv.y * q1;
+                de2 -= gm * wv.z * q2;
+                de3 -= gm * wv.w * q3;
+                da0 += g * wv.x;
+                da1 += g * wv.y;
+                da2 += g * wv.z;
+                da3 += g * wv.w;
+                s = vec4<f32>(
+                    vsum(g * (a0 - m * e0 * q0)),
+                    vsum(g * (a1 - m * e1 * q1)),
+                    vsum(g * (a2 - m * e2 * q2)),
+                    vsum(g * (a3 - m * e3 * q3)),
+                );
+                if ACC {
+                    sgrad_st(el - p.base1.x / LANES, g * (f0 * f1 * f2 * f3));
+                }
+            }
+            red_dw[k * WG + t] = s;
+        }
+        workgroupBarrier();
+        // Threads sum rows (k, rl) over the column lanes, in a fixed order (RL * KR rows:
+        // more than WG when rows are narrower than KR V's).
+        for (var x = t; x < rl * KR; x += WG) {
+            let k = x / rl;
+            let rr = x % rl;
+            let i = c0 + k * rl + rr;
+            if i < i_end {
+                var s = vec4<f32>(0.0);
+                for (var cc = 0u; cc < tw; cc += 1u) {
+                    s += red_dw[k * WG + rr * tw + cc];
+                }
+                let o = (b * H + h0) * N + i - p.base1.y;
+                for (var hh = 0u; hh < nh; hh += 1u) {
+                    sdw[o + hh * N] = s[hh];
+                }
+            }
+        }
+        workgroupBarrier();
+    }
+    // The block's column sums: a fixed-order tree over the row lanes, per (quantity, head).
+    for (var q = 0u; q < 2u * nh; q += 1u) {
+        let hh = q / 2u;
+        if q % 2u == 0u {
+            red_col[t] = pick(de0, de1, de2, de3, hh);
+        } else {
+            red_col[t] = pick(da0, da1, da2, da3, hh);
+        }
+        for (var s = rl / 2u; s > 0u; s = s / 2u) {
+            workgroupBarrier();
+            if r < s {
+                red_col[t] += red_col[t + s * tw];
+            }
+        }
+        workgroupBarrier();
+        if r == 0u && col_ok {
+            let o = ((b * nblk + blk) * H + h0 + hh) * WL + c;
+            if q % 2u == 0u {
+                spart_de[o - p.base1.z / LANES] = red_col[t];
+            } else {
+                spart_da[o - p.base1.w / LANES] = red_col[t];
+            }
+        }
+        workgroupBarrier();
+    }
+}

@@ -322,10 +322,15 @@ fn accumulating_backward_forms_equal_the_fresh_ones() {
         let hg = g
             .soft_write_backward_into(&m, &wt, &e, &a, &mut dm)
             .unwrap();
-        assert_eq!(
-            g.download(&dm).unwrap(),
-            g.download(&fresh.memory).unwrap(),
-            "{tag} write into"
+        // The in-place form turns dM' into dM inside the heads' pass; the fresh form has a
+        // kernel of its own for dM, which a shader compiler may contract differently
+        // (`1 - w e` as a fused multiply-add or not): equal to f32 rounding, not bit for bit.
+        all_close(
+            &format!("{tag} write into"),
+            &g.download(&dm).unwrap(),
+            &f64s(&g.download(&fresh.memory).unwrap()),
+            1e-6,
+            1e-6,
         );
         assert_eq!(
             g.download(&hg.weights).unwrap(),
@@ -395,10 +400,14 @@ fn soft_bptt_on_the_gpu_equals_the_host_summed_version() {
             g.download(&gr.memory).unwrap(),
         );
         host = x.iter().zip(&y).map(|(a, b)| a + b).collect();
-        assert_eq!(
-            g.download(&gw.weights).unwrap(),
-            g.download(&dws[steps - 1 - t]).unwrap(),
-            "dw at step {t}"
+        // dM' differs from the accumulated one by f32 rounding (the in-place write backward
+        // forms dM in its heads' pass), so dw does too.
+        all_close(
+            &format!("dw at step {t}"),
+            &g.download(&dws[steps - 1 - t]).unwrap(),
+            &f64s(&g.download(&gw.weights).unwrap()),
+            1e-6,
+            1e-6,
         );
     }
     all_close("dM after 50 steps", &gpu_dm, &f64s(&host), 1e-6, 1e-6);

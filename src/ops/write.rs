@@ -5,7 +5,7 @@ use crate::check::{self, Dims};
 use crate::error::Result;
 use crate::primitives::colsum::combine_blocks;
 use crate::primitives::spans::{Elementwise, Rows};
-use crate::runtime::abi::{Params, HG, TR};
+use crate::runtime::abi::{Params, HG, KR, TR, WG};
 use crate::runtime::dispatch::{Arg, Span};
 use crate::runtime::pipelines::{Form, KernelDef, Shader};
 use crate::runtime::tensor::Tensor;
@@ -21,6 +21,50 @@ const FWD: KernelDef = KernelDef::new(&SHADER, "fwd");
 const BWD_MEM: KernelDef = KernelDef::new(&SHADER, "bwd_mem");
 const BWD_MEM_INPLACE: KernelDef = KernelDef::new(&SHADER, "bwd_mem_inplace");
 const BWD_DW: KernelDef = KernelDef::new(&SHADER, "bwd_dw");
+const BWD_HEADS: KernelDef = KernelDef::new(&SHADER, "bwd_heads");
+
+/// Rows per block of `bwd_heads` at most (fewer when that leaves the device idle).
+const HEADS_MAX_RB: u64 = 4096;
+
+/// Layout of `bwd_heads`: rows of up to `WG` V's, a thread per V; `None` for wider rows.
+#[derive(Clone, Copy, Debug)]
+struct HeadsLayout {
+    /// f32s per V.
+    lanes: u32,
+    /// Column lanes: the narrowest power of two holding a row's V's.
+    tw: u64,
+    /// Rows per block (a multiple of the row lanes times `KR`).
+    rb: u64,
+    /// Blocks per batch element.
+    nblk: u64,
+    /// Head groups.
+    nhg: u64,
+}
+
+impl HeadsLayout {
+    fn new(gpu: &Gpu, d: Dims) -> Option<Self> {
+        let lanes: u32 = if d.w.is_multiple_of(4) { 4 } else { 1 };
+        let tw = (d.w as u64 / lanes as u64).next_power_of_two();
+        if tw > WG as u64 {
+            return None;
+        }
+        let min_rb = (WG as u64 / tw) * KR as u64;
+        let nhg = (d.h as u64).div_ceil(HG as u64);
+        let units = |rb: u64| d.b as u64 * (d.n as u64).div_ceil(rb) * nhg;
+        let target = gpu.parallel_units();
+        let mut rb = HEADS_MAX_RB.max(min_rb);
+        while rb > min_rb && units(rb) < target {
+            rb /= 2;
+        }
+        Some(HeadsLayout {
+            lanes,
+            tw,
+            rb,
+            nblk: (d.n as u64).div_ceil(rb),
+            nhg,
+        })
+    }
+}
 
 /// Gradients of a soft write with respect to its heads' inputs, from
 /// [`Gpu::soft_write_backward_into`] (whose memory gradient stays in the caller's tensor).
@@ -175,29 +219,43 @@ impl Gpu {
         let g_e = self.alloc(op, &[d.b, d.h, d.w])?;
         let g_a = self.alloc(op, &[d.b, d.h, d.w])?;
         let (b, h, n, wd) = (d.b as u64, d.h as u64, d.n as u64, d.w as u64);
-        let params = Params::new(d.arr(), [0; 4], [0.0; 4]);
         let mut rec = self.recorder();
+        let (fm, fg) = (self.form(memory_before.dtype), self.form(d_after.dtype));
 
-        let nblk = n.div_ceil(TR as u64);
+        // The heads' gradients: one streaming pass where rows fit a workgroup (any NTM's),
+        // else row tiles. Both leave per-block partial sums of de and da, [B, blocks, H, W].
+        let layout = HeadsLayout::new(self, d);
+        let (nblk, rb) = layout.map_or((n.div_ceil(TR as u64), TR as u64), |l| (l.nblk, l.rb));
         let nhg = h.div_ceil(HG as u64);
-        let rows = |u0, u1| Rows::of_blocks(u0, u1, nhg, nblk, TR as u64, n);
+        let rows = |u0, u1| Rows::of_blocks(u0, u1, nhg, nblk, rb, n);
         let t_mem = |u0, u1| rows(u0, u1).bnw(n, wd);
         let t_w = |u0, u1| rows(u0, u1).bhn(h, n);
-        // The tiles' partial sums of de and da, [B, tiles, H, W].
         let part_len = b * nblk * h * wd;
         let t_part = |u0, u1| {
             let r = rows(u0, u1);
-            let (t0, t1) = (r.i0 / TR as u64, (r.i1 - 1) / TR as u64);
+            let (t0, t1) = (r.i0 / rb, (r.i1 - 1) / rb);
             ((r.b0 * nblk + t0) * h * wd, (r.b1 * nblk + t1 + 1) * h * wd)
         };
         let part_de = self.scratch(op, &mut rec, part_len)?;
         let part_da = self.scratch(op, &mut rec, part_len)?;
-        let (fm, fg) = (self.form(memory_before.dtype), self.form(d_after.dtype));
+        // In place, with one head group and no packed words, `bwd_heads` also turns dM' into
+        // dM (each thread stores what it read), so no second pass reads dM'.
+        let fused_dm = layout.is_some_and(|l| {
+            g_mem.is_none() && l.nhg == 1 && !(l.lanes == 1 && self.any_packed(&[d_after]))
+        });
+        let kernel = match layout {
+            Some(l) => BWD_HEADS
+                .lanes(l.lanes)
+                .acc(fused_dm)
+                .forms(fm, fg, Form::F32),
+            None => BWD_DW.forms(fm, fg, Form::F32),
+        };
+        let extra = layout.map_or([0; 4], |l| [l.tw as u32, nblk as u32, rb as u32, 0]);
         self.launch(
             &mut rec,
             op,
-            &BWD_DW.forms(fm, fg, Form::F32),
-            params,
+            &kernel,
+            Params::new(d.arr(), extra, [0.0; 4]),
             b * nblk * nhg,
             &[
                 Arg::window(memory_before, &t_mem),
@@ -230,6 +288,13 @@ impl Gpu {
         )?;
         self.release(&mut rec, part_de);
         self.release(&mut rec, part_da);
+        if fused_dm {
+            return Ok(HeadGrads {
+                weights: g_w,
+                erase: g_e,
+                add: g_a,
+            });
+        }
         // dM = dM' prod_h (1 - w_h e_h), after the kernels above read dM'.
         let ew = Elementwise::new(d, self.any_packed(&[d_after, g_mem.unwrap_or(d_after)]));
         let elems = |u0, u1| ew.bnw(u0, u1);
