@@ -9,6 +9,7 @@ pub(crate) const SHADERS: &[&Shader] = &[
     &primitives::colsum::SHADER,
     &primitives::rowstat::SHADER,
     &primitives::rowtile::SHADER,
+    &primitives::rowstream::SHADER,
     &ops::blas::SHADER,
     &ops::content::SHADER,
     &ops::copy::SHADER,

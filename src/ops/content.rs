@@ -5,13 +5,15 @@
 
 use crate::check::{self, Dims};
 use crate::error::Result;
-use crate::primitives::colsum::weighted_row_sums;
+use crate::primitives::colsum::{combine_blocks, weighted_row_sums};
 use crate::primitives::rowstat::{combine_pairs, normalize_rows, softmax_backward, Stat};
+use crate::primitives::rowstream;
 use crate::primitives::rowtile::{self, content_scores, tile_units};
 use crate::primitives::spans::{Elementwise, Rows};
 use crate::runtime::abi::{Params, TR};
 use crate::runtime::dispatch::{Arg, Span};
 use crate::runtime::pipelines::{Form, KernelDef, Shader};
+use crate::runtime::recorder::Recorder;
 use crate::runtime::tensor::Tensor;
 use crate::runtime::Gpu;
 
@@ -203,8 +205,32 @@ impl Gpu {
         let g_keys = self.alloc(op, &[d.b, d.h, d.w])?;
         let g_beta = self.alloc(op, &[d.b, d.h])?;
         let (b, h, n, w) = (d.b as u64, d.h as u64, d.n as u64, d.w as u64);
-        let (units, nblk, nhg) = tile_units(d);
         let mut rec = self.recorder();
+        // One pass over the memory where rows stream (up to HG heads); else the row tiles,
+        // the elementwise dM pass and a column pass.
+        let streamed = rowstream::content_backward(
+            self,
+            &mut rec,
+            op,
+            d,
+            (memory, keys, beta, dz),
+            g_mem,
+            acc,
+        )?;
+        if let Some((part, pairs, nblk)) = streamed {
+            let sums = combine_pairs(self, &mut rec, op, Stat::Sum, &pairs, b * h, nblk)?;
+            let read = self.scratch(op, &mut rec, b * h * w)?;
+            combine_blocks(self, &mut rec, op, d, nblk, &part, (&read, b * h * w))?;
+            self.key_grads(&mut rec, op, d, keys, &read, &sums, (&g_keys, &g_beta))?;
+            for s in [part, pairs, sums, read] {
+                self.release(&mut rec, s);
+            }
+            return Ok(KeyGrads {
+                keys: g_keys,
+                beta: g_beta,
+            });
+        }
+        let (units, nblk, nhg) = tile_units(d);
         let coef_d = self.scratch(op, &mut rec, b * h * n)?;
         let coef_m = self.scratch(op, &mut rec, b * h * n)?;
         let parts = self.scratch(op, &mut rec, b * h * nblk * 2)?;
@@ -260,20 +286,7 @@ impl Gpu {
         // dk's first term is a soft read of the memory with weights dD.
         let read = self.scratch(op, &mut rec, b * h * w)?;
         weighted_row_sums(self, &mut rec, op, d, memory, &coef_d, &read)?;
-        self.launch(
-            &mut rec,
-            op,
-            &BWD_FINISH,
-            Params::new(d.arr(), [0; 4], [0.0; 4]),
-            b * h,
-            &[
-                Arg::whole(keys),
-                Arg::raw(&read, b * h * w, Span::Whole),
-                Arg::raw(&sums, b * h * 2, Span::Whole),
-                Arg::whole(&g_keys),
-                Arg::whole(&g_beta),
-            ],
-        )?;
+        self.key_grads(&mut rec, op, d, keys, &read, &sums, (&g_keys, &g_beta))?;
         for s in [coef_d, coef_m, parts, sums, read] {
             self.release(&mut rec, s);
         }
@@ -281,5 +294,35 @@ impl Gpu {
             keys: g_keys,
             beta: g_beta,
         })
+    }
+
+    /// `dk = read + (sum dP norm(M)) k / norm(k)` and `dbeta = sum dz K` from the summed
+    /// `read` [B, H, W] and pairs `sums` [B*H, 2].
+    #[allow(clippy::too_many_arguments)] // internal: the backward's last step
+    fn key_grads(
+        &self,
+        rec: &mut Recorder,
+        op: &'static str,
+        d: Dims,
+        keys: &Tensor,
+        read: &wgpu::Buffer,
+        sums: &wgpu::Buffer,
+        (g_keys, g_beta): (&Tensor, &Tensor),
+    ) -> Result<()> {
+        let (b, h, w) = (d.b as u64, d.h as u64, d.w as u64);
+        self.launch(
+            rec,
+            op,
+            &BWD_FINISH,
+            Params::new(d.arr(), [0; 4], [0.0; 4]),
+            b * h,
+            &[
+                Arg::whole(keys),
+                Arg::raw(read, b * h * w, Span::Whole),
+                Arg::raw(sums, b * h * 2, Span::Whole),
+                Arg::whole(g_keys),
+                Arg::whole(g_beta),
+            ],
+        )
     }
 }

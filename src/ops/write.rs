@@ -4,8 +4,9 @@
 use crate::check::{self, Dims};
 use crate::error::Result;
 use crate::primitives::colsum::combine_blocks;
+use crate::primitives::rowstream::StreamLayout;
 use crate::primitives::spans::{Elementwise, Rows};
-use crate::runtime::abi::{Params, HG, KR, TR, WG};
+use crate::runtime::abi::{Params, HG, TR};
 use crate::runtime::dispatch::{Arg, Span};
 use crate::runtime::pipelines::{Form, KernelDef, Shader};
 use crate::runtime::tensor::Tensor;
@@ -22,49 +23,6 @@ const BWD_MEM: KernelDef = KernelDef::new(&SHADER, "bwd_mem");
 const BWD_MEM_INPLACE: KernelDef = KernelDef::new(&SHADER, "bwd_mem_inplace");
 const BWD_DW: KernelDef = KernelDef::new(&SHADER, "bwd_dw");
 const BWD_HEADS: KernelDef = KernelDef::new(&SHADER, "bwd_heads");
-
-/// Rows per block of `bwd_heads` at most (fewer when that leaves the device idle).
-const HEADS_MAX_RB: u64 = 4096;
-
-/// Layout of `bwd_heads`: rows of up to `WG` V's, a thread per V; `None` for wider rows.
-#[derive(Clone, Copy, Debug)]
-struct HeadsLayout {
-    /// f32s per V.
-    lanes: u32,
-    /// Column lanes: the narrowest power of two holding a row's V's.
-    tw: u64,
-    /// Rows per block (a multiple of the row lanes times `KR`).
-    rb: u64,
-    /// Blocks per batch element.
-    nblk: u64,
-    /// Head groups.
-    nhg: u64,
-}
-
-impl HeadsLayout {
-    fn new(gpu: &Gpu, d: Dims) -> Option<Self> {
-        let lanes: u32 = if d.w.is_multiple_of(4) { 4 } else { 1 };
-        let tw = (d.w as u64 / lanes as u64).next_power_of_two();
-        if tw > WG as u64 {
-            return None;
-        }
-        let min_rb = (WG as u64 / tw) * KR as u64;
-        let nhg = (d.h as u64).div_ceil(HG as u64);
-        let units = |rb: u64| d.b as u64 * (d.n as u64).div_ceil(rb) * nhg;
-        let target = gpu.parallel_units();
-        let mut rb = HEADS_MAX_RB.max(min_rb);
-        while rb > min_rb && units(rb) < target {
-            rb /= 2;
-        }
-        Some(HeadsLayout {
-            lanes,
-            tw,
-            rb,
-            nblk: (d.n as u64).div_ceil(rb),
-            nhg,
-        })
-    }
-}
 
 /// Gradients of a soft write with respect to its heads' inputs, from
 /// [`Gpu::soft_write_backward_into`] (whose memory gradient stays in the caller's tensor).
@@ -224,7 +182,7 @@ impl Gpu {
 
         // The heads' gradients: one streaming pass where rows fit a workgroup (any NTM's),
         // else row tiles. Both leave per-block partial sums of de and da, [B, blocks, H, W].
-        let layout = HeadsLayout::new(self, d);
+        let layout = StreamLayout::new(self, d);
         let (nblk, rb) = layout.map_or((n.div_ceil(TR as u64), TR as u64), |l| (l.nblk, l.rb));
         let nhg = h.div_ceil(HG as u64);
         let rows = |u0, u1| Rows::of_blocks(u0, u1, nhg, nblk, rb, n);
@@ -250,7 +208,7 @@ impl Gpu {
                 .forms(fm, fg, Form::F32),
             None => BWD_DW.forms(fm, fg, Form::F32),
         };
-        let extra = layout.map_or([0; 4], |l| [l.tw as u32, nblk as u32, rb as u32, 0]);
+        let extra = layout.map_or([0; 4], |l| l.extra());
         self.launch(
             &mut rec,
             op,

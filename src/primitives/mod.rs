@@ -3,5 +3,6 @@
 
 pub(crate) mod colsum;
 pub(crate) mod rowstat;
+pub(crate) mod rowstream;
 pub(crate) mod rowtile;
 pub(crate) mod spans;

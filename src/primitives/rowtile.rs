@@ -6,6 +6,7 @@
 
 use crate::check::Dims;
 use crate::error::Result;
+use crate::primitives::rowstream::{self, StreamLayout};
 use crate::primitives::spans::Rows;
 use crate::runtime::abi::{Params, HG, TR};
 use crate::runtime::dispatch::Arg;
@@ -39,6 +40,10 @@ pub(crate) fn row_dots(
     vecs: &Tensor,
     out: &Tensor,
 ) -> Result<()> {
+    // Rows that fit a workgroup stream with coalesced V loads; wider ones take the tiles.
+    if let Some(l) = StreamLayout::new(gpu, d) {
+        return rowstream::dots(gpu, rec, op, (d, l), mem, vecs, out);
+    }
     let (units, nblk, nhg) = tile_units(d);
     let (n, w, h) = (d.n as u64, d.w as u64, d.h as u64);
     let rows = |u0, u1| Rows::of_blocks(u0, u1, nhg, nblk, TR as u64, n);
@@ -69,6 +74,9 @@ pub(crate) fn content_scores(
     (mem, keys, beta): (&Tensor, &Tensor, &Tensor),
     out: &Tensor,
 ) -> Result<(wgpu::Buffer, u64)> {
+    if let Some(l) = StreamLayout::new(gpu, d) {
+        return rowstream::scores(gpu, rec, op, (d, l), (mem, keys, beta), out);
+    }
     let (units, nblk, nhg) = tile_units(d);
     let (n, w, h) = (d.n as u64, d.w as u64, d.h as u64);
     let rows = |u0, u1| Rows::of_blocks(u0, u1, nhg, nblk, TR as u64, n);

@@ -1,0 +1,395 @@
+// Streaming row dots: the memory rows against a few vectors per head, for rows of up to WG V's
+// (any NTM's width), with every load a coalesced V.
+//   dots:   out[b,h,i] = V_h . M_i                                          (soft read's dw)
+//   scores: out[b,h,i] = z = beta_h V_h.M_i / (norm(V_h) norm(M_i) + EPS)   (V = keys),
+//           and the block's softmax pairs (max_i z, sum_i exp(z - max)) per head, combined
+//           afterwards by primitives/rowstat.wgsl, so content addressing reads the memory once
+// with norm(x) = sqrt(sum_j x_j^2 + EPS).
+// A unit is (batch b, block of rows, group of HG heads); its WG threads are RL = WG / TW row
+// lanes by TW column lanes (TW a power of two >= W / LANES). Each thread leaves, for KR rows of
+// its row lane, its V's share of the dots (and of |M_i|^2) in workgroup memory; after a barrier
+// the rows are summed over the column lanes in a fixed order (the same bits every run).
+// Params.extra: x = TW, y = blocks per batch, z = rows per block (a multiple of RL * KR).
+// Composed behind the prelude (src/runtime/abi.rs, shaders/prelude.wgsl).
+
+@group(0) @binding(1) var<storage, read> smem: array<MemV>; // f32 or f16
+@group(0) @binding(2) var<storage, read> svec: array<V>;    // [B, H, W]
+
+var<workgroup> red_dot: array<vec4<f32>, 512>; // KR * WG: the group's heads in lanes
+var<workgroup> red_sq: array<f32, 512>;
+
+struct Lane {
+    b: u32,
+    blk: u32,
+    h0: u32,
+    nh: u32,
+    c: u32,
+    r: u32,
+    rl: u32,
+    col_ok: bool,
+    i_begin: u32,
+    i_end: u32,
+}
+
+fn lane_of(u: u32, t: u32) -> Lane {
+    let H = p.dims.y;
+    let N = p.dims.z;
+    let tw = p.extra.x;
+    let nblk = p.extra.y;
+    let rb = p.extra.z;
+    let nhg = (H + HG - 1u) / HG;
+    var ln: Lane;
+    ln.blk = (u / nhg) % nblk;
+    ln.b = (u / nhg) / nblk;
+    ln.h0 = (u % nhg) * HG;
+    ln.nh = min(HG, H - ln.h0);
+    ln.c = t % tw;
+    ln.r = t / tw;
+    ln.rl = WG / tw;
+    ln.col_ok = ln.c < p.dims.w / LANES;
+    ln.i_begin = ln.blk * rb;
+    ln.i_end = min(ln.i_begin + rb, N);
+    return ln;
+}
+
+// The group's vectors at this thread's column (absent heads 0).
+struct Vecs {
+    v0: V,
+    v1: V,
+    v2: V,
+    v3: V,
+}
+
+fn vecs_of(ln: Lane) -> Vecs {
+    let H = p.dims.y;
+    let WL = p.dims.w / LANES;
+    let o = (ln.b * H + ln.h0) * WL + min(ln.c, WL - 1u);
+    var vs: Vecs;
+    vs.v0 = svec[o];
+    vs.v1 = V(0.0);
+    vs.v2 = V(0.0);
+    vs.v3 = V(0.0);
+    if ln.nh > 1u {
+        vs.v1 = svec[o + WL];
+    }
+    if ln.nh > 2u {
+        vs.v2 = svec[o + 2u * WL];
+    }
+    if ln.nh > 3u {
+        vs.v3 = svec[o + 3u * WL];
+    }
+    if !ln.col_ok {
+        vs.v0 = V(0.0);
+        vs.v1 = V(0.0);
+        vs.v2 = V(0.0);
+        vs.v3 = V(0.0);
+    }
+    return vs;
+}
+
+// This thread's shares of the chunk's rows c0 + k RL + r, k < KR: dots and |M_i|^2.
+fn stage_chunk(ln: Lane, vs: Vecs, c0: u32, t: u32) {
+    let N = p.dims.z;
+    let WL = p.dims.w / LANES;
+    for (var k = 0u; k < KR; k += 1u) {
+        let i = c0 + k * ln.rl + ln.r;
+        var d = vec4<f32>(0.0);
+        var sq = 0.0;
+        if i < ln.i_end && ln.col_ok {
+            let m = smem_ld((ln.b * N + i) * WL + ln.c - p.base0.x / LANES);
+            d = vec4<f32>(vsum(m * vs.v0), vsum(m * vs.v1), vsum(m * vs.v2), vsum(m * vs.v3));
+            sq = vsum(m * m);
+        }
+        red_dot[k * WG + t] = d;
+        red_sq[k * WG + t] = sq;
+    }
+}
+
+// Row slot x of the chunk (k = x / RL, row lane x % RL), summed over the column lanes.
+struct RowSum {
+    i: u32,
+    dot: vec4<f32>,
+    sq: f32,
+}
+
+fn row_sum(ln: Lane, c0: u32, x: u32) -> RowSum {
+    let tw = p.extra.x;
+    let k = x / ln.rl;
+    let rr = x % ln.rl;
+    var s: RowSum;
+    s.i = c0 + k * ln.rl + rr;
+    s.dot = vec4<f32>(0.0);
+    s.sq = 0.0;
+    let base = k * WG + rr * tw;
+    for (var cc = 0u; cc < tw; cc += 1u) {
+        s.dot += red_dot[base + cc];
+        s.sq += red_sq[base + cc];
+    }
+    return s;
+}
+
+@group(0) @binding(3) var<storage, read_write> dots_out: array<f32>; // [B, H, N]
+
+@compute @workgroup_size(WG)
+fn dots(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    let u = unit_id(wg);
+    if u >= p.unit_end {
+        return; // the whole workgroup: no barrier is skipped by part of it
+    }
+    let ln = lane_of(u, t);
+    let vs = vecs_of(ln);
+    let H = p.dims.y;
+    let N = p.dims.z;
+    for (var c0 = ln.i_begin; c0 < ln.i_end; c0 += ln.rl * KR) {
+        stage_chunk(ln, vs, c0, t);
+        workgroupBarrier();
+        for (var x = t; x < ln.rl * KR; x += WG) {
+            let s = row_sum(ln, c0, x);
+            if s.i < ln.i_end {
+                for (var hh = 0u; hh < ln.nh; hh += 1u) {
+                    dots_out[(ln.b * H + ln.h0 + hh) * N + s.i - p.base0.z] = s.dot[hh];
+                }
+            }
+        }
+        workgroupBarrier();
+    }
+}
+
+@group(0) @binding(3) var<storage, read> sbeta: array<f32>;                // [B, H]
+@group(0) @binding(4) var<storage, read_write> scores_out: array<f32>;     // [B, H, N]
+@group(0) @binding(5) var<storage, read_write> block_pairs: array<f32>;    // [B*H, blocks, 2]
+
+@compute @workgroup_size(WG)
+fn scores(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    let u = unit_id(wg);
+    if u >= p.unit_end {
+        return; // the whole workgroup
+    }
+    let ln = lane_of(u, t);
+    let vs = vecs_of(ln);
+    let H = p.dims.y;
+    let N = p.dims.z;
+    // |V_h|^2, once per workgroup: the column lanes' shares, summed in a fixed order.
+    if t < p.extra.x {
+        red_dot[t] = vec4<f32>(vsum(vs.v0 * vs.v0), vsum(vs.v1 * vs.v1), vsum(vs.v2 * vs.v2), vsum(vs.v3 * vs.v3));
+    }
+    workgroupBarrier();
+    var ksq = vec4<f32>(0.0);
+    for (var cc = 0u; cc < p.extra.x; cc += 1u) {
+        ksq += red_dot[cc];
+    }
+    workgroupBarrier();
+    var bet = vec4<f32>(0.0);
+    var one = vec4<f32>(0.0); // 1 in the lanes of present heads
+    for (var hh = 0u; hh < ln.nh; hh += 1u) {
+        bet[hh] = sbeta[ln.b * H + ln.h0 + hh];
+        one[hh] = 1.0;
+    }
+    let kn = sqrt(ksq + EPS);
+    // Running softmax pairs of the rows this thread finishes; absent lanes stay (NEG_BIG, 0).
+    var pm = vec4<f32>(NEG_BIG);
+    var ps = vec4<f32>(0.0);
+    for (var c0 = ln.i_begin; c0 < ln.i_end; c0 += ln.rl * KR) {
+        stage_chunk(ln, vs, c0, t);
+        workgroupBarrier();
+        for (var x = t; x < ln.rl * KR; x += WG) {
+            let s = row_sum(ln, c0, x);
+            if s.i < ln.i_end {
+                let P = kn * sqrt(s.sq + EPS);
+                let z = bet * (s.dot / (P + EPS));
+                for (var hh = 0u; hh < ln.nh; hh += 1u) {
+                    scores_out[(ln.b * H + ln.h0 + hh) * N + s.i - p.base0.w] = z[hh];
+                }
+                let zm = select(vec4<f32>(NEG_BIG), z, one > vec4<f32>(0.0));
+                let m = max(pm, zm);
+                ps = ps * exp(pm - m) + one * exp(zm - m);
+                pm = m;
+            }
+        }
+        workgroupBarrier();
+    }
+    // The block's pairs: a fixed-order tree over the threads (red_dot holds max, then sums).
+    red_dot[t] = pm;
+    red_dot[WG + t] = ps;
+    for (var s = WG / 2u; s > 0u; s = s / 2u) {
+        workgroupBarrier();
+        if t < s {
+            let a = red_dot[t];
+            let bm = red_dot[t + s];
+            let m = max(a, bm);
+            red_dot[WG + t] = red_dot[WG + t] * exp(a - m) + red_dot[WG + t + s] * exp(bm - m);
+            red_dot[t] = m;
+        }
+    }
+    workgroupBarrier();
+    if t < ln.nh {
+        let nblk = p.extra.y;
+        let o = ((ln.b * H + ln.h0 + t) * nblk + ln.blk) * 2u - p.base1.x;
+        block_pairs[o] = red_dot[0][t];
+        block_pairs[o + 1u] = red_dot[WG][t];
+    }
+}
+
+// ---- content_bwd: content addressing's backward in one pass over the memory ----
+// Given dz (the scores' gradient), per row i and head h of the group (shapes with one head
+// group, rows of at least 2 V's), with D, P, K as in content.wgsl:
+//   dD_hi = beta_h dz_hi / P_hi,  dP_hi = -beta_h dz_hi D_hi / P_hi^2
+//   dM_i (+)= sum_h [dD_hi k_h + (dP_hi norm(k_h) / norm(M_i)) M_i]     (stored here)
+//   the block's column sums of dD_hi M_i (dk's first term, colsum partial layout) and its
+//   sums of dP_hi norm(M_i) and dz_hi K_hi ([B*H, blocks, 2], for dk's norm term and dbeta)
+// Each thread keeps its KR rows' V's in registers: the row sums give the rows' coefficients,
+// which go back through workgroup memory to the threads that hold the rows.
+@group(0) @binding(4) var<storage, read> cb_dz: array<f32>;            // [B, H, N]
+@group(0) @binding(5) var<storage, read_write> cb_dmem: array<DMemV>;  // [B, N, W], f32 or f16
+@group(0) @binding(6) var<storage, read_write> cb_part: array<V>;      // [B, blocks, H, W]
+@group(0) @binding(7) var<storage, read_write> cb_pairs: array<f32>;   // [B*H, blocks, 2]
+
+var<workgroup> red_col: array<V, 256>; // WG column partials
+
+@compute @workgroup_size(WG)
+fn content_bwd(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    let u = unit_id(wg);
+    if u >= p.unit_end {
+        return; // the whole workgroup
+    }
+    let ln = lane_of(u, t);
+    let vs = vecs_of(ln);
+    let H = p.dims.y;
+    let N = p.dims.z;
+    let WL = p.dims.w / LANES;
+    let tw = p.extra.x;
+    if t < tw {
+        red_dot[t] = vec4<f32>(vsum(vs.v0 * vs.v0), vsum(vs.v1 * vs.v1), vsum(vs.v2 * vs.v2), vsum(vs.v3 * vs.v3));
+    }
+    workgroupBarrier();
+    var ksq = vec4<f32>(0.0);
+    for (var cc = 0u; cc < tw; cc += 1u) {
+        ksq += red_dot[cc];
+    }
+    workgroupBarrier();
+    let kn = sqrt(ksq + EPS);
+    var bet = vec4<f32>(0.0);
+    for (var hh = 0u; hh < ln.nh; hh += 1u) {
+        bet[hh] = sbeta[ln.b * H + ln.h0 + hh];
+    }
+    var dk0 = V(0.0);
+    var dk1 = V(0.0);
+    var dk2 = V(0.0);
+    var dk3 = V(0.0);
+    var sp = vec4<f32>(0.0); // sums of dP norm(M) over the rows this thread finishes
+    var sb = vec4<f32>(0.0); // ... and of dz K
+    let rows = ln.rl * KR; // at most WG / 2: a row's coefficients fit red_dot twice over
+    for (var c0 = ln.i_begin; c0 < ln.i_end; c0 += rows) {
+        var ms: array<V, KR>;
+        for (var k = 0u; k < KR; k += 1u) {
+            let i = c0 + k * ln.rl + ln.r;
+            var m = V(0.0);
+            var d = vec4<f32>(0.0);
+            var sq = 0.0;
+            if i < ln.i_end && ln.col_ok {
+                m = smem_ld((ln.b * N + i) * WL + ln.c - p.base0.x / LANES);
+                d = vec4<f32>(vsum(m * vs.v0), vsum(m * vs.v1), vsum(m * vs.v2), vsum(m * vs.v3));
+                sq = vsum(m * m);
+            }
+            ms[k] = m;
+            red_dot[k * WG + t] = d;
+            red_sq[k * WG + t] = sq;
+        }
+        workgroupBarrier();
+        // Thread x < rows: row x's coefficients (dD, dP norm(k) / norm(M)) for the group.
+        var cd = vec4<f32>(0.0);
+        var cm = vec4<f32>(0.0);
+        if t < rows {
+            let s = row_sum(ln, c0, t);
+            if s.i < ln.i_end {
+                var g = vec4<f32>(0.0);
+                for (var hh = 0u; hh < ln.nh; hh += 1u) {
+                    g[hh] = cb_dz[(ln.b * H + ln.h0 + hh) * N + s.i - p.base0.w];
+                }
+                let nm = sqrt(s.sq + EPS);
+                let P = kn * nm + EPS;
+                let K = s.dot / P;
+                let dK = bet * g;
+                cd = dK / P;
+                let dP = -dK * s.dot / (P * P);
+                cm = dP * kn / nm;
+                sp += dP * nm;
+                sb += g * K;
+            }
+        }
+        workgroupBarrier();
+        if t < rows {
+            red_dot[t] = cd;
+            red_dot[WG + t] = cm;
+        }
+        workgroupBarrier();
+        for (var k = 0u; k < KR; k += 1u) {
+            let i = c0 + k * ln.rl + ln.r;
+            if i < ln.i_end && ln.col_ok {
+                let x = k * ln.rl + ln.r;
+                let cdv = red_dot[x];
+                let cmv = red_dot[WG + x];
+                let m = ms[k];
+                let el = (ln.b * N + i) * WL + ln.c;
+                var dm = cdv.x * vs.v0 + cmv.x * m;
+                dm += cdv.y * vs.v1 + cmv.y * m;
+                dm += cdv.z * vs.v2 + cmv.z * m;
+                dm += cdv.w * vs.v3 + cmv.w * m;
+                if ACC {
+                    dm += cb_dmem_ld(el - p.base1.x / LANES);
+                }
+                cb_dmem_st(el - p.base1.x / LANES, dm);
+                dk0 += cdv.x * m;
+                dk1 += cdv.y * m;
+                dk2 += cdv.z * m;
+                dk3 += cdv.w * m;
+            }
+        }
+        workgroupBarrier();
+    }
+    // The block's column sums of dD M per head: a fixed-order tree over the row lanes.
+    let nblk = p.extra.y;
+    for (var hh = 0u; hh < ln.nh; hh += 1u) {
+        switch hh {
+            case 0u: {
+                red_col[t] = dk0;
+            }
+            case 1u: {
+                red_col[t] = dk1;
+            }
+            case 2u: {
+                red_col[t] = dk2;
+            }
+            default: {
+                red_col[t] = dk3;
+            }
+        }
+        for (var s = ln.rl / 2u; s > 0u; s = s / 2u) {
+            workgroupBarrier();
+            if ln.r < s {
+                red_col[t] += red_col[t + s * tw];
+            }
+        }
+        workgroupBarrier();
+        if ln.r == 0u && ln.col_ok {
+            cb_part[((ln.b * nblk + ln.blk) * H + ln.h0 + hh) * WL + ln.c - p.base1.y / LANES] = red_col[t];
+        }
+        workgroupBarrier();
+    }
+    // The block's sums of dP norm(M) and dz K per head: a fixed-order tree over the threads.
+    red_dot[t] = sp;
+    red_dot[WG + t] = sb;
+    for (var s = WG / 2u; s > 0u; s = s / 2u) {
+        workgroupBarrier();
+        if t < s {
+            red_dot[t] += red_dot[t + s];
+            red_dot[WG + t] += red_dot[WG + t + s];
+        }
+    }
+    workgroupBarrier();
+    if t < ln.nh {
+        let o = ((ln.b * H + ln.h0 + t) * nblk + ln.blk) * 2u - p.base1.z;
+        cb_pairs[o] = red_dot[0][t];
+        cb_pairs[o + 1u] = red_dot[WG][t];
+    }
+}

@@ -1,0 +1,219 @@
+//! Streaming row dots: the memory rows against a few vectors per head, a coalesced `V` per
+//! thread and row, for rows of up to `WG` V's. The soft read's weight gradient (`dots`) and
+//! content addressing's scores with their softmax pairs (`scores`) and its backward in one
+//! pass over the memory (`content_backward`, for up to HG heads); soft write's backward
+//! streams its rows the same way ([`StreamLayout`]). Wider rows take the row tiles
+//! (`rowtile`). Shader: `shaders/primitives/rowstream.wgsl`.
+
+use crate::check::Dims;
+use crate::error::Result;
+use crate::primitives::spans::Rows;
+use crate::runtime::abi::{Params, HG, KR, TR, WG};
+use crate::runtime::dispatch::{Arg, Span};
+use crate::runtime::pipelines::{Form, KernelDef, Shader};
+use crate::runtime::recorder::Recorder;
+use crate::runtime::tensor::Tensor;
+use crate::runtime::Gpu;
+
+pub(crate) const SHADER: Shader = Shader {
+    name: "primitives/rowstream.wgsl",
+    source: include_str!("../../shaders/primitives/rowstream.wgsl"),
+    imports: &[],
+};
+const DOTS: KernelDef = KernelDef::new(&SHADER, "dots");
+const SCORES: KernelDef = KernelDef::new(&SHADER, "scores");
+const CONTENT_BWD: KernelDef = KernelDef::new(&SHADER, "content_bwd");
+
+/// Rows per block at most (fewer when that would leave the device idle).
+const MAX_RB: u64 = 4096;
+
+/// Layout of the streaming kernels: a unit is (batch b, block of `rb` rows, group of HG
+/// heads); its `WG` threads are `WG / tw` row lanes by `tw` column lanes, one V each.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct StreamLayout {
+    /// f32s per V: 4 when W is a multiple of 4, else 1.
+    pub lanes: u32,
+    /// Column lanes: the narrowest power of two holding a row's V's.
+    pub tw: u64,
+    /// Rows per block (a multiple of the row lanes times `KR`).
+    pub rb: u64,
+    /// Blocks per batch element.
+    pub nblk: u64,
+    /// Head groups.
+    pub nhg: u64,
+}
+
+impl StreamLayout {
+    /// The layout for `d`, or `None` when a row has more than `WG` V's.
+    pub fn new(gpu: &Gpu, d: Dims) -> Option<Self> {
+        let lanes: u32 = if d.w.is_multiple_of(4) { 4 } else { 1 };
+        let tw = (d.w as u64 / lanes as u64).next_power_of_two();
+        if tw > WG as u64 {
+            return None;
+        }
+        // At least TR rows, as the row tiles: the per-block partials that soft write's
+        // backward leaves ([B, blocks, H, W]) stay within a binding wherever the tiles' did.
+        let min_rb = ((WG as u64 / tw) * KR as u64).max(TR as u64);
+        let nhg = (d.h as u64).div_ceil(HG as u64);
+        let units = |rb: u64| d.b as u64 * (d.n as u64).div_ceil(rb) * nhg;
+        let target = gpu.parallel_units();
+        let mut rb = MAX_RB.max(min_rb);
+        while rb > min_rb && units(rb) < target {
+            rb /= 2;
+        }
+        Some(StreamLayout {
+            lanes,
+            tw,
+            rb,
+            nblk: (d.n as u64).div_ceil(rb),
+            nhg,
+        })
+    }
+
+    /// Workgroups to dispatch.
+    pub fn units(&self, d: Dims) -> u64 {
+        d.b as u64 * self.nblk * self.nhg
+    }
+
+    /// `Params.extra` of the streaming kernels.
+    pub fn extra(&self) -> [u32; 4] {
+        [self.tw as u32, self.nblk as u32, self.rb as u32, 0]
+    }
+
+    /// The memory rows that units `[u0, u1)` touch.
+    pub fn rows(&self, d: Dims, u0: u64, u1: u64) -> Rows {
+        Rows::of_blocks(u0, u1, self.nhg, self.nblk, self.rb, d.n as u64)
+    }
+}
+
+/// `out[b,h,i] = V[b,h] . M[b,i]` into a [B, H, N] tensor, streaming rows of layout `l`.
+pub(crate) fn dots(
+    gpu: &Gpu,
+    rec: &mut Recorder,
+    op: &'static str,
+    (d, l): (Dims, StreamLayout),
+    mem: &Tensor,
+    vecs: &Tensor,
+    out: &Tensor,
+) -> Result<()> {
+    let (n, w, h) = (d.n as u64, d.w as u64, d.h as u64);
+    let mem_span = |u0, u1| l.rows(d, u0, u1).bnw(n, w);
+    let out_span = |u0, u1| l.rows(d, u0, u1).bhn(h, n);
+    gpu.launch(
+        rec,
+        op,
+        &DOTS
+            .lanes(l.lanes)
+            .forms(gpu.form(mem.dtype), Form::F32, Form::F32),
+        Params::new(d.arr(), l.extra(), [0.0; 4]),
+        l.units(d),
+        &[
+            Arg::window(mem, &mem_span),
+            Arg::whole(vecs),
+            Arg::window(out, &out_span),
+        ],
+    )
+}
+
+/// The content scores `beta[b,h] K(keys[b,h], M[b,i])` into `out` [B, H, N], and each
+/// block's softmax pairs into a scratch [B*H, blocks, 2] that the caller combines
+/// (`rowstat::combine_pairs`) and releases; returns it with the block count.
+pub(crate) fn scores(
+    gpu: &Gpu,
+    rec: &mut Recorder,
+    op: &'static str,
+    (d, l): (Dims, StreamLayout),
+    (mem, keys, beta): (&Tensor, &Tensor, &Tensor),
+    out: &Tensor,
+) -> Result<(wgpu::Buffer, u64)> {
+    let (n, w, h) = (d.n as u64, d.w as u64, d.h as u64);
+    let mem_span = |u0, u1| l.rows(d, u0, u1).bnw(n, w);
+    let out_span = |u0, u1| l.rows(d, u0, u1).bhn(h, n);
+    let pairs_len = d.b as u64 * h * l.nblk * 2;
+    let pair_span = |u0, u1| {
+        let r = l.rows(d, u0, u1);
+        (r.b0 * h * l.nblk * 2, (r.b1 + 1) * h * l.nblk * 2)
+    };
+    let pairs = gpu.scratch(op, rec, pairs_len)?;
+    gpu.launch(
+        rec,
+        op,
+        &SCORES
+            .lanes(l.lanes)
+            .forms(gpu.form(mem.dtype), Form::F32, Form::F32),
+        Params::new(d.arr(), l.extra(), [0.0; 4]),
+        l.units(d),
+        &[
+            Arg::window(mem, &mem_span),
+            Arg::whole(keys),
+            Arg::whole(beta),
+            Arg::window(out, &out_span),
+            Arg::raw(&pairs, pairs_len, Span::Window(&pair_span)),
+        ],
+    )?;
+    Ok((pairs, l.nblk))
+}
+
+/// Content addressing's backward from `dz` in one pass over the memory, where the layout has
+/// one head group and rows of at least 2 V's, and no packed f16 word would be shared by two
+/// threads (`None` otherwise: the caller takes the row-tile path). Stores (with `acc`, adds)
+/// the memory gradient into `g_mem`; returns scratch buffers the caller releases: the blocks'
+/// partials of `sum_i dD_hi M_i` [B, blocks, H, W] and their pairs
+/// `(sum dP norm(M), sum dz K)` [B*H, blocks, 2], with the block count.
+#[allow(clippy::too_many_arguments)] // internal: one pass, its inputs spelled out
+pub(crate) fn content_backward(
+    gpu: &Gpu,
+    rec: &mut Recorder,
+    op: &'static str,
+    d: Dims,
+    (mem, keys, beta, dz): (&Tensor, &Tensor, &Tensor, &Tensor),
+    g_mem: &Tensor,
+    acc: bool,
+) -> Result<Option<(wgpu::Buffer, wgpu::Buffer, u64)>> {
+    let Some(l) = StreamLayout::new(gpu, d) else {
+        return Ok(None);
+    };
+    if l.nhg != 1 || l.tw < 2 || (l.lanes == 1 && gpu.any_packed(&[g_mem])) {
+        return Ok(None);
+    }
+    let (b, n, w, h) = (d.b as u64, d.n as u64, d.w as u64, d.h as u64);
+    let mem_span = |u0, u1| l.rows(d, u0, u1).bnw(n, w);
+    let bhn_span = |u0, u1| l.rows(d, u0, u1).bhn(h, n);
+    let part_len = b * l.nblk * h * w;
+    let part_span = |u0, u1| {
+        let r = l.rows(d, u0, u1);
+        let (t0, t1) = (r.i0 / l.rb, (r.i1 - 1) / l.rb);
+        (
+            (r.b0 * l.nblk + t0) * h * w,
+            (r.b1 * l.nblk + t1 + 1) * h * w,
+        )
+    };
+    let pairs_len = b * h * l.nblk * 2;
+    let pair_span = |u0, u1| {
+        let r = l.rows(d, u0, u1);
+        (r.b0 * h * l.nblk * 2, (r.b1 + 1) * h * l.nblk * 2)
+    };
+    let part = gpu.scratch(op, rec, part_len)?;
+    let pairs = gpu.scratch(op, rec, pairs_len)?;
+    gpu.launch(
+        rec,
+        op,
+        &CONTENT_BWD.lanes(l.lanes).acc(acc).forms(
+            gpu.form(mem.dtype),
+            Form::F32,
+            gpu.form(g_mem.dtype),
+        ),
+        Params::new(d.arr(), l.extra(), [0.0; 4]),
+        l.units(d),
+        &[
+            Arg::window(mem, &mem_span),
+            Arg::whole(keys),
+            Arg::whole(beta),
+            Arg::window(dz, &bhn_span),
+            Arg::window(g_mem, &mem_span),
+            Arg::raw(&part, part_len, Span::Window(&part_span)),
+            Arg::raw(&pairs, pairs_len, Span::Window(&pair_span)),
+        ],
+    )?;
+    Ok(Some((part, pairs, l.nblk)))
+}
