@@ -15,7 +15,7 @@ pub(crate) const WG: u32 = 256;
 /// Rows each thread of an elementwise kernel takes (a unit covers `WG / tw * EW_ROWS` rows).
 pub(crate) const EW_ROWS: u32 = 1;
 /// Threads of the column-reduction kernels (a column tile is at most this wide).
-pub(crate) const CW: u32 = 64;
+pub(crate) const CW: u32 = 256;
 /// Elements per workgroup of the row-statistic kernels (`WG` threads x 4).
 pub(crate) const CHUNK: u32 = 1024;
 /// Rows each row lane of the streaming backward kernels (soft write's `bwd_heads`) takes
