@@ -250,7 +250,10 @@ fn from_wgpu_checks_the_limits_the_kernels_need() {
 #[test]
 fn waits_give_up_at_the_deadline() {
     let g = own_gpu();
-    let (b, n, w) = (1, 1 << 16, 64);
+    // Enough queued work that it is still running when the wait starts: 40 writes of 16 MiB
+    // on a CPU adapter, of 256 MiB on a GPU (an H200 did 40 of 16 MiB in under a poll).
+    let n = if g.adapter().is_cpu { 1 << 16 } else { 1 << 20 };
+    let (b, w) = (1, 64);
     let mut m = g.zeros(&[b, n, w]).unwrap();
     let wt = g.upload(&[b, 1, n], &vec![1.0 / n as f32; n]).unwrap();
     let e = g.zeros(&[b, 1, w]).unwrap();
