@@ -105,6 +105,21 @@ fn stage_chunk(ln: Lane, vs: Vecs, c0: u32, t: u32) {
     }
 }
 
+// |V_h|^2 of the group's vectors, once per workgroup: the column lanes' shares (threads
+// t < TW hold every column once), summed in a fixed order. Call in uniform control flow.
+fn vec_sq_norms(vs: Vecs, t: u32) -> vec4<f32> {
+    if t < p.extra.x {
+        red_dot[t] = vec4<f32>(vsum(vs.v0 * vs.v0), vsum(vs.v1 * vs.v1), vsum(vs.v2 * vs.v2), vsum(vs.v3 * vs.v3));
+    }
+    workgroupBarrier();
+    var ksq = vec4<f32>(0.0);
+    for (var cc = 0u; cc < p.extra.x; cc += 1u) {
+        ksq += red_dot[cc];
+    }
+    workgroupBarrier();
+    return ksq;
+}
+
 // Row slot x of the chunk (k = x / RL, row lane x % RL), summed over the column lanes.
 struct RowSum {
     i: u32,
@@ -169,16 +184,7 @@ fn scores(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
     let vs = vecs_of(ln);
     let H = p.dims.y;
     let N = p.dims.z;
-    // |V_h|^2, once per workgroup: the column lanes' shares, summed in a fixed order.
-    if t < p.extra.x {
-        red_dot[t] = vec4<f32>(vsum(vs.v0 * vs.v0), vsum(vs.v1 * vs.v1), vsum(vs.v2 * vs.v2), vsum(vs.v3 * vs.v3));
-    }
-    workgroupBarrier();
-    var ksq = vec4<f32>(0.0);
-    for (var cc = 0u; cc < p.extra.x; cc += 1u) {
-        ksq += red_dot[cc];
-    }
-    workgroupBarrier();
+    let ksq = vec_sq_norms(vs, t);
     var bet = vec4<f32>(0.0);
     var one = vec4<f32>(0.0); // 1 in the lanes of present heads
     for (var hh = 0u; hh < ln.nh; hh += 1u) {
@@ -258,15 +264,7 @@ fn content_bwd(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
     let N = p.dims.z;
     let WL = p.dims.w / LANES;
     let tw = p.extra.x;
-    if t < tw {
-        red_dot[t] = vec4<f32>(vsum(vs.v0 * vs.v0), vsum(vs.v1 * vs.v1), vsum(vs.v2 * vs.v2), vsum(vs.v3 * vs.v3));
-    }
-    workgroupBarrier();
-    var ksq = vec4<f32>(0.0);
-    for (var cc = 0u; cc < tw; cc += 1u) {
-        ksq += red_dot[cc];
-    }
-    workgroupBarrier();
+    let ksq = vec_sq_norms(vs, t);
     let kn = sqrt(ksq + EPS);
     var bet = vec4<f32>(0.0);
     for (var hh = 0u; hh < ln.nh; hh += 1u) {
