@@ -214,6 +214,23 @@ fn every_op_on_wide_words() {
     }
 }
 
+/// Rows of more than 256 V's (one workgroup's threads): the streaming kernels leave them to the
+/// row tiles (content scores, dr·M, soft write's heads' gradients), scalar and vec4 columns.
+#[test]
+fn rows_wider_than_a_workgroup_take_the_row_tiles() {
+    let mut seed = 500;
+    for b in [1, 2] {
+        for h in [1, 3] {
+            for n in [7, 129] {
+                for w in [257, 1028] {
+                    seed += 1;
+                    run(&Case::new(Shape::new(b, h, n, w), seed), ATOL);
+                }
+            }
+        }
+    }
+}
+
 /// Every soft op, backward passes included, on a device whose storage bindings are 256 KiB:
 /// memories of 0.5 to 2.3 MiB are bound in windows on every machine (large GPUs bind the
 /// `large` test's memory whole).
