@@ -7,10 +7,13 @@
 //   dw_h(i)  = sum_j dM'(i,j) (a_h(j) - M(i,j) e_h(j) Q_h(i,j))
 //   de_h(j)  = -sum_i dM'(i,j) M(i,j) w_h(i) Q_h(i,j)
 //   da_h(j)  = sum_i dM'(i,j) w_h(i)
-// `bwd_dw` works on row tiles (as primitives/rowtile.wgsl, staging dM' beside M): each thread
-// takes a row for dw, then a (column, head) of the same staged tiles for the tile's partial
-// sums of de and da, in the layout of primitives/colsum.wgsl, whose `combine` sums the tiles.
-// So the backward reads M once and dM' twice (here, and for dM).
+// The heads' gradients come from `bwd_heads` (below: rows streamed as coalesced V's, for rows
+// of up to WG V's), or for wider rows from `bwd_dw`, on row tiles (as primitives/rowtile.wgsl,
+// staging dM' beside M): each thread takes a row for dw, then a (column, head) of the same
+// staged tiles for the tile's partial sums of de and da. Both leave de and da as per-block
+// partials in the layout of primitives/colsum.wgsl, whose `combine` sums them. So the backward
+// reads M once and dM' once (in place, with one head group: `bwd_heads` stores dM too) or twice
+// (here, and for dM in `bwd_mem`/`bwd_mem_inplace`).
 // Memory-shaped bindings may be f32 or f16 (slots MemV/MemS, GradV/GradS, DMemV): values are
 // read as f32 and rounded once on store. With WORDS the elementwise kernels take a packed word
 // (two elements) per thread (prelude: ew_item), so each thread stores whole words.
