@@ -1,5 +1,6 @@
-// Row tiles: the primitive of every kernel that streams memory rows against a few vectors per
-// head (content addressing, the soft read's weight gradient, the soft write's dw).
+// Row tiles: memory rows against a few vectors per head (content addressing, the soft read's
+// weight gradient, the soft write's dw) for rows wider than primitives/rowstream.wgsl takes
+// (more than WG V's), and content addressing's backward with more than HG heads.
 // A unit is (batch b, block of TR rows, group of HG heads); the workgroup (TR threads) stages
 // TC columns of the tile at a time in workgroup memory (coalesced loads), then each thread owns
 // one row and up to HG heads, so each memory row is read from global memory once per group of

@@ -1,5 +1,6 @@
 //! Row tiles: kernels that stream memory rows against a few vectors per head, each row read
-//! once per group of HG heads with its norm and dot products in the same pass. The content
+//! once per group of HG heads with its norm and dot products in the same pass. Rows of up to
+//! `WG` V's go to the streaming kernels (`rowstream`) instead; the tiles take wider rows. The content
 //! scores are `content_scores`, the soft read's weight gradient `row_dots`; content addressing's backward
 //! and soft write's weight gradient work on the same tiles (they import the shader).
 //! Shader: `shaders/primitives/rowtile.wgsl`.
