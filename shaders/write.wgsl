@@ -326,7 +326,7 @@ fn bwd_dw(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
 // RL * KR).
 
 @group(0) @binding(1) var<storage, read> smem: array<MemV>;
-@group(0) @binding(2) var<storage, read> sw: array<f32>;
+// Binding 2, the weights, is `rw` (declared above for bwd_dw; group_w reads it).
 @group(0) @binding(3) var<storage, read> se: array<V>;
 @group(0) @binding(4) var<storage, read> sa: array<V>;
 @group(0) @binding(5) var<storage, read_write> sgrad: array<GradV>;
@@ -337,24 +337,6 @@ fn bwd_dw(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
 var<workgroup> red_dw: array<vec4<f32>, 512>; // KR * WG partial dw's, the group's heads in lanes
 var<workgroup> red_col: array<V, 256>; // WG column partials
 
-// The weights of the group's heads at row i (absent heads 0).
-fn weights4(b: u32, i: u32, h0: u32, nh: u32) -> vec4<f32> {
-    let H = p.dims.y;
-    let N = p.dims.z;
-    let o = (b * H + h0) * N + i - p.base0.y;
-    var v = vec4<f32>(sw[o], 0.0, 0.0, 0.0);
-    if nh > 1u {
-        v.y = sw[o + N];
-    }
-    if nh > 2u {
-        v.z = sw[o + 2u * N];
-    }
-    if nh > 3u {
-        v.w = sw[o + 3u * N];
-    }
-    return v;
-}
-
 // prod over the heads outside [h0, h0 + nh) of (1 - w_h(i) e_h(j)) at V column j.
 fn keep_outside(b: u32, i: u32, j: u32, h0: u32, nh: u32) -> V {
     let H = p.dims.y;
@@ -363,7 +345,7 @@ fn keep_outside(b: u32, i: u32, j: u32, h0: u32, nh: u32) -> V {
     var q = V(1.0);
     for (var h = 0u; h < H; h += 1u) {
         if h < h0 || h >= h0 + nh {
-            q *= 1.0 - sw[(b * H + h) * N + i - p.base0.y] * se[(b * H + h) * WL + j];
+            q *= 1.0 - rw[(b * H + h) * N + i - p.base0.y] * se[(b * H + h) * WL + j];
         }
     }
     return q;
@@ -449,7 +431,7 @@ fn bwd_heads(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
                 let el = (b * N + i) * WL + c;
                 let m = smem_ld(el - p.base0.x / LANES);
                 let g = sgrad_ld(el - p.base1.x / LANES);
-                let wv = weights4(b, i, h0, nh);
+                let wv = group_w(b, i, h0, nh);
                 let f0 = 1.0 - wv.x * e0;
                 let f1 = 1.0 - wv.y * e1;
                 let f2 = 1.0 - wv.z * e2;

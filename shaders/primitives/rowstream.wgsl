@@ -87,22 +87,27 @@ fn vecs_of(ln: Lane) -> Vecs {
     return vs;
 }
 
-// This thread's shares of the chunk's rows c0 + k RL + r, k < KR: dots and |M_i|^2.
-fn stage_chunk(ln: Lane, vs: Vecs, c0: u32, t: u32) {
+// This thread's shares of the chunk's rows c0 + k RL + r, k < KR: dots and |M_i|^2 into
+// workgroup memory; returns the rows' V's (0 past the block), for kernels that use them again.
+fn stage_chunk(ln: Lane, vs: Vecs, c0: u32, t: u32) -> array<V, KR> {
     let N = p.dims.z;
     let WL = p.dims.w / LANES;
+    var ms: array<V, KR>;
     for (var k = 0u; k < KR; k += 1u) {
         let i = c0 + k * ln.rl + ln.r;
+        var m = V(0.0);
         var d = vec4<f32>(0.0);
         var sq = 0.0;
         if i < ln.i_end && ln.col_ok {
-            let m = smem_ld((ln.b * N + i) * WL + ln.c - p.base0.x / LANES);
+            m = smem_ld((ln.b * N + i) * WL + ln.c - p.base0.x / LANES);
             d = vec4<f32>(vsum(m * vs.v0), vsum(m * vs.v1), vsum(m * vs.v2), vsum(m * vs.v3));
             sq = vsum(m * m);
         }
+        ms[k] = m;
         red_dot[k * WG + t] = d;
         red_sq[k * WG + t] = sq;
     }
+    return ms;
 }
 
 // |V_h|^2 of the group's vectors, once per workgroup: the column lanes' shares (threads
@@ -156,7 +161,7 @@ fn dots(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
     let H = p.dims.y;
     let N = p.dims.z;
     for (var c0 = ln.i_begin; c0 < ln.i_end; c0 += ln.rl * KR) {
-        stage_chunk(ln, vs, c0, t);
+        _ = stage_chunk(ln, vs, c0, t);
         workgroupBarrier();
         for (var x = t; x < ln.rl * KR; x += WG) {
             let s = row_sum(ln, c0, x);
@@ -196,7 +201,7 @@ fn scores(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
     var pm = vec4<f32>(NEG_BIG);
     var ps = vec4<f32>(0.0);
     for (var c0 = ln.i_begin; c0 < ln.i_end; c0 += ln.rl * KR) {
-        stage_chunk(ln, vs, c0, t);
+        _ = stage_chunk(ln, vs, c0, t);
         workgroupBarrier();
         for (var x = t; x < ln.rl * KR; x += WG) {
             let s = row_sum(ln, c0, x);
@@ -278,21 +283,7 @@ fn content_bwd(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
     var sb = vec4<f32>(0.0); // ... and of dz K
     let rows = ln.rl * KR; // at most WG / 2: a row's coefficients fit red_dot twice over
     for (var c0 = ln.i_begin; c0 < ln.i_end; c0 += rows) {
-        var ms: array<V, KR>;
-        for (var k = 0u; k < KR; k += 1u) {
-            let i = c0 + k * ln.rl + ln.r;
-            var m = V(0.0);
-            var d = vec4<f32>(0.0);
-            var sq = 0.0;
-            if i < ln.i_end && ln.col_ok {
-                m = smem_ld((ln.b * N + i) * WL + ln.c - p.base0.x / LANES);
-                d = vec4<f32>(vsum(m * vs.v0), vsum(m * vs.v1), vsum(m * vs.v2), vsum(m * vs.v3));
-                sq = vsum(m * m);
-            }
-            ms[k] = m;
-            red_dot[k * WG + t] = d;
-            red_sq[k * WG + t] = sq;
-        }
+        let ms = stage_chunk(ln, vs, c0, t);
         workgroupBarrier();
         // Thread x < rows: row x's coefficients (dD, dP norm(k) / norm(M)) for the group.
         var cd = vec4<f32>(0.0);
