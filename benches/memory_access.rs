@@ -5,7 +5,8 @@
 //! runs the reduced sweep; `NTM_BENCH_SHAPES="B,H,N,W;B,H,N,W"` replaces the sweep's shapes;
 //! `NTM_BENCH_DTYPES=f32,f16` picks the memory dtypes (default both); `NTM_BENCH_F16_PATH=packed`
 //! times the packed f16 kernels on a device that has native f16; `NTM_BENCH_FILTER=<substring>` selects ops; `NTM_BENCH_REPS`
-//! sets repetitions per row; `NTM_BENCH_SOFT_MIB` caps the memory size of soft rows (default:
+//! sets repetitions per row; `NTM_BENCH_WARM_MS` the milliseconds of each row's own work run
+//! before it is timed (default 50); `NTM_BENCH_SOFT_MIB` caps the memory size of soft rows (default:
 //! 256 MiB on CPU adapters such as lavapipe, no cap on GPUs); `NTM_BENCH_SOFT_SECONDS` skips
 //! soft rows of a shape projected to take longer (default: 40 s on CPU adapters, 0 = no cap),
 //! except in the first (plotted) slice B = 1, H = 1, W = 64.
@@ -36,6 +37,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     cfg.filter = env("NTM_BENCH_FILTER");
     if let Some(r) = env("NTM_BENCH_REPS").and_then(|v| v.parse().ok()) {
         cfg.reps = r;
+    }
+    if let Some(ms) = env("NTM_BENCH_WARM_MS").and_then(|v| v.parse::<f64>().ok()) {
+        cfg.warm_seconds = ms / 1e3;
     }
     let cpu = gpu.adapter().is_cpu;
     cfg.soft_limit = match env("NTM_BENCH_SOFT_MIB").and_then(|v| v.parse::<u64>().ok()) {

@@ -10,7 +10,8 @@
 // A unit is (row b*H + h, tile of LT slots); the tile stages wg (and, backward, dwt) over its
 // slots and a halo of R (2R) on each side in workgroup memory, so each weight is read from
 // global memory once per tile (plus its halo) and every sum over taps is O(S) from workgroup
-// memory. Sums over slots leave one partial per tile, summed in a fixed order afterwards
+// memory. Sums over slots leave one partial per tile (lanes of a column, then a tree over
+// them, in the backward), summed in a fixed order afterwards
 // (primitives/colsum.wgsl `combine`), then `unpack` splits them into dgate, dshift, dgamma.
 // The per-row parameters travel packed as rp[row] = (g, gamma, s(0), ..., s(S-1)) (`pack`),
 // which keeps the backward within 8 storage bindings.
@@ -26,6 +27,7 @@ var<workgroup> td: array<f32, 768>;   // LT + 2 HALO: dwt over the tile and a ha
 var<workgroup> ts: array<f32, 513>;   // 2 HALO + 1: the shift taps
 var<workgroup> ra: array<f32, 256>;   // LT: per-slot terms and reductions
 var<workgroup> rb: array<f32, 256>;
+var<workgroup> rc: array<f32, 256>;   // backward: the tile's lane sums of its partials
 
 // Slot (a - off) mod N, for a >= 0.
 fn slot(a: u32, off: u32) -> u32 {
@@ -188,23 +190,57 @@ fn bwd(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t:
     let live = min(LT, N - c0);
     let b = row / H;
     let h = row % H;
-    for (var c = t; c < S + 2u; c += WG) {
-        var acc = 0.0;
-        if c < S {
-            for (var y = 0u; y < live; y += 1u) {
-                acc += td[y + R] * tg[y + 3u * R - c];
-            }
-        } else if c == S {
-            for (var y = 0u; y < live; y += 1u) {
-                acc += rb[y];
-            }
-        } else {
-            for (var y = 0u; y < live; y += 1u) {
-                acc += ra[y];
-            }
+    let nc = S + 2u;
+    let o = ((b * tiles + tile) * H + h) * nc - p.base1.z;
+    if 2u * nc > WG {
+        // Wide shifts: a thread per column, serial over the tile's slots.
+        for (var c = t; c < nc; c += WG) {
+            bpart[o + c] = tile_sum(c, 0u, 1u, live, R, S);
         }
-        bpart[((b * tiles + tile) * H + h) * (S + 2u) + c - p.base1.z] = acc;
+        return;
     }
+    // L lanes per column (a power of two, nc L <= WG): lane l sums slots l, l + L, ...; then
+    // a tree over the lanes. Both orders are fixed: the same bits every run.
+    var L = 1u;
+    while 2u * L * nc <= WG {
+        L *= 2u;
+    }
+    let c = t / L;
+    let l = t % L;
+    var acc = 0.0;
+    if c < nc {
+        acc = tile_sum(c, l, L, live, R, S);
+    }
+    rc[t] = acc;
+    for (var s = L / 2u; s > 0u; s = s / 2u) {
+        workgroupBarrier();
+        if l < s && c < nc {
+            rc[t] += rc[t + s];
+        }
+    }
+    if l == 0u && c < nc {
+        bpart[o + c] = rc[t];
+    }
+}
+
+// Column c of a tile's partials (ds(c) for c < S, then dg, then dgamma) over its slots
+// y = l, l + step, ... < live, in that order.
+fn tile_sum(c: u32, l: u32, step: u32, live: u32, R: u32, S: u32) -> f32 {
+    var acc = 0.0;
+    if c < S {
+        for (var y = l; y < live; y += step) {
+            acc += td[y + R] * tg[y + 3u * R - c];
+        }
+    } else if c == S {
+        for (var y = l; y < live; y += step) {
+            acc += rb[y];
+        }
+    } else {
+        for (var y = l; y < live; y += step) {
+            acc += ra[y];
+        }
+    }
+    return acc;
 }
 
 @group(0) @binding(1) var<storage, read> up_sums: array<f32>;       // [B*H, S + 2]

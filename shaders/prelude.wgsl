@@ -114,3 +114,13 @@ fn flat_item(u: u32, t: u32, n: u32) -> FlatItem {
     f.ok = f.e < n;
     return f;
 }
+
+// Streaming rows (primitives/rowstream.wgsl, write.wgsl bwd_heads): the workgroup-memory slot
+// of row lane r's share at column lane c, with tw column lanes (a power of two). The columns
+// are XOR-swizzled by row, so that both the staging stores (a row's lanes, consecutive
+// threads) and the row sums (one thread per row, reading its columns in order) fall on
+// distinct banks; unswizzled, a row sum's reads of a column across rows strided by tw words
+// (16-way conflicts at tw = 16). Only where values sit changes, not the order of any sum.
+fn stage_slot(r: u32, c: u32, tw: u32) -> u32 {
+    return r * tw + (c ^ (r & (tw - 1u)));
+}

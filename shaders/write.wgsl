@@ -463,7 +463,7 @@ fn bwd_heads(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
                     sgrad_st(el - p.base1.x / LANES, g * (f0 * f1 * f2 * f3));
                 }
             }
-            red_dw[k * WG + t] = s;
+            red_dw[k * WG + stage_slot(r, c, tw)] = s;
         }
         workgroupBarrier();
         // Threads sum rows (k, rl) over the column lanes, in a fixed order (RL * KR rows:
@@ -475,7 +475,7 @@ fn bwd_heads(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
             if i < i_end {
                 var s = vec4<f32>(0.0);
                 for (var cc = 0u; cc < tw; cc += 1u) {
-                    s += red_dw[k * WG + rr * tw + cc];
+                    s += red_dw[k * WG + stage_slot(rr, cc, tw)];
                 }
                 let o = (b * H + h0) * N + i - p.base1.y;
                 for (var hh = 0u; hh < nh; hh += 1u) {

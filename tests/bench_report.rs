@@ -21,6 +21,7 @@ fn the_report_runs_and_writes_csv_and_plot() {
         out_dir: Some(dir.clone()),
         progress: false,
         dtypes: vec![DType::F32, DType::F16],
+        warm_seconds: report::WARM_SECONDS,
     };
     let report = run(g, &cfg).unwrap();
     for part in [

@@ -184,7 +184,8 @@ fn every_output_on_the_shape_grid() {
 }
 
 /// Shifts wider than the memory (offsets wrap modulo N, several taps land on one slot), and
-/// wide shifts up to the largest a tile holds.
+/// wide shifts up to the largest a tile holds (the backward's tile sums take 32, 4 and 2 lanes
+/// per column at S = 3, 41 and 101, and a thread per column at the widest).
 #[test]
 fn shifts_wider_than_the_memory_and_the_widest_shift() {
     let g = gpu();
@@ -194,6 +195,7 @@ fn shifts_wider_than_the_memory_and_the_widest_shift() {
         (7, 9),
         (3, 41),
         (300, 41),
+        (1000, 101),
         (1000, MAX_SHIFT),
         (5, MAX_SHIFT),
     ]

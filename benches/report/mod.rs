@@ -99,6 +99,14 @@ pub struct Bench<'g> {
     warm: std::collections::HashSet<(String, &'static str, &'static str, &'static str)>,
     /// The dtype of the memory-shaped tensors of the rows measured now (`shape`).
     pub dtype: DType,
+    /// Seconds of each row's own work run just before it is timed.
+    pub warm_seconds: f64,
+    /// When the device last finished timed work (`None`: not yet); see [`IDLE_SECONDS`].
+    busy: Option<Instant>,
+    /// The 64 MiB pair the clock ramp copies, made on first use.
+    ramp_pair: Option<(Tensor, Tensor)>,
+    /// Clock ramps run (rows that followed an idle device).
+    pub ramps: usize,
     /// Seconds spent timing soft and whole-step rows, for projecting the next shape's cost.
     soft_seconds: f64,
 }
@@ -114,8 +122,18 @@ pub fn dtype_name(d: DType) -> &'static str {
     }
 }
 
-/// Seconds of a row's own work run just before it is timed (see [`Bench::time`]).
-const WARM_SECONDS: f64 = 0.05;
+/// Seconds of a row's own work run just before it is timed (see [`Bench::time`]); the
+/// default of [`Config::warm_seconds`].
+pub const WARM_SECONDS: f64 = 0.05;
+
+/// A GPU whose device idled longer than this (while the host made a shape's data) gets
+/// [`RAMP_SECONDS`] of copies before the next timed row: its clocks fall when idle and take
+/// a while under load to come back (an H200: from 345 to 1,980 MHz after about 4 s idle,
+/// 0.3 to 0.6 s to ramp up again, measured with `nvidia-smi` during the bench), longer
+/// than a row's own warm period.
+const IDLE_SECONDS: f64 = 0.5;
+/// Seconds of copies that bring an idled GPU's clocks back up (see [`IDLE_SECONDS`]).
+const RAMP_SECONDS: f64 = 1.0;
 
 fn rand_vec(seed: &mut u64, len: usize, lo: f32, hi: f32) -> Vec<f32> {
     (0..len)
@@ -146,7 +164,47 @@ impl<'g> Bench<'g> {
             warm: Default::default(),
             soft_seconds: 0.0,
             dtype: DType::F32,
+            warm_seconds: WARM_SECONDS,
+            busy: None,
+            ramp_pair: None,
+            ramps: 0,
         }
+    }
+
+    /// On a GPU that has idled longer than [`IDLE_SECONDS`]: [`RAMP_SECONDS`] of copies
+    /// (bounded queue, as the warm period), so that the next row is timed at the clocks the
+    /// device runs under load. CPU adapters have no such clocks: nothing to do.
+    fn ramp_if_idle(&mut self) -> Result<()> {
+        let gpu = self.gpu;
+        if gpu.adapter().is_cpu
+            || self
+                .busy
+                .is_some_and(|t| t.elapsed().as_secs_f64() < IDLE_SECONDS)
+        {
+            return Ok(());
+        }
+        if self.ramp_pair.is_none() {
+            let n = (64 << 20) / 4;
+            self.ramp_pair = Some((gpu.zeros(&[n])?, gpu.zeros(&[n])?));
+        }
+        let Some((src, dst)) = self.ramp_pair.as_mut() else {
+            return Ok(());
+        };
+        let t0 = Instant::now();
+        for k in 1.. {
+            gpu.copy_into(src, dst)?;
+            gpu.flush()?;
+            if t0.elapsed().as_secs_f64() >= RAMP_SECONDS {
+                break;
+            }
+            if k % 4 == 0 {
+                gpu.sync()?;
+            }
+        }
+        gpu.sync()?;
+        self.ramps += 1;
+        self.busy = Some(Instant::now());
+        Ok(())
     }
 
     fn wanted(&self, op: &str) -> bool {
@@ -202,9 +260,10 @@ impl<'g> Bench<'g> {
             self.gpu.sync()?;
             self.warm.insert(key);
         }
-        // Keep the device busy with this row's own work for a while first: a GPU that idled
-        // (while the host made the shape's data) runs at lower clocks for a while, and the
-        // PyTorch peer times ops under continuous load.
+        // Keep the device busy with this row's own work for a while first (after a clock
+        // ramp if it idled): a GPU that idled (while the host made the shape's data) runs at
+        // lower clocks for a while, and the PyTorch peer times ops under continuous load.
+        self.ramp_if_idle()?;
         let t0 = Instant::now();
         for k in 1.. {
             if !repeatable {
@@ -212,7 +271,7 @@ impl<'g> Bench<'g> {
             }
             f()?;
             self.gpu.flush()?;
-            if t0.elapsed().as_secs_f64() >= WARM_SECONDS {
+            if t0.elapsed().as_secs_f64() >= self.warm_seconds {
                 break;
             }
             if k % 4 == 0 {
@@ -240,6 +299,7 @@ impl<'g> Bench<'g> {
         if access == "soft" || op == "step" {
             self.soft_seconds += t0.elapsed().as_secs_f64();
         }
+        self.busy = Some(Instant::now());
         self.clock = Some(p.clock);
         let median_us = p.median().as_secs_f64() * 1e6;
         let gbps = if median_us > 0.0 {
@@ -301,7 +361,9 @@ impl<'g> Bench<'g> {
             .map(|r| r.map_or(0.0, |r| r.gbps));
         self.filter = filter;
         let kernel = kernel?;
+        self.ramp_if_idle()?;
         let driver = self.driver_copy_gbps(&m)?;
+        self.busy = Some(Instant::now());
         let roofline = if gpu.adapter().is_cpu {
             kernel
         } else {
@@ -740,6 +802,7 @@ impl<'g> Bench<'g> {
             "main",
             &[ntm_kernels::Access::ReadWrite],
         )?;
+        self.ramp_if_idle()?;
         let len = (b * w) as u32;
         let params = [len, 0.999f32.to_bits()];
         let groups = [len.div_ceil(64), 1, 1];
@@ -757,6 +820,7 @@ impl<'g> Bench<'g> {
             gbps,
             gbps / self.roofline_gbps.max(1e-12),
         ));
+        self.busy = Some(Instant::now());
         Ok(())
     }
 
@@ -852,6 +916,8 @@ pub struct Config {
     pub progress: bool,
     /// Dtypes of the memory-shaped tensors: every shape's rows are measured for each.
     pub dtypes: Vec<DType>,
+    /// Seconds of each row's own work run just before it is timed.
+    pub warm_seconds: f64,
 }
 
 /// Parses `NTM_BENCH_DTYPES`: `"f32,f16"` (either or both).
@@ -921,6 +987,7 @@ impl Config {
             out_dir: None,
             progress: false,
             dtypes: vec![DType::F32, DType::F16],
+            warm_seconds: WARM_SECONDS,
         }
     }
     /// The quick sweep: N in {1,024, 65,536} at B = 1, H = 1, W = 64 (every op).
@@ -955,6 +1022,7 @@ fn mib(b: u64) -> f64 {
 pub fn run(gpu: &Gpu, cfg: &Config) -> ReportResult<Report> {
     let ad = gpu.adapter();
     let mut bench = Bench::new(gpu, cfg.reps, cfg.filter.clone());
+    bench.warm_seconds = cfg.warm_seconds;
     let mut skipped = Vec::new();
     let mut memory = Vec::new();
     // Soft time spent at the previous N of each (B, H, W): (N, seconds).
@@ -1022,9 +1090,18 @@ pub fn run(gpu: &Gpu, cfg: &Config) -> ReportResult<Report> {
     let _ = writeln!(text, "adapter: {ad}");
     let _ = writeln!(
         text,
-        "timing: {}; median and min of up to {} runs after a warm-up (3 for rows slower than 0.3 s, 2 over 1 s)",
+        "timing: {}; median and min of up to {} runs after a warm-up (3 for rows slower than 0.3 s, 2 over 1 s), each row after {:.0} ms of its own work{}",
         bench.clock.map_or("none".to_string(), |c| c.to_string()),
-        cfg.reps
+        cfg.reps,
+        cfg.warm_seconds * 1e3,
+        if bench.ramps > 0 {
+            format!(
+                "; {} clock ramps ({RAMP_SECONDS:.0} s of copies before a row that followed over {IDLE_SECONDS} s of device idle)",
+                bench.ramps
+            )
+        } else {
+            String::new()
+        }
     );
     let _ = writeln!(
         text,

@@ -52,8 +52,25 @@ fn partial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index
     if j < WL {
         let w0 = (b * H + h0) * N - p.base0.y;
         if nh == 1u {
-            // One head (uniform branch): one weight load per V.
-            for (var i = blk * rb + rl; i < i_end; i += rl_count) {
+            // One head (uniform branch): one weight load per V. Four rows' loads go out
+            // before their sums (more bytes in flight per thread); the sums keep row order.
+            let st = rl_count;
+            var i = blk * rb + rl;
+            for (; i + 3u * st < i_end; i += 4u * st) {
+                let ma = mem_ld(m0 + i * WL);
+                let mb = mem_ld(m0 + (i + st) * WL);
+                let mc = mem_ld(m0 + (i + 2u * st) * WL);
+                let md = mem_ld(m0 + (i + 3u * st) * WL);
+                let wa = w[w0 + i];
+                let wb = w[w0 + i + st];
+                let wc = w[w0 + i + 2u * st];
+                let wd = w[w0 + i + 3u * st];
+                a0 += wa * ma;
+                a0 += wb * mb;
+                a0 += wc * mc;
+                a0 += wd * md;
+            }
+            for (; i < i_end; i += st) {
                 a0 += w[w0 + i] * mem_ld(m0 + i * WL);
             }
         } else {

@@ -7,8 +7,9 @@
 // with norm(x) = sqrt(sum_j x_j^2 + EPS).
 // A unit is (batch b, block of rows, group of HG heads); its WG threads are RL = WG / TW row
 // lanes by TW column lanes (TW a power of two >= W / LANES). Each thread leaves, for KR rows of
-// its row lane, its V's share of the dots (and of |M_i|^2) in workgroup memory; after a barrier
-// the rows are summed over the column lanes in a fixed order (the same bits every run).
+// its row lane, its V's share of the dots (and of |M_i|^2) in workgroup memory (at the
+// prelude's stage_slot: columns swizzled by row, free of bank conflicts); after a barrier the
+// rows are summed over the column lanes in a fixed order (the same bits every run).
 // Params.extra: x = TW, y = blocks per batch, z = rows per block (a multiple of RL * KR).
 // Composed behind the prelude (src/runtime/abi.rs, shaders/prelude.wgsl).
 
@@ -104,8 +105,9 @@ fn stage_chunk(ln: Lane, vs: Vecs, c0: u32, t: u32) -> array<V, KR> {
             sq = vsum(m * m);
         }
         ms[k] = m;
-        red_dot[k * WG + t] = d;
-        red_sq[k * WG + t] = sq;
+        let slot = k * WG + stage_slot(ln.r, ln.c, p.extra.x);
+        red_dot[slot] = d;
+        red_sq[slot] = sq;
     }
     return ms;
 }
@@ -140,10 +142,10 @@ fn row_sum(ln: Lane, c0: u32, x: u32) -> RowSum {
     s.i = c0 + k * ln.rl + rr;
     s.dot = vec4<f32>(0.0);
     s.sq = 0.0;
-    let base = k * WG + rr * tw;
     for (var cc = 0u; cc < tw; cc += 1u) {
-        s.dot += red_dot[base + cc];
-        s.sq += red_sq[base + cc];
+        let slot = k * WG + stage_slot(rr, cc, tw);
+        s.dot += red_dot[slot];
+        s.sq += red_sq[slot];
     }
     return s;
 }

@@ -289,7 +289,7 @@ impl Gpu {
             entries: &entries,
         });
         if rec.pass.is_none() {
-            let stamp = rec.capture.as_mut().and_then(|c| c.next_pass(op));
+            let stamp = rec.capture.as_mut().and_then(|c| c.next_pass(op, label));
             let enc = self.encoder(rec);
             let pass = enc
                 .begin_compute_pass(&wgpu::ComputePassDescriptor {
@@ -310,6 +310,9 @@ impl Gpu {
             pass.set_pipeline(&kernel.pipeline);
             pass.set_bind_group(0, &bg, &[]);
             pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+        }
+        if rec.capture.as_ref().is_some_and(|c| c.per_dispatch) {
+            rec.pass = None;
         }
         rec.dispatches_recorded += 1;
     }

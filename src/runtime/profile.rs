@@ -8,21 +8,29 @@ use crate::error::{Error, Result};
 pub(crate) struct Capture {
     set: wgpu::QuerySet,
     next: u32,
-    /// Op of each timed pass, for `NTM_PROFILE_PASSES`.
-    labels: Vec<&'static str>,
+    /// Op of each timed pass (with `NTM_PROFILE_DISPATCHES`, op and kernel), for
+    /// `NTM_PROFILE_PASSES`.
+    labels: Vec<String>,
+    /// `NTM_PROFILE_DISPATCHES`: every dispatch in a pass of its own, so that the per-pass
+    /// breakdown names the slow kernel (slower runs: passes are not free).
+    pub(crate) per_dispatch: bool,
     /// A pass found the set full and went untimed.
     overflow: bool,
 }
 
 impl Capture {
     /// The query set and first index for the next pass's timestamps, or `None` when full.
-    pub(crate) fn next_pass(&mut self, op: &'static str) -> Option<(wgpu::QuerySet, u32)> {
+    pub(crate) fn next_pass(&mut self, op: &str, kernel: &str) -> Option<(wgpu::QuerySet, u32)> {
         if self.next + 2 > wgpu::QUERY_SET_MAX_QUERIES {
             self.overflow = true;
             return None;
         }
         self.next += 2;
-        self.labels.push(op);
+        self.labels.push(if self.per_dispatch {
+            format!("{op} {kernel}")
+        } else {
+            op.to_string()
+        });
         Some((self.set.clone(), self.next - 2))
     }
 }
@@ -110,6 +118,7 @@ impl Gpu {
                 next: 0,
                 labels: Vec::new(),
                 overflow: false,
+                per_dispatch: std::env::var_os("NTM_PROFILE_DISPATCHES").is_some(),
             });
             let mut marks = Vec::new();
             let result = (|| {
@@ -182,12 +191,19 @@ impl Gpu {
                 // Per-pass breakdown of the first timed run, to find the slow kernel of an op.
                 if let Some(&(start, end)) = marks.first() {
                     for q in (start..end).step_by(2) {
-                        let ns =
-                            ts[q as usize + 1].saturating_sub(ts[q as usize]) as f64 * period_ns;
+                        let (q0, q1) = (q as usize, q as usize + 1);
+                        let ns = ts[q1].saturating_sub(ts[q0]) as f64 * period_ns;
+                        // The idle time before the pass: barriers, clears, host stalls.
+                        let gap = if q > start {
+                            ts[q0].saturating_sub(ts[q0 - 1]) as f64 * period_ns
+                        } else {
+                            0.0
+                        };
                         eprintln!(
-                            "  pass {:<20} {:>10.1} us",
+                            "  pass {:<50} {:>10.1} us (after {:.1} us)",
                             labels[q as usize / 2],
-                            ns / 1e3
+                            ns / 1e3,
+                            gap / 1e3
                         );
                     }
                 }
