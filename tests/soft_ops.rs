@@ -306,3 +306,96 @@ fn one_hot_weights_with_erase_one_have_finite_backward() {
         run(&c, ATOL);
     }
 }
+
+/// The memory-shaped outputs of the elementwise kernels (soft write forward, the memory
+/// gradients of the soft read, the soft write in both forms, and content addressing's
+/// elementwise path, taken with 5 heads), downloaded.
+fn elementwise_outputs(g: &Gpu, c: &Case, dtype: ntm_kernels::DType) -> Vec<Vec<f32>> {
+    let s = c.s;
+    let (bnw, bhw, bhn) = ([s.b, s.n, s.w], [s.b, s.h, s.w], [s.b, s.h, s.n]);
+    let m = g.cast(&g.upload(&bnw, &c.m).unwrap(), dtype).unwrap();
+    let k = g.upload(&bhw, &c.k).unwrap();
+    let beta = g.upload(&[s.b, s.h], &c.beta).unwrap();
+    let w = g.upload(&bhn, &c.w).unwrap();
+    let e = g.upload(&bhw, &c.e).unwrap();
+    let a = g.upload(&bhw, &c.a).unwrap();
+    let g_r = g.upload(&bhw, &c.g_r).unwrap();
+    let g_w = g.upload(&bhn, &c.g_w).unwrap();
+    let g_m = g.cast(&g.upload(&bnw, &c.g_m).unwrap(), dtype).unwrap();
+    let mut after = g.copy(&m).unwrap();
+    g.soft_write(&mut after, &w, &e, &a).unwrap();
+    let fresh = g.soft_write_backward(&m, &w, &e, &a, &g_m).unwrap();
+    let mut into = g.copy(&g_m).unwrap();
+    g.soft_write_backward_into(&m, &w, &e, &a, &mut into)
+        .unwrap();
+    let read = g.soft_read_backward(&m, &w, &g_r).unwrap();
+    let cw = g.content_address(&m, &k, &beta).unwrap();
+    let content = g
+        .content_address_backward(&m, &k, &beta, &cw, &g_w)
+        .unwrap();
+    [&after, &fresh.memory, &into, &read.memory, &content.memory]
+        .iter()
+        .map(|t| g.download(t).unwrap())
+        .collect()
+}
+
+/// Rows per thread of the elementwise kernels (`Gpu::set_elementwise_rows`) move work
+/// between threads, not arithmetic: every output is the same bits for 1 to 8 rows, on shapes
+/// whose rows do not fill the last workgroup, with f32 and f16 memories (f16 with an odd width
+/// takes the packed word map on the packed path). Out-of-range values are errors.
+#[test]
+fn elementwise_rows_per_thread_keep_every_bit() {
+    let g = own_gpu();
+    let paths = if g.f16_path() == ntm_kernels::F16Path::Native {
+        vec![ntm_kernels::F16Path::Native, ntm_kernels::F16Path::Packed]
+    } else {
+        vec![ntm_kernels::F16Path::Packed]
+    };
+    for (k, s) in [
+        Shape {
+            b: 3,
+            h: 5,
+            n: 37,
+            w: 19,
+        },
+        Shape {
+            b: 2,
+            h: 5,
+            n: 129,
+            w: 64,
+        },
+        Shape {
+            b: 1,
+            h: 5,
+            n: 1,
+            w: 1,
+        },
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let c = Case::new(s, 900 + k as u64);
+        for &path in &paths {
+            g.set_f16_path(path).unwrap();
+            for dtype in [ntm_kernels::DType::F32, ntm_kernels::DType::F16] {
+                g.set_elementwise_rows(1).unwrap();
+                let want = elementwise_outputs(&g, &c, dtype);
+                for rows in [2, 3, 4, 8] {
+                    g.set_elementwise_rows(rows).unwrap();
+                    let got = elementwise_outputs(&g, &c, dtype);
+                    for (o, (x, y)) in got.iter().zip(&want).enumerate() {
+                        let same = x.iter().zip(y).all(|(p, q)| p.to_bits() == q.to_bits());
+                        assert!(
+                            same,
+                            "{s:?} {dtype} {path:?} rows {rows}: output {o} differs"
+                        );
+                    }
+                }
+            }
+        }
+    }
+    for bad in [0, 9] {
+        let e = g.set_elementwise_rows(bad).unwrap_err().to_string();
+        assert!(e.contains("rows must be 1 to 8"), "{e}");
+    }
+}
