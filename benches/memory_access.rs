@@ -4,8 +4,7 @@
 //! Environment: `WGPU_BACKEND`, `WGPU_ADAPTER_NAME` pick the adapter; `NTM_BENCH_QUICK=1`
 //! runs the reduced sweep; `NTM_BENCH_SHAPES="B,H,N,W;B,H,N,W"` replaces the sweep's shapes;
 //! `NTM_BENCH_DTYPES=f32,f16` picks the memory dtypes (default both); `NTM_BENCH_F16_PATH=packed`
-//! times the packed f16 kernels on a device that has native f16; `NTM_BENCH_EW_ROWS=n` sets the
-//! elementwise kernels' rows per thread (`Gpu::set_elementwise_rows`); `NTM_BENCH_FILTER=<substring>` selects ops; `NTM_BENCH_REPS`
+//! times the packed f16 kernels on a device that has native f16; `NTM_BENCH_FILTER=<substring>` selects ops; `NTM_BENCH_REPS`
 //! sets repetitions per row; `NTM_BENCH_WARM_MS` the milliseconds of each row's own work run
 //! before it is timed (default 50); `NTM_BENCH_SOFT_MIB` caps the memory size of soft rows (default:
 //! 256 MiB on CPU adapters such as lavapipe, no cap on GPUs); `NTM_BENCH_SOFT_SECONDS` skips
@@ -61,14 +60,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if env("NTM_BENCH_F16_PATH").as_deref() == Some("packed") {
         gpu.set_f16_path(ntm_kernels::F16Path::Packed)?;
     }
-    if let Some(rows) = env("NTM_BENCH_EW_ROWS").and_then(|v| v.parse().ok()) {
-        gpu.set_elementwise_rows(rows)?;
-    }
-    println!(
-        "f16 kernels: {:?}; elementwise rows per thread: {}",
-        gpu.f16_path(),
-        gpu.elementwise_rows()
-    );
+    println!("f16 kernels: {:?}", gpu.f16_path());
     let report = run(&gpu, &cfg)?;
     print!("{}", report.text);
     let bench = report::Bench::new(&gpu, 1, None);

@@ -104,26 +104,16 @@ fn bwd_mem_value(el: Element) -> V {
 // EW_ROWS rows, or per packed word (WORDS); added to the output when specialised with ACC.
 @compute @workgroup_size(WG)
 fn bwd_mem(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
-    // Every row's values first, so that all the rows' loads are in flight together; then
-    // the stores.
-    var va: array<V, EW_ROWS>;
-    var vb: array<V, EW_ROWS>;
     for (var k = 0u; k < EW_ROWS; k += 1u) {
         let q = ew_item(wg, t, k);
-        va[k] = V(0.0);
-        vb[k] = V(0.0);
-        if q.a.ok {
-            va[k] = bwd_mem_value(q.a);
+        if !q.a.ok {
+            continue;
         }
+        var v1 = V(0.0);
         if q.b.ok {
-            vb[k] = bwd_mem_value(q.b);
+            v1 = bwd_mem_value(q.b);
         }
-    }
-    for (var k = 0u; k < EW_ROWS; k += 1u) {
-        let q = ew_item(wg, t, k);
-        if q.a.ok {
-            dmem_st2(q.a.e - p.base1.x / LANES, va[k], vb[k], q.b.ok);
-        }
+        dmem_st2(q.a.e - p.base1.x / LANES, bwd_mem_value(q.a), v1, q.b.ok);
     }
 }
 

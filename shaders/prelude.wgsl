@@ -21,9 +21,7 @@ fn unit_id(wg: vec3<u32>) -> u32 {
 // EW_ROWS rows k = 0.. of its unit, WG / tw rows apart. A column is one V (LANES f32s: the host specialises V = vec4<f32> when W is a
 // multiple of 4), so `e` and `j` count V's: the row length is p.dims.w / LANES. `ok` is false
 // past the dispatch's units or the tensor. Kernels loop
-//   for (var k = 0u; k < EW_ROWS; k += 1u) { let q = ew_item(wg, t, k); if q.a.ok { ... } }
-// computing every row's values before storing any (the rows' loads in flight together).
-// EW_ROWS is specialised per adapter (src/runtime/abi.rs EW_ROWS_GPU; 1 on CPU adapters).
+//   for (var k = 0u; k < EW_ROWS; k += 1u) { let el = element(wg, t, k); if !el.ok { continue; } ... }
 struct Element {
     ok: bool,
     e: u32,

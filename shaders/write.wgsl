@@ -47,26 +47,16 @@ fn fwd_value(el: Element) -> V {
 // In place, a thread per V (LANES elements of a row) of EW_ROWS rows, or per packed word.
 @compute @workgroup_size(WG)
 fn fwd(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
-    // Every row's values first, so that all the rows' loads are in flight together; then
-    // the stores.
-    var va: array<V, EW_ROWS>;
-    var vb: array<V, EW_ROWS>;
     for (var k = 0u; k < EW_ROWS; k += 1u) {
         let q = ew_item(wg, t, k);
-        va[k] = V(0.0);
-        vb[k] = V(0.0);
-        if q.a.ok {
-            va[k] = fwd_value(q.a);
+        if !q.a.ok {
+            continue;
         }
+        var v1 = V(0.0);
         if q.b.ok {
-            vb[k] = fwd_value(q.b);
+            v1 = fwd_value(q.b);
         }
-    }
-    for (var k = 0u; k < EW_ROWS; k += 1u) {
-        let q = ew_item(wg, t, k);
-        if q.a.ok {
-            fmem_st2(q.a.e - p.base0.x / LANES, va[k], vb[k], q.b.ok);
-        }
+        fmem_st2(q.a.e - p.base0.x / LANES, fwd_value(q.a), v1, q.b.ok);
     }
 }
 
@@ -95,26 +85,16 @@ fn bwd_mem_value(el: Element) -> V {
 // EW_ROWS rows, or per packed word.
 @compute @workgroup_size(WG)
 fn bwd_mem(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
-    // Every row's values first, so that all the rows' loads are in flight together; then
-    // the stores.
-    var va: array<V, EW_ROWS>;
-    var vb: array<V, EW_ROWS>;
     for (var k = 0u; k < EW_ROWS; k += 1u) {
         let q = ew_item(wg, t, k);
-        va[k] = V(0.0);
-        vb[k] = V(0.0);
-        if q.a.ok {
-            va[k] = bwd_mem_value(q.a);
+        if !q.a.ok {
+            continue;
         }
+        var v1 = V(0.0);
         if q.b.ok {
-            vb[k] = bwd_mem_value(q.b);
+            v1 = bwd_mem_value(q.b);
         }
-    }
-    for (var k = 0u; k < EW_ROWS; k += 1u) {
-        let q = ew_item(wg, t, k);
-        if q.a.ok {
-            mdm_st2(q.a.e - p.base0.w / LANES, va[k], vb[k], q.b.ok);
-        }
+        mdm_st2(q.a.e - p.base0.w / LANES, bwd_mem_value(q.a), v1, q.b.ok);
     }
 }
 
@@ -129,26 +109,16 @@ fn inplace_value(el: Element) -> V {
 // word.
 @compute @workgroup_size(WG)
 fn bwd_mem_inplace(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
-    // Every row's values first, so that all the rows' loads are in flight together; then
-    // the stores.
-    var va: array<V, EW_ROWS>;
-    var vb: array<V, EW_ROWS>;
     for (var k = 0u; k < EW_ROWS; k += 1u) {
         let q = ew_item(wg, t, k);
-        va[k] = V(0.0);
-        vb[k] = V(0.0);
-        if q.a.ok {
-            va[k] = inplace_value(q.a);
+        if !q.a.ok {
+            continue;
         }
+        var v1 = V(0.0);
         if q.b.ok {
-            vb[k] = inplace_value(q.b);
+            v1 = inplace_value(q.b);
         }
-    }
-    for (var k = 0u; k < EW_ROWS; k += 1u) {
-        let q = ew_item(wg, t, k);
-        if q.a.ok {
-            idm_st2(q.a.e - p.base0.z / LANES, va[k], vb[k], q.b.ok);
-        }
+        idm_st2(q.a.e - p.base0.z / LANES, inplace_value(q.a), v1, q.b.ok);
     }
 }
 

@@ -27,8 +27,7 @@ mod tests {
 
     /// Every shader composes behind the prelude and its imports and passes naga's validation
     /// in every specialisation (lanes, ACC, and each memory slot's storage form); every entry
-    /// point's bindings are derived without error (with one and with a GPU's elementwise rows
-    /// per thread).
+    /// point's bindings are derived without error.
     #[test]
     fn every_shader_composes_and_validates() {
         use crate::runtime::pipelines::{Form, Spec};
@@ -40,18 +39,15 @@ mod tests {
                         .iter()
                         .flat_map(|&m| forms.iter().flat_map(move |&g| forms.map(|d| (m, g, d))))
                     {
-                        for ew_rows in [1, crate::runtime::abi::EW_ROWS_GPU] {
-                            let spec = Spec {
-                                lanes,
-                                acc,
-                                forms: [m, g, d],
-                                ew_rows,
-                            };
-                            let (src, _) = compose(s, spec);
-                            let eps = reflect_all(&src)
-                                .unwrap_or_else(|e| panic!("{} ({spec:?}): {e}", s.name));
-                            assert!(!eps.is_empty(), "{}: no compute entry point", s.name);
-                        }
+                        let spec = Spec {
+                            lanes,
+                            acc,
+                            forms: [m, g, d],
+                        };
+                        let (src, _) = compose(s, spec);
+                        let eps = reflect_all(&src)
+                            .unwrap_or_else(|e| panic!("{} ({spec:?}): {e}", s.name));
+                        assert!(!eps.is_empty(), "{}: no compute entry point", s.name);
                     }
                 }
             }

@@ -261,7 +261,7 @@ impl Gpu {
         }
         let sums = combine_pairs(self, &mut rec, op, Stat::Sum, &parts, b * h, nblk)?;
         {
-            let ew = Elementwise::new(d, self.any_packed(&[memory, g_mem]), self.ew_rows());
+            let ew = Elementwise::new(d, self.any_packed(&[memory, g_mem]));
             let elems = |u0, u1| ew.bnw(u0, u1);
             let bhn_span = |u0, u1| ew.rows(u0, u1).bhn(h, n);
             let def =

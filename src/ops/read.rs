@@ -116,7 +116,7 @@ impl Gpu {
         let mut rec = self.recorder();
         row_dots(self, &mut rec, op, d, memory, dr, &g_w)?;
         let (h, n) = (d.h as u64, d.n as u64);
-        let ew = Elementwise::new(d, self.any_packed(&[g_mem]), self.ew_rows());
+        let ew = Elementwise::new(d, self.any_packed(&[g_mem]));
         let elems = |u0, u1| ew.bnw(u0, u1);
         let w_span = |u0, u1| ew.rows(u0, u1).bhn(h, n);
         let def = BWD_MEM

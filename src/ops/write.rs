@@ -80,7 +80,7 @@ impl Gpu {
         const OP: &str = "soft_write";
         let d = inputs(self, OP, memory, w, erase, add)?;
         let (h, n) = (d.h as u64, d.n as u64);
-        let ew = Elementwise::new(d, self.any_packed(&[memory]), self.ew_rows());
+        let ew = Elementwise::new(d, self.any_packed(&[memory]));
         let elems = |u0, u1| ew.bnw(u0, u1);
         let w_span = |u0, u1| ew.rows(u0, u1).bhn(h, n);
         let mut rec = self.recorder();
@@ -254,11 +254,7 @@ impl Gpu {
             });
         }
         // dM = dM' prod_h (1 - w_h e_h), after the kernels above read dM'.
-        let ew = Elementwise::new(
-            d,
-            self.any_packed(&[d_after, g_mem.unwrap_or(d_after)]),
-            self.ew_rows(),
-        );
+        let ew = Elementwise::new(d, self.any_packed(&[d_after, g_mem.unwrap_or(d_after)]));
         let elems = |u0, u1| ew.bnw(u0, u1);
         let e_w_span = |u0, u1| ew.rows(u0, u1).bhn(h, n);
         let params = Params::new(d.arr(), ew.extra(), [0.0; 4]);

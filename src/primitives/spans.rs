@@ -4,7 +4,7 @@
 
 use crate::check::Dims;
 use crate::error::{Error, Result};
-use crate::runtime::abi::WG;
+use crate::runtime::abi::{EW_ROWS, WG};
 use crate::runtime::pipelines::KernelDef;
 
 /// The memory rows `[g0, g1)` (flattened over batch) that a range of units touches, when each
@@ -49,12 +49,10 @@ pub(crate) fn flat(u0: u64, u1: u64, per: u64, total: u64) -> (u64, u64) {
 }
 
 /// Layout of the elementwise kernels over [B, N, W]: a workgroup of `WG` threads covers
-/// `WG / tw * ew_rows` rows by a column tile of `tw` (a power of two) columns of `lanes` f32s
-/// each (each thread `ew_rows` rows, `WG / tw` apart: the kernels' `EW_ROWS`, from
-/// `Gpu::ew_rows`): the kernels are specialised for `V = vec4<f32>` (4 lanes) when W is a
-/// multiple of 4, else `f32`. With `words` (a packed f16 argument and scalar columns: the
-/// kernels' `WORDS`), a thread takes `ew_rows` packed words, two consecutive elements each, and
-/// a workgroup `WG * ew_rows` words.
+/// `WG / tw * EW_ROWS` rows by a column tile of `tw` (a power of two) columns of `lanes` f32s each: the
+/// kernels are specialised for `V = vec4<f32>` (4 lanes) when W is a multiple of 4, else `f32`.
+/// With `words` (a packed f16 argument and scalar columns: the kernels' `WORDS`), a thread
+/// takes one packed word, two consecutive elements, and a workgroup `WG * EW_ROWS` words.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Elementwise {
     tw: u64,
@@ -63,7 +61,6 @@ pub(crate) struct Elementwise {
     rows: u64,
     n: u64,
     w: u64,
-    ew_rows: u64,
     /// f32s per thread and column: 4 when W is a multiple of 4, else 1.
     pub lanes: u32,
     /// Whether threads take packed words (see above).
@@ -73,20 +70,18 @@ pub(crate) struct Elementwise {
 }
 
 impl Elementwise {
-    /// The layout for [B, N, W] tensors, `ew_rows` rows per thread; `packed`: some
-    /// memory-shaped argument is packed f16.
-    pub fn new(d: Dims, packed: bool, ew_rows: u32) -> Self {
-        let ew_rows = ew_rows as u64;
+    /// The layout for [B, N, W] tensors; `packed`: some memory-shaped argument is packed f16.
+    pub fn new(d: Dims, packed: bool) -> Self {
         let (n, w) = (d.n as u64, d.w as u64);
         let lanes = if w.is_multiple_of(4) { 4 } else { 1 };
         let words = packed && lanes == 1;
         let cols = w / lanes as u64;
         let tw = cols.next_power_of_two().min(WG as u64);
         let nct = cols.div_ceil(tw);
-        let rows_per_wg = WG as u64 / tw * ew_rows;
+        let rows_per_wg = WG as u64 / tw * EW_ROWS as u64;
         let rows = d.b as u64 * n;
         let units = if words {
-            (rows * w).div_ceil(2 * WG as u64 * ew_rows)
+            (rows * w).div_ceil(2 * Self::WORDS_PER_UNIT)
         } else {
             rows.div_ceil(rows_per_wg) * nct
         };
@@ -97,16 +92,16 @@ impl Elementwise {
             rows,
             n,
             w,
-            ew_rows,
             lanes,
             words,
             units,
         }
     }
+    const WORDS_PER_UNIT: u64 = WG as u64 * EW_ROWS as u64;
     /// `def` specialised for this layout's lanes; an error if its storage forms disagree with
     /// the layout about word-owning threads (a routing bug, never a silent race).
     pub fn kernel(&self, def: KernelDef) -> Result<KernelDef> {
-        let def = def.lanes(self.lanes).ew_rows(self.ew_rows as u32);
+        let def = def.lanes(self.lanes);
         if def.spec.words() != self.words {
             return Err(Error::Invalid {
                 op: def.entry,
@@ -143,7 +138,7 @@ impl Elementwise {
     /// Elements of the [B, N, W] tensors that units `[u0, u1)` touch.
     pub fn bnw(&self, u0: u64, u1: u64) -> (u64, u64) {
         if self.words {
-            let per = 2 * WG as u64 * self.ew_rows;
+            let per = 2 * Self::WORDS_PER_UNIT;
             return (u0 * per, (u1 * per).min(self.rows * self.w));
         }
         self.rows(u0, u1).bnw(self.n, self.w)

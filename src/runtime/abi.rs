@@ -12,12 +12,8 @@ pub(crate) const HG: u32 = 4;
 pub(crate) const TR: u32 = 64;
 /// Threads per workgroup of the elementwise and row-statistic kernels.
 pub(crate) const WG: u32 = 256;
-/// Rows each thread of an elementwise kernel takes on a GPU (a unit covers
-/// `WG / tw * rows` rows): its rows' loads are all issued before its stores, so four rows put
-/// four `V` loads in flight per thread, as the copy kernel does (one per thread left the H200's
-/// soft write forward at 65% of the copy's bandwidth). CPU adapters take one; see
-/// [`crate::Gpu::set_elementwise_rows`].
-pub(crate) const EW_ROWS_GPU: u32 = 4;
+/// Rows each thread of an elementwise kernel takes (a unit covers `WG / tw * EW_ROWS` rows).
+pub(crate) const EW_ROWS: u32 = 1;
 /// Threads of the column-reduction kernels (a column tile is at most this wide).
 pub(crate) const CW: u32 = 256;
 /// Elements per workgroup of the row-statistic kernels (`WG` threads x 4).
@@ -85,12 +81,7 @@ impl Params {
 /// words, see [`Spec::words`]), `Params` and its binding, then
 /// `shaders/prelude.wgsl` (the unit prologue and the elementwise mapping).
 pub(crate) fn prelude(spec: Spec) -> String {
-    let Spec {
-        lanes,
-        acc,
-        ew_rows,
-        ..
-    } = spec;
+    let Spec { lanes, acc, .. } = spec;
     let words = spec.words();
     let v = match lanes {
         1 => "f32".to_string(),
@@ -113,7 +104,7 @@ pub(crate) fn prelude(spec: Spec) -> String {
          const TR: u32 = {TR}u;\n\
          const WG: u32 = {WG}u;\n\
          const CW: u32 = {CW}u;\n\
-         const EW_ROWS: u32 = {ew_rows}u;\n\
+         const EW_ROWS: u32 = {EW_ROWS}u;\n\
          const CHUNK: u32 = {CHUNK}u;\n\
          const KR: u32 = {KR}u;\n\
          {PARAMS_WGSL}\
@@ -137,8 +128,7 @@ mod tests {
             prelude(Spec {
                 lanes: 1,
                 acc: false,
-                forms: [super::super::pipelines::Form::F32; 3],
-                ew_rows: 1,
+                forms: [super::super::pipelines::Form::F32; 3]
             })
         );
         let module = naga::front::wgsl::parse_str(&src)

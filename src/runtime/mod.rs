@@ -21,7 +21,7 @@ pub(crate) mod recorder;
 pub(crate) mod tensor;
 pub(crate) mod user;
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -100,8 +100,6 @@ pub struct Gpu {
     pub(crate) wait_timeout: Mutex<Duration>,
     /// Whether f16 tensors use the packed kernels although the device has `SHADER_F16`.
     f16_packed: AtomicBool,
-    /// Rows each thread of an elementwise kernel takes (see [`Gpu::set_elementwise_rows`]).
-    ew_rows: AtomicU32,
 }
 
 /// Which kernels serve f16 tensors on a [`Gpu`] (DESIGN.md section 7).
@@ -219,11 +217,6 @@ impl Gpu {
         if let Some(e) = pollster::block_on(scope.pop()) {
             return Err(Error::Device(format!("the parameter arena: {e}")));
         }
-        let ew_rows = if info.device_type == wgpu::DeviceType::Cpu {
-            1
-        } else {
-            abi::EW_ROWS_GPU
-        };
         Ok(Gpu {
             device,
             queue,
@@ -238,7 +231,6 @@ impl Gpu {
             gpu_errors: Arc::default(),
             wait_timeout: Mutex::new(DEFAULT_WAIT_TIMEOUT),
             f16_packed: AtomicBool::new(false),
-            ew_rows: AtomicU32::new(ew_rows),
         })
     }
 
@@ -327,32 +319,6 @@ impl Gpu {
     /// How many workgroups a reduction should spread over to keep this adapter busy: a large
     /// GPU needs thousands in flight; a CPU adapter (lavapipe, llvmpipe) runs workgroups a few
     /// at a time per core, where each extra one costs a barrier tree and a partial to combine.
-    /// Rows each thread of an elementwise kernel takes (see [`Gpu::set_elementwise_rows`]).
-    pub fn elementwise_rows(&self) -> u32 {
-        self.ew_rows.load(Ordering::Relaxed)
-    }
-
-    pub(crate) fn ew_rows(&self) -> u32 {
-        self.elementwise_rows()
-    }
-
-    /// Sets how many memory rows each thread of the elementwise kernels (soft write forward,
-    /// the memory gradients of the soft read, soft write and content addressing) takes from
-    /// now on, 1 to 8: a thread computes all its rows before storing any, so more rows put
-    /// more loads in flight. The default is 4 on GPUs and 1 on CPU adapters (where more made
-    /// the soft write slower). Results are the same bits for every value: each element's
-    /// arithmetic does not change. For tuning and for testing every layout on one adapter.
-    pub fn set_elementwise_rows(&self, rows: u32) -> Result<()> {
-        if !(1..=8).contains(&rows) {
-            return Err(Error::Invalid {
-                op: "set_elementwise_rows",
-                message: format!("rows must be 1 to 8, got {rows}"),
-            });
-        }
-        self.ew_rows.store(rows, Ordering::Relaxed);
-        Ok(())
-    }
-
     pub(crate) fn parallel_units(&self) -> u64 {
         if self.info.device_type == wgpu::DeviceType::Cpu {
             let cores = std::thread::available_parallelism().map_or(4, |c| c.get()) as u64;

@@ -62,9 +62,6 @@ pub(crate) struct Spec {
     pub acc: bool,
     /// The storage form of each memory-shaped slot (`M`, `G`, `D`).
     pub forms: [Form; 3],
-    /// `EW_ROWS`: rows each thread of an elementwise kernel takes (see
-    /// `primitives::spans::Elementwise`); 1 for the other kernels.
-    pub ew_rows: u32,
 }
 
 impl Spec {
@@ -93,18 +90,12 @@ impl KernelDef {
                 lanes: 1,
                 acc: false,
                 forms: [Form::F32; 3],
-                ew_rows: 1,
             },
         }
     }
     /// The same entry point specialised for `lanes` (1, 2 or 4) f32s per `V`.
     pub const fn lanes(mut self, lanes: u32) -> Self {
         self.spec.lanes = lanes;
-        self
-    }
-    /// The same entry point specialised for elementwise threads of `rows` rows each.
-    pub const fn ew_rows(mut self, rows: u32) -> Self {
-        self.spec.ew_rows = rows;
         self
     }
     /// The same entry point specialised to accumulate (`ACC = acc`).
@@ -389,7 +380,6 @@ pub(crate) fn crate_needs() -> std::result::Result<Needs, String> {
                     lanes,
                     acc: false,
                     forms: [Form::F32; 3],
-                    ew_rows: super::abi::EW_ROWS_GPU,
                 };
                 let (src, _) = compose(s, spec);
                 for (_, r) in
