@@ -17,7 +17,8 @@
 // which keeps the backward within 8 storage bindings.
 // Composed behind the prelude (src/runtime/abi.rs, shaders/prelude.wgsl).
 
-// Params.extra: x = S (taps), y = tiles per row, z = S + 2 (packed row length), w = elements
+// Params.extra: x = S (taps), y = tiles per row, z = S + 2 (packed row length; bwd: lanes per
+// column of the tile sums, a power of two), w = elements
 
 const LT: u32 = WG;      // slots per tile, one per thread
 const HALO: u32 = 256u;  // largest R: S <= 2 HALO + 1 (src/ops/location.rs refuses wider shifts)
@@ -192,8 +193,9 @@ fn bwd(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t:
     let h = row % H;
     let nc = S + 2u;
     let o = ((b * tiles + tile) * H + h) * nc - p.base1.z;
-    if 2u * nc > WG {
-        // Wide shifts: a thread per column, serial over the tile's slots.
+    let L = p.extra.z;
+    if L == 1u {
+        // A thread per column, serial over the tile's slots (wide shifts; CPU adapters).
         for (var c = t; c < nc; c += WG) {
             bpart[o + c] = tile_sum(c, 0u, 1u, live, R, S);
         }
@@ -201,10 +203,6 @@ fn bwd(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t:
     }
     // L lanes per column (a power of two, nc L <= WG): lane l sums slots l, l + L, ...; then
     // a tree over the lanes. Both orders are fixed: the same bits every run.
-    var L = 1u;
-    while 2u * L * nc <= WG {
-        L *= 2u;
-    }
     let c = t / L;
     let l = t % L;
     var acc = 0.0;
