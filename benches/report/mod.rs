@@ -135,6 +135,23 @@ const IDLE_SECONDS: f64 = 0.5;
 /// Seconds of copies that bring an idled GPU's clocks back up (see [`IDLE_SECONDS`]).
 const RAMP_SECONDS: f64 = 1.0;
 
+/// Runs `f` back to back for `seconds` (at least once), submitting each run and keeping at most
+/// four runs queued ahead of the device, then waits for the device.
+fn busy_for(gpu: &Gpu, seconds: f64, mut f: impl FnMut() -> Result<()>) -> Result<()> {
+    let t0 = Instant::now();
+    for k in 1.. {
+        f()?;
+        gpu.flush()?;
+        if t0.elapsed().as_secs_f64() >= seconds {
+            break;
+        }
+        if k % 4 == 0 {
+            gpu.sync()?;
+        }
+    }
+    gpu.sync()
+}
+
 fn rand_vec(seed: &mut u64, len: usize, lo: f32, hi: f32) -> Vec<f32> {
     (0..len)
         .map(|_| {
@@ -190,18 +207,7 @@ impl<'g> Bench<'g> {
         let Some((src, dst)) = self.ramp_pair.as_mut() else {
             return Ok(());
         };
-        let t0 = Instant::now();
-        for k in 1.. {
-            gpu.copy_into(src, dst)?;
-            gpu.flush()?;
-            if t0.elapsed().as_secs_f64() >= RAMP_SECONDS {
-                break;
-            }
-            if k % 4 == 0 {
-                gpu.sync()?;
-            }
-        }
-        gpu.sync()?;
+        busy_for(gpu, RAMP_SECONDS, || gpu.copy_into(src, dst))?;
         self.ramps += 1;
         self.busy = Some(Instant::now());
         Ok(())
@@ -264,22 +270,9 @@ impl<'g> Bench<'g> {
         // ramp if it idled): a GPU that idled (while the host made the shape's data) runs at
         // lower clocks for a while, and the PyTorch peer times ops under continuous load.
         self.ramp_if_idle()?;
-        let t0 = Instant::now();
-        for k in 1.. {
-            if !repeatable {
-                break;
-            }
-            f()?;
-            self.gpu.flush()?;
-            if t0.elapsed().as_secs_f64() >= self.warm_seconds {
-                break;
-            }
-            if k % 4 == 0 {
-                // Bounded queue: at most four runs ahead of the device.
-                self.gpu.sync()?;
-            }
+        if repeatable {
+            busy_for(self.gpu, self.warm_seconds, &mut f)?;
         }
-        self.gpu.sync()?;
         let t0 = Instant::now();
         let mut p = self.gpu.profile(1, &mut f)?;
         let first = t0.elapsed().as_secs_f64();

@@ -181,6 +181,16 @@ fn dots(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
 @group(0) @binding(4) var<storage, read_write> scores_out: array<f32>;     // [B, H, N]
 @group(0) @binding(5) var<storage, read_write> block_pairs: array<f32>;    // [B*H, blocks, 2]
 
+// The group's strengths in head lanes (absent heads 0); `scores` and `content_bwd` bind them
+// at the same slot.
+fn group_beta(ln: Lane) -> vec4<f32> {
+    var bet = vec4<f32>(0.0);
+    for (var hh = 0u; hh < ln.nh; hh += 1u) {
+        bet[hh] = sbeta[ln.b * p.dims.y + ln.h0 + hh];
+    }
+    return bet;
+}
+
 @compute @workgroup_size(WG)
 fn scores(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
     let u = unit_id(wg);
@@ -192,12 +202,9 @@ fn scores(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
     let H = p.dims.y;
     let N = p.dims.z;
     let ksq = vec_sq_norms(vs, t);
-    var bet = vec4<f32>(0.0);
-    var one = vec4<f32>(0.0); // 1 in the lanes of present heads
-    for (var hh = 0u; hh < ln.nh; hh += 1u) {
-        bet[hh] = sbeta[ln.b * H + ln.h0 + hh];
-        one[hh] = 1.0;
-    }
+    let bet = group_beta(ln);
+    // 1 in the lanes of present heads.
+    let one = select(vec4<f32>(0.0), vec4<f32>(1.0), vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(ln.nh));
     let kn = sqrt(ksq + EPS);
     // Running softmax pairs of the rows this thread finishes; absent lanes stay (NEG_BIG, 0).
     var pm = vec4<f32>(NEG_BIG);
@@ -273,10 +280,7 @@ fn content_bwd(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
     let tw = p.extra.x;
     let ksq = vec_sq_norms(vs, t);
     let kn = sqrt(ksq + EPS);
-    var bet = vec4<f32>(0.0);
-    for (var hh = 0u; hh < ln.nh; hh += 1u) {
-        bet[hh] = sbeta[ln.b * H + ln.h0 + hh];
-    }
+    let bet = group_beta(ln);
     var dk0 = V(0.0);
     var dk1 = V(0.0);
     var dk2 = V(0.0);
