@@ -17,8 +17,8 @@
 // which keeps the backward within 8 storage bindings.
 // Composed behind the prelude (src/runtime/abi.rs, shaders/prelude.wgsl).
 
-// Params.extra: x = S (taps), y = tiles per row, z = S + 2 (packed row length; bwd: lanes per
-// column of the tile sums, a power of two), w = elements
+// Params.extra: x = S (taps), y = tiles per row, z = S + 2 (packed row length; bwd_lanes:
+// lanes per column of the tile sums, a power of two), w = elements
 
 const LT: u32 = WG;      // slots per tile, one per thread
 const HALO: u32 = 256u;  // largest R: S <= 2 HALO + 1 (src/ops/location.rs refuses wider shifts)
@@ -28,7 +28,7 @@ var<workgroup> td: array<f32, 768>;   // LT + 2 HALO: dwt over the tile and a ha
 var<workgroup> ts: array<f32, 513>;   // 2 HALO + 1: the shift taps
 var<workgroup> ra: array<f32, 256>;   // LT: per-slot terms and reductions
 var<workgroup> rb: array<f32, 256>;
-var<workgroup> rc: array<f32, 256>;   // backward: the tile's lane sums of its partials
+var<workgroup> rc: array<f32, 256>;   // bwd_lanes: the tile's lane sums of its partials
 
 // Slot (a - off) mod N, for a >= 0.
 fn slot(a: u32, off: u32) -> u32 {
@@ -137,13 +137,18 @@ fn fwd(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t:
 @group(0) @binding(6) var<storage, read_write> bdwp: array<f32>;   // [B, H, N]
 @group(0) @binding(7) var<storage, read_write> bpart: array<f32>;  // [B, tiles, H, S + 2]
 
-// dwc and dwp over the tile, and the tile's partial sums (ds(0..S), dg, dgamma).
-@compute @workgroup_size(WG)
-fn bwd(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
-    let u = unit_id(wg);
-    if u >= p.unit_end {
-        return;
-    }
+// The backward's tile: where its partials go (at o, S + 2 of them), its live slots and
+// its shift.
+struct BwdTile {
+    o: u32,
+    live: u32,
+    R: u32,
+    S: u32,
+}
+
+// dwc and dwp over unit u's tile, leaving the per-slot terms of the tile's partial sums
+// (ds(0..S), dg, dgamma) staged in workgroup memory for `bwd` and `bwd_lanes` to sum.
+fn bwd_tile(u: u32, t: u32) -> BwdTile {
     let H = p.dims.y;
     let N = p.dims.z;
     let S = p.extra.x;
@@ -186,28 +191,47 @@ fn bwd(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t:
     }
     rb[t] = q;
     workgroupBarrier();
-    // Column c of the tile's partials: ds(c) for c < S, then dg, then dgamma; each a
-    // fixed-order serial sum over the tile's slots (wg(i - (k - R)) at tg[y + 3R - k]).
-    let live = min(LT, N - c0);
-    let b = row / H;
-    let h = row % H;
-    let nc = S + 2u;
-    let o = ((b * tiles + tile) * H + h) * nc - p.base1.z;
-    let L = p.extra.z;
-    if L == 1u {
-        // A thread per column, serial over the tile's slots (wide shifts; CPU adapters).
-        for (var c = t; c < nc; c += WG) {
-            bpart[o + c] = tile_sum(c, 0u, 1u, live, R, S);
-        }
+    var tl: BwdTile;
+    tl.o = (((row / H) * tiles + tile) * H + row % H) * (S + 2u) - p.base1.z;
+    tl.live = min(LT, N - c0);
+    tl.R = R;
+    tl.S = S;
+    return tl;
+}
+
+// dwc, dwp and the tile's partials, each column (ds(c) for c < S, then dg, then dgamma) a
+// thread's fixed-order serial sum over the tile's slots (wg(i - (k - R)) at tg[y + 3R - k]):
+// for CPU adapters, where a tree's barriers cost more than they split, and shifts too wide
+// for two lanes per column.
+@compute @workgroup_size(WG)
+fn bwd(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    let u = unit_id(wg);
+    if u >= p.unit_end {
         return;
     }
-    // L lanes per column (a power of two, nc L <= WG): lane l sums slots l, l + L, ...; then
-    // a tree over the lanes. Both orders are fixed: the same bits every run.
+    let k = bwd_tile(u, t);
+    for (var c = t; c < k.S + 2u; c += WG) {
+        bpart[k.o + c] = tile_sum(c, 0u, 1u, k.live, k.R, k.S);
+    }
+}
+
+// As `bwd`, with L = extra.z lanes per column (a power of two, (S + 2) L <= WG): lane l sums
+// slots l, l + L, ...; then a tree over the lanes. Both orders are fixed: the same bits every
+// run.
+@compute @workgroup_size(WG)
+fn bwd_lanes(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    let u = unit_id(wg);
+    if u >= p.unit_end {
+        return;
+    }
+    let k = bwd_tile(u, t);
+    let L = p.extra.z;
+    let nc = k.S + 2u;
     let c = t / L;
     let l = t % L;
     var acc = 0.0;
     if c < nc {
-        acc = tile_sum(c, l, L, live, R, S);
+        acc = tile_sum(c, l, L, k.live, k.R, k.S);
     }
     rc[t] = acc;
     for (var s = L / 2u; s > 0u; s = s / 2u) {
@@ -217,7 +241,7 @@ fn bwd(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t:
         }
     }
     if l == 0u && c < nc {
-        bpart[o + c] = rc[t];
+        bpart[k.o + c] = rc[t];
     }
 }
 

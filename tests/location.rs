@@ -185,8 +185,8 @@ fn every_output_on_the_shape_grid() {
 
 /// Shifts wider than the memory (offsets wrap modulo N, several taps land on one slot), and
 /// wide shifts up to the largest a tile holds (on a GPU the backward's tile sums take 32, 4 and
-/// 2 lanes per column at S = 3, 41 and 101, on a CPU adapter 2; a thread per column at the
-/// widest).
+/// 2 lanes per column at S = 3, 41 and 101; a thread per column at the widest and on CPU
+/// adapters, whose lanes are tested in `src/ops/location.rs`).
 #[test]
 fn shifts_wider_than_the_memory_and_the_widest_shift() {
     let g = gpu();

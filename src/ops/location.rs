@@ -21,12 +21,28 @@ pub(crate) const SHADER: Shader = Shader {
 const PACK: KernelDef = KernelDef::new(&SHADER, "pack");
 const FWD: KernelDef = KernelDef::new(&SHADER, "fwd");
 const BWD: KernelDef = KernelDef::new(&SHADER, "bwd");
+const BWD_LANES: KernelDef = KernelDef::new(&SHADER, "bwd_lanes");
 const UNPACK: KernelDef = KernelDef::new(&SHADER, "unpack");
 
 /// Slots per tile (`LT` in the shader: one per thread).
 const LT: u64 = WG as u64;
 /// The widest shift a tile's halo holds: S <= 2 HALO + 1 (`HALO` in the shader).
 pub const MAX_SHIFT: usize = 2 * 256 + 1;
+
+/// Lanes per column of the backward's tile sums (`cols` = S + 2 columns), a power of two: on
+/// GPUs as many as fit the workgroup (`bwd_lanes`: lane sums, then a fixed-order tree); 1 on
+/// CPU adapters (`bwd`, a serial sum per column), since there each level of the tree costs a
+/// barrier that outweighs the sums it splits (lavapipe ran the backward at 0.88-0.90x the
+/// serial kernel's speed with 32 lanes, 0.96-0.97x with 2). 1 also for shifts of more than
+/// 125 taps.
+fn tile_lanes(cols: u64, is_cpu: bool) -> u64 {
+    let most = if is_cpu { 1 } else { WG as u64 };
+    let mut lanes = 1u64;
+    while lanes < most && 2 * lanes * cols <= WG as u64 {
+        lanes *= 2;
+    }
+    lanes
+}
 
 /// Gradients of location addressing with respect to its inputs.
 #[derive(Debug)]
@@ -217,6 +233,7 @@ impl Gpu {
             shift,
             gamma,
             Start::Weights(dw),
+            None,
         )
     }
 
@@ -239,7 +256,17 @@ impl Gpu {
         const OP: &str = "location_address_backward_scores";
         let ds = inputs(self, OP, content, prev, gate, shift, gamma)?;
         check::tensor(self, OP, "dz", dz, &["B", "H", "N"], &content.shape)?;
-        self.location_backward(OP, ds, content, prev, gate, shift, gamma, Start::Scores(dz))
+        self.location_backward(
+            OP,
+            ds,
+            content,
+            prev,
+            gate,
+            shift,
+            gamma,
+            Start::Scores(dz),
+            None,
+        )
     }
 
     #[allow(clippy::too_many_arguments)] // internal: both backward forms
@@ -253,7 +280,9 @@ impl Gpu {
         shift: &Tensor,
         gamma: &Tensor,
         start: Start<'_>,
+        lanes: Option<u64>,
     ) -> Result<LocationGrads> {
+        let lanes = lanes.unwrap_or_else(|| tile_lanes(taps as u64 + 2, self.adapter().is_cpu));
         let g = LocationGrads {
             content: self.alloc(op, &[d.b, d.h, d.n])?,
             prev: self.alloc(op, &[d.b, d.h, d.n])?,
@@ -291,21 +320,10 @@ impl Gpu {
                 ((u1 - 1) / per_b + 1) * per_b * width,
             )
         };
-        // Lanes per column of the tiles' partial sums (S + 2 columns), a power of two: as many
-        // as fit the workgroup on GPUs; at most 2 on CPU adapters, where each level of the
-        // lanes' tree costs a barrier that outweighs the sums it splits (lavapipe ran the
-        // backward at 0.88-0.90x the serial sums' speed with 32 lanes). 1: a serial sum per
-        // column (shifts of more than 126 taps).
-        let cols = taps as u64 + 2;
-        let most = if self.adapter().is_cpu { 2 } else { WG as u64 };
-        let mut lanes = 1u64;
-        while lanes < most && 2 * lanes * cols <= WG as u64 {
-            lanes *= 2;
-        }
         self.launch(
             &mut rec,
             op,
-            &BWD,
+            if lanes == 1 { &BWD } else { &BWD_LANES },
             Params::new(
                 d.arr(),
                 [taps as u32, tiles as u32, lanes as u32, 0],
@@ -356,5 +374,169 @@ impl Gpu {
             self.release(&mut rec, s);
         }
         Ok(g)
+    }
+}
+
+/// The backward's tile sums at every lane count a shift allows, against the CPU reference.
+/// CPU adapters (those CI runs on) pick a serial sum per column and GPUs as many lanes as fit
+/// (`tile_lanes`); here each count is forced, so the lanes' tree is tested on every adapter.
+/// The public paths are tested in `tests/location.rs`.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reference::{self as r, Shape};
+
+    /// Splitmix64: a deterministic stream in [0, 1).
+    struct Rng(u64);
+    impl Rng {
+        fn unit(&mut self) -> f64 {
+            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+        }
+        fn vec(&mut self, len: usize, lo: f64, hi: f64) -> Vec<f32> {
+            (0..len)
+                .map(|_| (lo + (hi - lo) * self.unit()) as f32)
+                .collect()
+        }
+        /// Rows of `len` positive weights summing to 1.
+        fn weights(&mut self, rows: usize, len: usize) -> Vec<f32> {
+            let mut out = Vec::with_capacity(rows * len);
+            for _ in 0..rows {
+                let e: Vec<f64> = (0..len).map(|_| (3.0 * self.unit()).exp()).collect();
+                let s: f64 = e.iter().sum();
+                out.extend(e.iter().map(|x| (x / s) as f32));
+            }
+            out
+        }
+    }
+
+    fn f64s(x: &[f32]) -> Vec<f64> {
+        x.iter().map(|&v| v as f64).collect()
+    }
+
+    /// `|got - want| <= 2e-5 max|want| + 1e-4 |want| + term` for every element (the
+    /// tolerances of `tests/location.rs`); panics naming the worst element.
+    fn check(what: &str, got: &[f32], want: &[f64], terms: &[f64]) {
+        assert_eq!(got.len(), want.len(), "{what}: length");
+        let scale = want.iter().fold(1e-30f64, |m, v| m.max(v.abs()));
+        let (mut worst, mut at) = (-1.0f64, 0);
+        for (i, ((&g, &w), &t)) in got.iter().zip(want).zip(terms).enumerate() {
+            assert!(g.is_finite(), "{what}: element {i} is {g}");
+            let err = (g as f64 - w).abs() / (2e-5 * scale + 1e-4 * w.abs() + t);
+            if err > worst {
+                (worst, at) = (err, i);
+            }
+        }
+        assert!(
+            worst <= 1.0,
+            "{what}: worst element {at}: got {} want {} ({worst:.2} of its tolerance)",
+            got[at],
+            want[at]
+        );
+    }
+
+    #[test]
+    fn tile_sums_at_every_lane_count() {
+        let gpu = Gpu::new().unwrap_or_else(|e| panic!("this test needs an adapter: {e}"));
+        let mut rng = Rng(7);
+        // S = 1, 3, 41, 101, 125: the lanes that fit go from 64 down to 2.
+        for (b, h, n, taps) in [
+            (1, 1, 300, 1),
+            (2, 3, 1000, 3),
+            (1, 2, 700, 41),
+            (3, 1, 513, 101),
+            (1, 1, 257, 125),
+        ] {
+            let (s, rows) = (Shape::new(b, h, n, 0), b * h);
+            let wc = rng.weights(rows, n);
+            let wp = rng.weights(rows, n);
+            let gate = rng.vec(rows, 0.0, 1.0);
+            let shift = rng.weights(rows, taps);
+            let gamma = rng.vec(rows, 1.0, 5.0);
+            let dz = rng.vec(rows * n, -1.0, 1.0);
+            let up = |shape: &[usize], x: &[f32]| gpu.upload(shape, x).unwrap();
+            let bhn = [b, h, n];
+            let t = (
+                up(&bhn, &wc),
+                up(&bhn, &wp),
+                up(&[b, h], &gate),
+                up(&[b, h, taps], &shift),
+                up(&[b, h], &gamma),
+                up(&bhn, &dz),
+            );
+            let (wc, wp, gate, shift, gamma, dz) = (
+                f64s(&wc),
+                f64s(&wp),
+                f64s(&gate),
+                f64s(&shift),
+                f64s(&gamma),
+                f64s(&dz),
+            );
+            let want =
+                r::location_address_backward_scores(&wc, &wp, &gate, &shift, &gamma, &dz, s, taps);
+            // Cancelling sums resolve only to a few roundings of their terms' magnitudes
+            // (as in tests/location.rs): the reference backward run on |dz|.
+            let ulps = (taps as f64 + 8.0) * 2f64.powi(-24);
+            let abs: Vec<f64> = dz.iter().map(|x| x.abs()).collect();
+            let m =
+                r::location_address_backward_scores(&wc, &wp, &gate, &shift, &gamma, &abs, s, taps);
+            let lnwt: Vec<f64> = r::location_scores(&wc, &wp, &gate, &shift, &gamma, s, taps)
+                .iter()
+                .enumerate()
+                .map(|(i, z)| z / gamma[i / n])
+                .collect();
+            let per_row = |f: &dyn Fn(usize) -> f64| -> Vec<f64> {
+                (0..rows)
+                    .map(|row| (row * n..(row + 1) * n).map(f).sum::<f64>() * ulps)
+                    .collect()
+            };
+            let shift_terms: Vec<f64> = m.shift.iter().map(|x| x * ulps).collect();
+            let gate_terms = per_row(&|k| (m.content[k] + m.prev[k]) * (wc[k] - wp[k]).abs());
+            let gamma_terms = per_row(&|k| abs[k] * (1.0 + lnwt[k].abs()));
+            let most = tile_lanes(taps as u64 + 2, false);
+            let mut lanes = 1;
+            while lanes <= most {
+                const OP: &str = "tile_sums_at_every_lane_count";
+                let ds = inputs(&gpu, OP, &t.0, &t.1, &t.2, &t.3, &t.4).unwrap();
+                let got = gpu
+                    .location_backward(
+                        OP,
+                        ds,
+                        &t.0,
+                        &t.1,
+                        &t.2,
+                        &t.3,
+                        &t.4,
+                        Start::Scores(&t.5),
+                        Some(lanes),
+                    )
+                    .unwrap();
+                let tag = format!("B={b} H={h} N={n} S={taps} lanes={lanes}");
+                let dl = |x: &Tensor| gpu.download(x).unwrap();
+                check(
+                    &format!("{tag} dshift"),
+                    &dl(&got.shift),
+                    &want.shift,
+                    &shift_terms,
+                );
+                check(
+                    &format!("{tag} dgate"),
+                    &dl(&got.gate),
+                    &want.gate,
+                    &gate_terms,
+                );
+                check(
+                    &format!("{tag} dgamma"),
+                    &dl(&got.gamma),
+                    &want.gamma,
+                    &gamma_terms,
+                );
+                lanes *= 2;
+            }
+            assert!(most >= 2, "S = {taps} should allow a lanes' tree");
+        }
     }
 }
