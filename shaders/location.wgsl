@@ -18,7 +18,8 @@
 // Composed behind the prelude (src/runtime/abi.rs, shaders/prelude.wgsl).
 
 // Params.extra: x = S (taps), y = tiles per row, z = S + 2 (packed row length; bwd_lanes:
-// lanes per column of the tile sums, a power of two), w = elements
+// lanes per column of the tile sums, a power of two), w = elements. Params.divs (x, y): N's
+// divisor, for the slots' wrap-around in `fwd` and the backward.
 
 const LT: u32 = WG;      // slots per tile, one per thread
 const HALO: u32 = 256u;  // largest R: S <= 2 HALO + 1 (src/ops/location.rs refuses wider shifts)
@@ -30,10 +31,20 @@ var<workgroup> ra: array<f32, 256>;   // LT: per-slot terms and reductions
 var<workgroup> rb: array<f32, 256>;
 var<workgroup> rc: array<f32, 256>;   // bwd_lanes: the tile's lane sums of its partials
 
-// Slot (a - off) mod N, for a >= 0.
-fn slot(a: u32, off: u32) -> u32 {
-    let N = p.dims.z;
-    return (a % N + N - off % N) % N;
+// x mod N, by N's divisor in Params.divs (x, y): no thread divides (prelude: div_by).
+fn mod_n(x: u32) -> u32 {
+    return x - div_by(x, p.divs.x, p.divs.y) * p.dims.z;
+}
+
+// Slot (a - off) mod N, for a >= 0, given `back` = N - (off mod N) (in 1..=N; a + back stays
+// within u32 for the tiles' a < N + LT + 2 HALO).
+fn slot(a: u32, back: u32) -> u32 {
+    return mod_n(a + back);
+}
+
+// `back` of `slot` for an offset.
+fn back_of(off: u32) -> u32 {
+    return p.dims.z - mod_n(off);
 }
 
 @group(0) @binding(1) var<storage, read> pk_gate: array<f32>;
@@ -79,8 +90,9 @@ fn stage(row: u32, c0: u32, off: u32, t: u32) {
     for (var k = t; k < S; k += WG) {
         ts[k] = lrp[r0 + 2u + k];
     }
+    let back = back_of(off);
     for (var x = t; x < LT + 2u * off; x += WG) {
-        let i = row * N + slot(c0 + x, off);
+        let i = row * N + slot(c0 + x, back);
         tg[x] = g * lwc[i - p.base0.x] + (1.0 - g) * lwp[i - p.base0.y];
     }
 }
@@ -164,12 +176,13 @@ fn bwd_tile(u: u32, t: u32) -> BwdTile {
     workgroupBarrier();
     // dwt over slots [c0 - R, c0 + LT + R): y -> slot c0 + y - R, whose wg(. - (k - R)) sits
     // at tg[y + 2R - k]. The tile's own slots also keep their dgamma term.
+    let back = back_of(R);
     for (var y = t; y < LT + 2u * R; y += WG) {
         var wt = 0.0;
         for (var k = 0u; k < S; k += 1u) {
             wt += ts[k] * tg[y + 2u * R - k];
         }
-        let dz = bdz[row * N + slot(c0 + y, R) - p.base0.w];
+        let dz = bdz[row * N + slot(c0 + y, back) - p.base0.w];
         td[y] = gamma * dz / (wt + EPS);
         if y >= R && y < R + LT {
             ra[y - R] = select(0.0, dz * log(wt + EPS), c0 + y - R < N);

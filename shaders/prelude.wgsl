@@ -16,9 +16,30 @@ fn unit_id(wg: vec3<u32>) -> u32 {
     return p.unit_base + wg.y * p.groups_x + wg.x;
 }
 
+// The high 32 bits of a * b (WGSL has no widening multiply): 16-bit halves, exact.
+fn mul_hi(a: u32, b: u32) -> u32 {
+    let al = a & 0xffffu;
+    let ah = a >> 16u;
+    let bl = b & 0xffffu;
+    let bh = b >> 16u;
+    let lh = al * bh;
+    let hl = ah * bl;
+    let carry = (((al * bl) >> 16u) + (lh & 0xffffu) + (hl & 0xffffu)) >> 16u;
+    return ah * bh + (lh >> 16u) + (hl >> 16u) + carry;
+}
+
+// floor(x / d) for every u32 x, given d's (m, l) from the host (src/runtime/abi.rs `divisor`;
+// Hacker's Delight 10-8): a multiply and shifts where a u32 division is a long sequence on
+// GPUs and lane by lane on CPU adapters.
+fn div_by(x: u32, m: u32, l: u32) -> u32 {
+    let t = mul_hi(m, x);
+    return (t + ((x - t) >> min(l, 1u))) >> (max(l, 1u) - 1u);
+}
+
 // Elementwise kernels over [B, N, W] map a workgroup of WG threads to rows x a power-of-two
 // tile of columns (extra.z = tile width, extra.w = its log2), coalesced, and each thread takes
-// EW_ROWS rows k = 0.. of its unit, WG / tw rows apart. A column is one V (LANES f32s: the host specialises V = vec4<f32> when W is a
+// EW_ROWS rows k = 0.. of its unit, WG / tw rows apart. Params.divs holds N's divisor (x, y)
+// and that of the column tiles per row (z, w; of W with WORDS), so no thread divides. A column is one V (LANES f32s: the host specialises V = vec4<f32> when W is a
 // multiple of 4), so `e` and `j` count V's: the row length is p.dims.w / LANES. `ok` is false
 // past the dispatch's units or the tensor. Kernels loop
 //   for (var k = 0u; k < EW_ROWS; k += 1u) { let el = element(wg, t, k); if !el.ok { continue; } ... }
@@ -35,14 +56,15 @@ fn element(wg: vec3<u32>, t: u32, k: u32) -> Element {
     let N = p.dims.z;
     let WL = p.dims.w / LANES;
     let tw = p.extra.z;
-    let nct = (WL + tw - 1u) / tw;
+    let nct = (WL + tw - 1u) >> p.extra.w;
     let rows_per_wg = WG / tw;
-    let row = ((u / nct) * EW_ROWS + k) * rows_per_wg + (t >> p.extra.w);
+    let ut = div_by(u, p.divs.z, p.divs.w);
+    let row = (ut * EW_ROWS + k) * rows_per_wg + (t >> p.extra.w);
     var el: Element;
-    el.j = (u % nct) * tw + (t & (tw - 1u));
+    el.j = (u - ut * nct) * tw + (t & (tw - 1u));
     el.ok = u < p.unit_end && row < p.dims.x * N && el.j < WL;
     el.e = row * WL + el.j;
-    el.b = row / N;
+    el.b = div_by(row, p.divs.x, p.divs.y);
     el.i = row - el.b * N;
     return el;
 }
@@ -60,11 +82,11 @@ fn flat_element(f: u32, live: bool) -> Element {
     let N = p.dims.z;
     let W = p.dims.w;
     var el: Element;
-    let row = f / W;
+    let row = div_by(f, p.divs.z, p.divs.w);
     el.ok = live && row < p.dims.x * N;
     el.e = f;
     el.j = f - row * W;
-    el.b = row / N;
+    el.b = div_by(row, p.divs.x, p.divs.y);
     el.i = row - el.b * N;
     return el;
 }

@@ -160,8 +160,8 @@ fn reinforce(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
     if e >= p.dims.x * p.dims.y * N {
         return;
     }
-    let r = e / N;
-    let i = e % N;
+    let r = div_by(e, p.divs.x, p.divs.y); // e / N (Params.divs: N's divisor)
+    let i = e - r * N;
     let chosen = ridx[r];
     if chosen >= N && i == 0u {
         atomicMax(&rflags[p.check_slot], 0xffffffffu - r);

@@ -272,7 +272,7 @@ impl Gpu {
                 &mut rec,
                 op,
                 &ew.kernel(def)?,
-                Params::new(d.arr(), ew.extra(), [0.0; 4]),
+                ew.params(d),
                 ew.units,
                 &[
                     Arg::window(memory, &elems),

@@ -6,7 +6,7 @@ use crate::check::{self, Dims};
 use crate::error::{Error, Result};
 use crate::primitives::colsum::combine_blocks;
 use crate::primitives::rowstat::{combine_pairs, normalize_rows, softmax_backward, Stat};
-use crate::runtime::abi::{Params, WG};
+use crate::runtime::abi::{divisor, Params, WG};
 use crate::runtime::dispatch::{Arg, Span};
 use crate::runtime::pipelines::{KernelDef, Shader};
 use crate::runtime::recorder::Recorder;
@@ -42,6 +42,15 @@ fn tile_lanes(cols: u64, is_cpu: bool) -> u64 {
         lanes *= 2;
     }
     lanes
+}
+
+/// `params` with N's divisor in `divs` (x, y), for the kernels that wrap slots modulo N.
+fn with_n(d: Dims, params: Params) -> Params {
+    let [m, l] = divisor(d.n as u32);
+    Params {
+        divs: [m, l, 0, 0],
+        ..params
+    }
 }
 
 /// Gradients of location addressing with respect to its inputs.
@@ -165,7 +174,10 @@ impl Gpu {
             rec,
             op,
             &FWD,
-            Params::new(d.arr(), [taps as u32, tiles as u32, 0, 0], [0.0; 4]),
+            with_n(
+                d,
+                Params::new(d.arr(), [taps as u32, tiles as u32, 0, 0], [0.0; 4]),
+            ),
             rows * tiles,
             &[
                 Arg::window(wc, &rows_span),
@@ -324,10 +336,13 @@ impl Gpu {
             &mut rec,
             op,
             if lanes == 1 { &BWD } else { &BWD_LANES },
-            Params::new(
-                d.arr(),
-                [taps as u32, tiles as u32, lanes as u32, 0],
-                [0.0; 4],
+            with_n(
+                d,
+                Params::new(
+                    d.arr(),
+                    [taps as u32, tiles as u32, lanes as u32, 0],
+                    [0.0; 4],
+                ),
             ),
             rows * tiles,
             &[

@@ -6,7 +6,6 @@ use crate::error::Result;
 use crate::primitives::colsum::weighted_row_sums;
 use crate::primitives::rowtile::row_dots;
 use crate::primitives::spans::Elementwise;
-use crate::runtime::abi::Params;
 use crate::runtime::dispatch::Arg;
 use crate::runtime::pipelines::{Form, KernelDef, Shader};
 use crate::runtime::tensor::Tensor;
@@ -126,7 +125,7 @@ impl Gpu {
             &mut rec,
             op,
             &ew.kernel(def)?,
-            Params::new(d.arr(), ew.extra(), [0.0; 4]),
+            ew.params(d),
             ew.units,
             &[
                 Arg::window(w, &w_span),

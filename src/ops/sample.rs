@@ -5,7 +5,7 @@ use crate::check;
 use crate::error::{Error, Result};
 use crate::primitives::rowstat::{row_pairs, Stat};
 use crate::primitives::spans::{flat, row_chunks};
-use crate::runtime::abi::{Params, CHUNK, WG};
+use crate::runtime::abi::{divisor, Params, CHUNK, WG};
 use crate::runtime::dispatch::{Arg, Span};
 use crate::runtime::pipelines::{KernelDef, Shader};
 use crate::runtime::recorder::{CheckKind, IndexCheck, CHECK_SLOTS};
@@ -148,7 +148,11 @@ impl Gpu {
             },
         };
         let flags = self.reserve_check(&mut rec, check);
-        let params = Params::new([b, h, n, 0], [0; 4], [lambda, 0.0, 0.0, 0.0]);
+        let [m, l] = divisor(n as u32);
+        let params = Params {
+            divs: [m, l, 0, 0],
+            ..Params::new([b, h, n, 0], [0; 4], [lambda, 0.0, 0.0, 0.0])
+        };
         let span = |u0, u1| flat(u0, u1, WG as u64, total);
         self.launch(
             &mut rec,

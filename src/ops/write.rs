@@ -88,7 +88,7 @@ impl Gpu {
             &mut rec,
             OP,
             &ew.kernel(FWD.forms(self.form(memory.dtype), Form::F32, Form::F32))?,
-            Params::new(d.arr(), ew.extra(), [0.0; 4]),
+            ew.params(d),
             ew.units,
             &[
                 Arg::window(memory, &elems),
@@ -257,7 +257,7 @@ impl Gpu {
         let ew = Elementwise::new(d, self.any_packed(&[d_after, g_mem.unwrap_or(d_after)]));
         let elems = |u0, u1| ew.bnw(u0, u1);
         let e_w_span = |u0, u1| ew.rows(u0, u1).bhn(h, n);
-        let params = Params::new(d.arr(), ew.extra(), [0.0; 4]);
+        let params = ew.params(d);
         match g_mem {
             Some(g_mem) => self.launch(
                 &mut rec,

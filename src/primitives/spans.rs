@@ -4,7 +4,7 @@
 
 use crate::check::Dims;
 use crate::error::{Error, Result};
-use crate::runtime::abi::{EW_ROWS, WG};
+use crate::runtime::abi::{divisor, Params, EW_ROWS, WG};
 use crate::runtime::pipelines::KernelDef;
 
 /// The memory rows `[g0, g1)` (flattened over batch) that a range of units touches, when each
@@ -113,9 +113,21 @@ impl Elementwise {
         }
         Ok(def)
     }
-    /// `[0, 0, tw, log2 tw]`: the `extra` of the kernel's Params.
-    pub fn extra(&self) -> [u32; 4] {
-        [0, 0, self.tw as u32, self.tw.trailing_zeros()]
+    /// The kernel's Params for [B, N, W] = `d`: `extra = [0, 0, tw, log2 tw]`, and in `divs`
+    /// the divisors of `element` (N, then the column tiles per row) or, with packed words, of
+    /// `flat_element` (N, then W), so that no thread divides (shaders/prelude.wgsl).
+    pub fn params(&self, d: Dims) -> Params {
+        let second = if self.words { self.w } else { self.nct };
+        let [mn, ln] = divisor(self.n as u32);
+        let [ms, ls] = divisor(second as u32);
+        Params {
+            divs: [mn, ln, ms, ls],
+            ..Params::new(
+                d.arr(),
+                [0, 0, self.tw as u32, self.tw.trailing_zeros()],
+                [0.0; 4],
+            )
+        }
     }
     /// Memory rows that units `[u0, u1)` touch.
     pub fn rows(&self, u0: u64, u1: u64) -> Rows {

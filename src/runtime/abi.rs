@@ -42,6 +42,7 @@ pub(crate) struct Params {
     pub dims: [u32; 4],
     pub extra: [u32; 4],
     pub fextra: [f32; 4],
+    pub divs: [u32; 4],
 }
 
 /// The WGSL twin of [`Params`]; a unit test checks that naga lays it out exactly as Rust does.
@@ -56,6 +57,7 @@ struct Params {
     dims: vec4<u32>,  // B, H, N, W
     extra: vec4<u32>, // op-specific integers
     fx: vec4<f32>,    // op-specific floats
+    divs: vec4<u32>,  // two divisors as `divisor` makes them, for `div_by`: (x, y) and (z, w)
 }
 ";
 
@@ -72,6 +74,20 @@ impl Params {
             ..Default::default()
         }
     }
+}
+
+/// `[m, l]` for dividing by `d` with a multiply and shifts, exact for every u32
+/// dividend (`div_by` in `shaders/prelude.wgsl`; Granlund and Montgomery's method, as in
+/// Hacker's Delight 10-8): `l = ceil(log2 d)` and `m = floor(2^32 (2^l - d) / d) + 1`. Kernels
+/// that split a flat index into (row, column) or (batch, slot) for every element take these
+/// instead of dividing: a u32 division is a long instruction sequence on GPUs, and lavapipe
+/// runs it lane by lane (3 of the soft write forward's 9.7 ms at N = 65,536).
+pub(crate) fn divisor(d: u32) -> [u32; 2] {
+    // An empty dimension has no element to divide: take it as 1.
+    let d = d.max(1);
+    let l = 32 - (d - 1).leading_zeros();
+    let m = (((1u64 << l) - d as u64) << 32) / d as u64 + 1;
+    [m as u32, l]
 }
 
 /// The prelude composed in front of every shader: the constants above, the build-time
@@ -120,6 +136,46 @@ mod tests {
     use super::*;
     use wgpu::naga;
 
+    /// `div_by` of shaders/prelude.wgsl, operation for operation in u32 arithmetic.
+    fn div_by(x: u32, [m, l]: [u32; 2]) -> u32 {
+        let (al, ah, bl, bh) = (m & 0xffff, m >> 16, x & 0xffff, x >> 16);
+        let (lh, hl) = (al * bh, ah * bl);
+        let carry = (((al * bl) >> 16) + (lh & 0xffff) + (hl & 0xffff)) >> 16;
+        let t = ah * bh + (lh >> 16) + (hl >> 16) + carry;
+        (t + ((x - t) >> l.min(1))) >> (l.max(1) - 1)
+    }
+
+    /// Exact against `/` on every divisor up to 2^12 and at and around powers of two and the
+    /// largest u32s, for dividends at every multiple's edges and across the u32 range.
+    #[test]
+    fn division_by_multiply_and_shift_is_exact() {
+        let mut ds: Vec<u32> = (1..=4096).collect();
+        for k in 12..32 {
+            let p = 1u32 << k;
+            ds.extend([p - 1, p, p + 1, p / 3, p / 3 * 2 + 1]);
+        }
+        ds.extend([u32::MAX, u32::MAX - 1, 641, 6_700_417, 65_537, 1_000_003]);
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        for &d in &ds {
+            let mg = divisor(d);
+            let mut xs = vec![0, 1, d - 1, d, d.wrapping_add(1), u32::MAX, u32::MAX - 1];
+            for q in [1u32, 2, 3, 1000, u32::MAX / d, u32::MAX / d - 1] {
+                if let Some(x) = q.checked_mul(d) {
+                    xs.extend([x, x - 1, x.saturating_add(1), x.saturating_add(d - 1)]);
+                }
+            }
+            for _ in 0..64 {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                xs.push(seed as u32);
+            }
+            for x in xs {
+                assert_eq!(div_by(x, mg), x / d, "{x} / {d} with m, l = {mg:?}");
+            }
+        }
+    }
+
     /// The WGSL struct must have the Rust struct's size and member offsets.
     #[test]
     fn wgsl_params_match_rust_layout() {
@@ -153,6 +209,7 @@ mod tests {
             ("dims", std::mem::offset_of!(Params, dims)),
             ("extra", std::mem::offset_of!(Params, extra)),
             ("fx", std::mem::offset_of!(Params, fextra)),
+            ("divs", std::mem::offset_of!(Params, divs)),
         ];
         assert_eq!(members.len(), rust.len());
         for (m, (name, off)) in members.iter().zip(rust) {
