@@ -399,3 +399,219 @@ fn write_bwd_mem(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation
         }
     }
 }
+
+// ---- The backward of a step's access (a read, then a write on the same memory) in two
+// passes, the same bits as write_bwd_grads + write_bwd_mem, restore, then read_bwd. ----
+
+@group(0) @binding(1) var<storage, read_write> aw_dmem: array<GradS>;
+@group(0) @binding(2) var<storage, read> aw_idx: array<u32>;
+@group(0) @binding(3) var<storage, read> aw_old: array<f32>;
+@group(0) @binding(4) var<storage, read> aw_e: array<f32>;
+@group(0) @binding(5) var<storage, read> aw_a: array<f32>;
+@group(0) @binding(6) var<storage, read_write> aw_de: array<f32>;
+@group(0) @binding(7) var<storage, read_write> aw_dw: array<f32>;
+@group(0) @binding(8) var<storage, read_write> aw_da: array<f32>;
+
+// The write's backward in one pass: the owner of each written row computes de, da and dw of
+// every head on the row from dM' (as write_bwd_grads does for its own head, in the same
+// order), then turns the row's dM' into dM (as write_bwd_mem). Only the owner reads or stores
+// the row, so no head reads a row another is turning. Indices >= N were reported by the write
+// and are skipped here.
+fn access_write_head(u: u32, t: u32) {
+    let H = p.dims.y;
+    let W = p.dims.w;
+    let i = aw_idx[u];
+    let hd = head_of(u, i);
+    if !hd.here {
+        return;
+    }
+    for (var o = 0u; o < hd.h; o += 1u) {
+        if aw_idx[hd.b * H + o] == i {
+            return; // an earlier head owns this row
+        }
+    }
+    for (var h = hd.h; h < H; h += 1u) {
+        let v = hd.b * H + h;
+        if aw_idx[v] != i {
+            continue; // uniform: every thread skips the same heads
+        }
+        var dot = 0.0;
+        for (var j = t; j < W; j += 64u) {
+            var q = 1.0;
+            for (var o = 0u; o < H; o += 1u) {
+                if o != h && aw_idx[hd.b * H + o] == i {
+                    q *= 1.0 - aw_e[(hd.b * H + o) * W + j];
+                }
+            }
+            let g = aw_dmem_ld(hd.row * W + j - p.base0.x);
+            let old = aw_old[v * W + j];
+            let e = aw_e[v * W + j];
+            aw_de[v * W + j] = -g * old * q;
+            aw_da[v * W + j] = g;
+            dot += g * (aw_a[v * W + j] - old * e * q);
+        }
+        red[t] = dot;
+        let total = reduce64(t);
+        if t == 0u {
+            aw_dw[v] = total;
+        }
+        // Every thread has read red[0] before the next head's partials overwrite it.
+        workgroupBarrier();
+    }
+    // Each thread turns only the columns it read above (or, with WORDS, whole words after the
+    // barriers above: every read of this row is done).
+    let c = cols_of(hd.row);
+    for (var x = t; x < c.n; x += 64u) {
+        for (var s = 0u; s < c.per; s += 1u) {
+            let j = c.per * x + s - c.lo;
+            if j >= W {
+                continue;
+            }
+            var keep = 1.0;
+            for (var o = hd.h; o < H; o += 1u) {
+                if aw_idx[hd.b * H + o] == i {
+                    keep *= 1.0 - aw_e[(hd.b * H + o) * W + j];
+                }
+            }
+            let g = hd.row * W + j - p.base0.x;
+            aw_dmem_st(g, aw_dmem_ld(g) * keep);
+        }
+    }
+}
+
+@compute @workgroup_size(64)
+fn access_bwd_write(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    if unit_id(wg) >= p.unit_end {
+        return;
+    }
+    for (var u = heads_first(wg); u < heads_end(wg); u += 1u) {
+        access_write_head(u, t);
+        if WORDS {
+            storageBarrier();
+        }
+    }
+}
+
+@group(0) @binding(1) var<storage, read_write> ar_mem: array<MemS>;
+@group(0) @binding(2) var<storage, read> ar_widx: array<u32>;
+@group(0) @binding(3) var<storage, read> ar_old: array<f32>;
+@group(0) @binding(4) var<storage, read> ar_ridx: array<u32>;
+@group(0) @binding(5) var<storage, read> ar_dr: array<f32>;
+@group(0) @binding(6) var<storage, read_write> ar_dmem: array<DMemS>;
+@group(0) @binding(7) var<storage, read_write> ar_dw: array<f32>;
+@group(0) @binding(8) var<storage, read_write> ar_flags: array<atomic<u32>>;
+
+// The write's undo and the read's backward in one pass. Units [0, B H) are the read's heads
+// (dims.y = H), units [B H, B H + B Hw) the write's (extra.z = Hw). A written row's owner
+// restores it from the undo record; a read head whose row was written takes that row's values
+// from the record (the same values the restore stores), so no unit reads a row another
+// stores. The read's heads then do what read_bwd does, in the same order. Read indices >= N
+// are flagged and skipped.
+fn access_restore_head(v: u32, t: u32) {
+    let Hw = p.extra.z;
+    let W = p.dims.w;
+    let i = ar_widx[v];
+    let b = v / Hw;
+    let row = b * p.dims.z + i;
+    if i >= p.dims.z || row < p.extra.x || row >= p.extra.y {
+        return;
+    }
+    for (var o = 0u; o < v - b * Hw; o += 1u) {
+        if ar_widx[b * Hw + o] == i {
+            return; // an earlier head owns this row
+        }
+    }
+    let c = cols_of(row);
+    for (var x = t; x < c.n; x += 64u) {
+        for (var s = 0u; s < c.per; s += 1u) {
+            let j = c.per * x + s - c.lo;
+            if j < W {
+                ar_mem_st(row * W + j - p.base0.x, ar_old[v * W + j]);
+            }
+        }
+    }
+}
+
+fn access_read_head(u: u32, t: u32) {
+    let H = p.dims.y;
+    let Hw = p.extra.z;
+    let W = p.dims.w;
+    let i = ar_ridx[u];
+    var hd = head_of(u, i);
+    if !hd.valid && t == 0u {
+        atomicMax(&ar_flags[p.check_slot], 0xffffffffu - u);
+    }
+    hd.owner = true;
+    for (var o = 0u; o < hd.h; o += 1u) {
+        if ar_ridx[hd.b * H + o] == i {
+            hd.owner = false;
+        }
+    }
+    // The write head whose record holds this row as the read saw it, if the write chose it.
+    var rec = 0xffffffffu;
+    for (var o = Hw; o > 0u; o -= 1u) {
+        if ar_widx[hd.b * Hw + o - 1u] == i {
+            rec = hd.b * Hw + o - 1u;
+        }
+    }
+    var dot = 0.0;
+    if hd.here {
+        let c = cols_of(hd.row);
+        for (var x = t; x < c.n; x += 64u) {
+            for (var s = 0u; s < c.per; s += 1u) {
+                let j = c.per * x + s - c.lo;
+                if j >= W {
+                    continue;
+                }
+                let mi = hd.row * W + j;
+                let g = ar_dr[u * W + j];
+                var m = 0.0;
+                if rec != 0xffffffffu {
+                    m = ar_old[rec * W + j];
+                } else {
+                    m = ar_mem_ld(mi - p.base0.x);
+                }
+                dot += g * m;
+                if hd.owner {
+                    var sum = 0.0;
+                    for (var o = hd.h; o < H; o += 1u) {
+                        if ar_ridx[hd.b * H + o] == i {
+                            sum += ar_dr[(hd.b * H + o) * W + j];
+                        }
+                    }
+                    let di = mi - p.base1.y; // binding 6
+                    ar_dmem_st(di, ar_dmem_ld(di) + sum);
+                }
+            }
+        }
+    }
+    red[t] = dot;
+    let total = reduce64(t);
+    if hd.here && t == 0u {
+        ar_dw[u] = total;
+    }
+}
+
+@compute @workgroup_size(64)
+fn access_bwd_read(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    if unit_id(wg) >= p.unit_end {
+        return;
+    }
+    let reads = p.dims.x * p.dims.y;
+    var first = unit_id(wg);
+    var end = min(first + 1u, p.unit_end);
+    if WORDS {
+        first = 0u;
+        end = reads + p.dims.x * p.extra.z;
+    }
+    for (var u = first; u < end; u += 1u) {
+        if u < reads {
+            access_read_head(u, t);
+        } else {
+            access_restore_head(u - reads, t);
+        }
+        if WORDS {
+            storageBarrier();
+        }
+    }
+}

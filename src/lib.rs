@@ -12,7 +12,7 @@ mod runtime;
 
 pub use error::{Error, Result};
 pub use ops::content::{ContentGrads, KeyGrads};
-pub use ops::discrete::{DiscreteWriteGrads, WriteUndo};
+pub use ops::discrete::{DiscreteAccessGrads, DiscreteWriteGrads, WriteUndo};
 pub use ops::location::{LocationGrads, MAX_SHIFT};
 pub use ops::read::ReadGrads;
 pub use ops::write::{HeadGrads, WriteGrads};

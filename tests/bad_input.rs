@@ -259,6 +259,48 @@ fn refused_discrete_writes_leave_memory_unchanged() {
         &["undo_write", "different memory tensor"],
     );
     assert_eq!(g.download(&other).unwrap(), host);
+    // The fused backward of a step's access checks what the three calls it replaces check.
+    let ir = g.upload_indices(&[b, 2], &[0, 1, 2, 3]).unwrap();
+    let dr = g.zeros(&[b, 2, w]).unwrap();
+    says(
+        &msg(g.discrete_access_backward(&mut other, &ir, &dr, &undo, &v, &v, &mut d)),
+        &["discrete_access_backward", "different memory tensor"],
+    );
+    says(
+        &msg(g.discrete_access_backward(&mut m, &ir, &v, &undo, &v, &v, &mut d)),
+        &[
+            "discrete_access_backward",
+            "dr",
+            "[B, H, W] = [2, 2, 4]",
+            "[2, 3, 4]",
+        ],
+    );
+    says(
+        &msg(g.discrete_access_backward(&mut m, &bad_ix, &dr, &undo, &v, &v, &mut d)),
+        &["discrete_access_backward", "read_indices", "[3, 3]"],
+    );
+    says(
+        &msg(g.discrete_access_backward(&mut m, &ir, &dr, &undo, &bad_w, &v, &mut d)),
+        &[
+            "discrete_access_backward",
+            "erase",
+            "[B, Hw, W] = [2, 3, 4]",
+            "[2, 3, 5]",
+        ],
+    );
+    says(
+        &msg(g.discrete_access_backward(&mut m, &ir, &dr, &undo, &v, &bad_h, &mut d)),
+        &["discrete_access_backward", "add", "[2, 4, 4]"],
+    );
+    let mut bad_d = g.zeros(&[b, n + 1, w]).unwrap();
+    says(
+        &msg(g.discrete_access_backward(&mut m, &ir, &dr, &undo, &v, &v, &mut bad_d)),
+        &[
+            "discrete_access_backward",
+            "d_memory",
+            "[B, N, W] = [2, 5, 4]",
+        ],
+    );
     assert_eq!(
         g.download(&m).unwrap(),
         written,
@@ -266,4 +308,11 @@ fn refused_discrete_writes_leave_memory_unchanged() {
     );
     g.undo_write(&mut m, &undo).unwrap();
     assert_eq!(g.download(&m).unwrap(), host);
+    says(
+        &msg(g.discrete_access_backward(&mut m, &ir, &dr, &undo, &v, &v, &mut d)),
+        &[
+            "discrete_access_backward",
+            "undo writes in last-in-first-out order",
+        ],
+    );
 }

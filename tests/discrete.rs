@@ -4,7 +4,7 @@
 mod common;
 use common::*;
 use ntm_kernels::reference::{self as r, Shape};
-use ntm_kernels::{Gpu, Indices, Tensor};
+use ntm_kernels::{DType, Error, F16Path, Gpu, Indices, Tensor};
 
 const ATOL: f64 = 2e-5;
 const RTOL: f64 = 1e-4;
@@ -448,9 +448,10 @@ fn backprop_through_time_without_snapshots() {
 }
 
 /// A discrete step (a read, then a write with its undo record and index checks) records 2
-/// dispatches forward; its backward (the write's, the undo, the read's) 4.
+/// dispatches forward; its backward as three calls (the write's, the undo, the read's) 4, and
+/// as `discrete_access_backward` 2.
 #[test]
-fn a_discrete_step_is_two_dispatches_forward_and_four_backward() {
+fn a_discrete_step_is_two_dispatches_forward_and_two_backward() {
     let g = own_gpu();
     let (b, h, n, w) = (2, 3, 50, 8);
     let mut m = g.upload(&[b, n, w], &vec![0.5; b * n * w]).unwrap();
@@ -469,5 +470,197 @@ fn a_discrete_step_is_two_dispatches_forward_and_four_backward() {
     let (d2, _) = g.counters();
     g.sync().unwrap();
     assert_eq!(d1 - d0, 2, "forward dispatches");
-    assert_eq!(d2 - d1, 4, "backward dispatches");
+    assert_eq!(d2 - d1, 4, "backward dispatches of the three calls");
+    let undo = g.discrete_write(&mut m, &ix, &v, &v).unwrap();
+    g.sync().unwrap();
+    let (d3, _) = g.counters();
+    g.discrete_access_backward(&mut m, &ix, &v, &undo, &v, &v, &mut d_mem)
+        .unwrap();
+    let (d4, _) = g.counters();
+    g.sync().unwrap();
+    assert_eq!(
+        d4 - d3,
+        2,
+        "backward dispatches of discrete_access_backward"
+    );
+}
+
+/// Bits of a tensor as downloaded (f32; f16 values exactly).
+fn bits(g: &Gpu, t: &Tensor) -> Vec<u32> {
+    g.download(t).unwrap().iter().map(|x| x.to_bits()).collect()
+}
+
+/// `discrete_access_backward` against the three calls it replaces (the write's backward, the
+/// undo, the read's backward), bit for bit: the restored memory, d_memory and every gradient.
+/// Read heads `hr` and write heads `hw` differ; write heads 0 and 1 share a row; read head 0
+/// reads write head 0's row (so its values come from the undo record), read head 1 shares
+/// read head 0's row, read head 2 the row after it.
+fn access_backward_is_the_three_calls(
+    g: &Gpu,
+    (b, hr, hw, n, w): (usize, usize, usize, usize, usize),
+    (mem_dt, grad_dt): (DType, DType),
+    seed: u64,
+) {
+    let tag = format!("B={b} Hr={hr} Hw={hw} N={n} W={w} memory {mem_dt:?} d_memory {grad_dt:?}");
+    let mut rng = Rng(seed);
+    let mut pick = |len: usize| -> Vec<u32> {
+        (0..len)
+            .map(|_| (rng.next_u64() % n as u64) as u32)
+            .collect()
+    };
+    let mut iw = pick(b * hw);
+    let mut ir = pick(b * hr);
+    for k in 0..b {
+        if hw >= 2 {
+            iw[k * hw + 1] = iw[k * hw];
+        }
+        ir[k * hr] = iw[k * hw];
+        if hr >= 2 {
+            ir[k * hr + 1] = ir[k * hr];
+        }
+        if hr >= 3 {
+            ir[k * hr + 2] = (ir[k * hr] + 1) % n as u32;
+        }
+    }
+    let m0 = rng.vec(b * n * w, -1.0, 1.0);
+    let dm0 = rng.vec(b * n * w, -1.0, 1.0);
+    let e = rng.vec(b * hw * w, 0.0, 1.0);
+    let a = rng.vec(b * hw * w, -1.0, 1.0);
+    let dr = rng.vec(b * hr * w, -1.0, 1.0);
+    let ge = g.upload(&[b, hw, w], &e).unwrap();
+    let ga = g.upload(&[b, hw, w], &a).unwrap();
+    let gdr = g.upload(&[b, hr, w], &dr).unwrap();
+    let ixr = g.upload_indices(&[b, hr], &ir).unwrap();
+    let ixw = g.upload_indices(&[b, hw], &iw).unwrap();
+    let run = |fused: bool| -> Vec<Vec<u32>> {
+        let mut m = g.upload_as(mem_dt, &[b, n, w], &m0).unwrap();
+        let mut d_mem = g.upload_as(grad_dt, &[b, n, w], &dm0).unwrap();
+        let before = bits(g, &m);
+        g.discrete_read(&m, &ixr).unwrap();
+        let undo = g.discrete_write(&mut m, &ixw, &ge, &ga).unwrap();
+        let (gr, gw) = if fused {
+            let s = g
+                .discrete_access_backward(&mut m, &ixr, &gdr, &undo, &ge, &ga, &mut d_mem)
+                .unwrap();
+            (s.read_weight_at_idx, s.write)
+        } else {
+            let gw = g
+                .discrete_write_backward(&undo, &ge, &ga, &mut d_mem)
+                .unwrap();
+            g.undo_write(&mut m, &undo).unwrap();
+            let gr = g
+                .discrete_read_backward(&m, &ixr, &gdr, &mut d_mem)
+                .unwrap();
+            (gr, gw)
+        };
+        let out: Vec<Vec<u32>> = [&m, &d_mem, &gr, &gw.erase, &gw.add, &gw.weight_at_idx]
+            .iter()
+            .map(|t| bits(g, t))
+            .collect();
+        assert_eq!(out[0], before, "{tag}: the memory is restored");
+        out
+    };
+    let (three, fused) = (run(false), run(true));
+    for (k, name) in ["memory", "d_memory", "read dw", "erase", "add", "write dw"]
+        .iter()
+        .enumerate()
+    {
+        if let Some(i) = (0..three[k].len()).find(|&i| three[k][i] != fused[k][i]) {
+            panic!(
+                "{tag}: {name} element {i}: fused {} against the three calls' {}",
+                f32::from_bits(fused[k][i]),
+                f32::from_bits(three[k][i])
+            );
+        }
+    }
+}
+
+#[test]
+fn access_backward_is_the_three_calls_on_the_shape_grid() {
+    let mut seed = 2000;
+    for b in [1, 3] {
+        for (hr, hw) in [(1, 1), (2, 1), (1, 3), (4, 2), (5, 5)] {
+            for n in [1, 7, 129] {
+                for w in [1, 19, 65, 300] {
+                    seed += 1;
+                    let s = (b, hr, hw, n, w);
+                    access_backward_is_the_three_calls(gpu(), s, (DType::F32, DType::F32), seed);
+                }
+            }
+        }
+    }
+}
+
+/// f16 memories and gradients, of odd widths and even ones, on both f16 paths the adapter
+/// has: native, and packed words (whose kernels take every head in one workgroup at odd
+/// widths).
+#[test]
+fn access_backward_is_the_three_calls_with_f16() {
+    let mut gpus = vec![own_gpu()];
+    if gpus[0].f16_path() == F16Path::Native {
+        let packed = own_gpu();
+        packed.set_f16_path(F16Path::Packed).unwrap();
+        gpus.push(packed);
+    }
+    let mut seed = 2300;
+    for g in &gpus {
+        for dts in [
+            (DType::F16, DType::F32),
+            (DType::F32, DType::F16),
+            (DType::F16, DType::F16),
+        ] {
+            for s in [
+                (1, 1, 1, 1, 1),
+                (2, 3, 2, 9, 7),
+                (3, 2, 5, 17, 64),
+                (2, 5, 4, 40, 65),
+            ] {
+                seed += 1;
+                access_backward_is_the_three_calls(g, s, dts, seed);
+            }
+        }
+    }
+}
+
+/// Bound in 256 KiB row windows: each pass runs once per window.
+#[test]
+fn access_backward_is_the_three_calls_in_windows() {
+    let (device, queue) = device_with(|l| l.max_storage_buffer_binding_size = 256 << 10);
+    let g = Gpu::from_wgpu(device, queue).unwrap();
+    for (k, s) in [(2, 3, 2, 1000, 64), (3, 5, 4, 700, 65)]
+        .into_iter()
+        .enumerate()
+    {
+        access_backward_is_the_three_calls(&g, s, (DType::F32, DType::F32), 2400 + k as u64);
+        access_backward_is_the_three_calls(&g, s, (DType::F16, DType::F16), 2410 + k as u64);
+    }
+}
+
+/// A read index out of range is reported by the next wait, naming the op; the write's
+/// backward and the undo still happen.
+#[test]
+fn access_backward_reports_a_bad_read_index() {
+    let g = own_gpu();
+    let (b, h, n, w) = (2, 2, 6, 5);
+    let host: Vec<f32> = (0..b * n * w).map(|x| x as f32).collect();
+    let mut m = g.upload(&[b, n, w], &host).unwrap();
+    let v = g.upload(&[b, h, w], &vec![0.5; b * h * w]).unwrap();
+    let iw = g.upload_indices(&[b, h], &[1, 2, 3, 4]).unwrap();
+    let ir = g.upload_indices(&[b, h], &[1, 0, 3, 9]).unwrap();
+    let mut d_mem = g.zeros(&[b, n, w]).unwrap();
+    let undo = g.discrete_write(&mut m, &iw, &v, &v).unwrap();
+    g.sync().unwrap();
+    g.discrete_access_backward(&mut m, &ir, &v, &undo, &v, &v, &mut d_mem)
+        .unwrap();
+    match g.sync() {
+        Err(Error::IndexOutOfRange {
+            op: "discrete_access_backward",
+            batch: 1,
+            head: 1,
+            index: 9,
+            slots: 6,
+        }) => {}
+        other => panic!("expected the bad read index reported, got {other:?}"),
+    }
+    assert_eq!(g.download(&m).unwrap(), host, "the memory is restored");
 }

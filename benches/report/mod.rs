@@ -588,10 +588,9 @@ impl<'g> Bench<'g> {
             gpu.discrete_read(m, &ix)?;
             gpu.discrete_write(m, &ix, &e, &a)
         };
+        // The write's backward, the undo and the read's backward in one call (2 dispatches).
         let disc_bwd = |m: &mut Tensor, u: &WriteUndo, d_mem: &mut Tensor| -> Result<()> {
-            gpu.discrete_write_backward(u, &e, &a, d_mem)?;
-            gpu.undo_write(m, u)?;
-            gpu.discrete_read_backward(m, &ix, &dr, d_mem)?;
+            gpu.discrete_access_backward(m, &ix, &dr, u, &e, &a, d_mem)?;
             Ok(())
         };
         if soft {
@@ -711,11 +710,9 @@ impl<'g> Bench<'g> {
                        d_mem: &mut Tensor|
              -> Result<()> {
                 let (wr, ir, wwr, iw, u) = s;
-                gpu.discrete_write_backward(u, &e1, &a1, d_mem)?;
-                gpu.undo_write(m, u)?;
+                gpu.discrete_access_backward(m, ir, &dr, u, &e1, &a1, d_mem)?;
                 let dz = gpu.reinforce_grad(wwr, iw, &adv1, 0.01)?;
                 gpu.content_address_backward_scores(m, &kw, &beta_w, &dz)?;
-                gpu.discrete_read_backward(m, ir, &dr, d_mem)?;
                 let dz = gpu.reinforce_grad(wr, ir, &adv, 0.01)?;
                 gpu.content_address_backward_scores(m, &k, &beta, &dz)?;
                 Ok(())

@@ -748,10 +748,17 @@ impl<'g> Ntm<'g> {
                 }
                 (None, Some(undo)) => {
                     let (ir, _) = f.idx.as_ref().expect("draws");
-                    let g = gpu.discrete_write_backward(undo, &s.erase, &s.add, &mut self.d_mem)?;
-                    gpu.undo_write(&mut self.memory, undo)?;
-                    gpu.discrete_read_backward(&self.memory, ir, &self.dr, &mut self.d_mem)?;
-                    (None, None, g.erase, g.add)
+                    // The write's backward, the undo and the read's backward: 2 dispatches.
+                    let g = gpu.discrete_access_backward(
+                        &mut self.memory,
+                        ir,
+                        &self.dr,
+                        undo,
+                        &s.erase,
+                        &s.add,
+                        &mut self.d_mem,
+                    )?;
+                    (None, None, g.write.erase, g.write.add)
                 }
                 (None, None) => unreachable!("a step is soft, blended or discrete"),
             };

@@ -25,6 +25,8 @@ const SAVE_SCATTER: KernelDef = KernelDef::new(&SHADER, "save_scatter");
 const RESTORE: KernelDef = KernelDef::new(&SHADER, "restore");
 const WRITE_BWD_GRADS: KernelDef = KernelDef::new(&SHADER, "write_bwd_grads");
 const WRITE_BWD_MEM: KernelDef = KernelDef::new(&SHADER, "write_bwd_mem");
+const ACCESS_BWD_WRITE: KernelDef = KernelDef::new(&SHADER, "access_bwd_write");
+const ACCESS_BWD_READ: KernelDef = KernelDef::new(&SHADER, "access_bwd_read");
 
 /// What [`Gpu::discrete_write`] overwrote: the chosen indices and the old rows, O(B·H·W).
 /// [`Gpu::undo_write`] restores the memory from it bit for bit, and
@@ -77,6 +79,22 @@ fn per_window(
     d: Dims,
     args: &[WindowArg],
 ) -> Result<()> {
+    per_window_units(gpu, rec, op, def, d, (d.b * d.h) as u64, 0, args)
+}
+
+/// [`per_window`] with `units` workgroups (those of `d`'s heads and of `extra_z` more per
+/// batch element, for the kernels that take two sets of heads; `Params.extra.z`).
+#[allow(clippy::too_many_arguments)] // internal: the launch's parts
+fn per_window_units(
+    gpu: &Gpu,
+    rec: &mut Recorder,
+    op: &'static str,
+    def: &KernelDef,
+    d: Dims,
+    units: u64,
+    extra_z: u32,
+    args: &[WindowArg],
+) -> Result<()> {
     let w = d.w as u64;
     // Windows sized for the widest memory-shaped argument.
     let widest = args
@@ -92,11 +110,11 @@ fn per_window(
     let units = if def.spec.words() && gpu.pipeline(def)?.stores_slot {
         1
     } else {
-        (d.b * d.h) as u64
+        units
     };
     for (lo, hi) in gpu.row_windows((d.b * d.n) as u64, w, widest) {
         let span = move |_: u64, _: u64| (lo * w, hi * w);
-        let params = Params::new(d.arr(), [lo as u32, hi as u32, 0, 0], [0.0; 4]);
+        let params = Params::new(d.arr(), [lo as u32, hi as u32, extra_z, 0], [0.0; 4]);
         let resolved: Vec<Arg<'_>> = args
             .iter()
             .map(|a| match a {
@@ -383,6 +401,133 @@ impl Gpu {
             add: g_a,
             weight_at_idx: g_w,
         })
+    }
+}
+
+/// Gradients of a step's discrete access, a read then a write
+/// ([`Gpu::discrete_access_backward`]).
+#[derive(Debug)]
+pub struct DiscreteAccessGrads {
+    /// d loss / d w_h(idx_h) of the read, the one-hot weight at each read slot, [B, H].
+    pub read_weight_at_idx: Tensor,
+    /// The write's gradients, as [`Gpu::discrete_write_backward`] returns them.
+    pub write: DiscreteWriteGrads,
+}
+
+impl Gpu {
+    /// Backward of a step's discrete access: [`Gpu::discrete_read`]`(memory, read_indices)`
+    /// followed by [`Gpu::discrete_write`]`(memory, .., erase, add)` that returned `undo`.
+    /// The same results, bit for bit, as [`Gpu::discrete_write_backward`]`(undo, erase, add,
+    /// d_memory)`, then [`Gpu::undo_write`]`(memory, undo)`, then
+    /// [`Gpu::discrete_read_backward`]`(memory, read_indices, dr, d_memory)`, in two
+    /// dispatches (per binding window of the memory) instead of four:
+    /// - `d_memory` goes from the gradient after the write to the gradient before the read;
+    /// - `memory` is restored to what the read saw (the undo, with its checks);
+    /// - returns the read's `dr·M[idx]` and the write's erase, add and weight gradients.
+    ///
+    /// The write's indices were checked by the write; read indices `>= N` are reported by
+    /// the next `download`/`sync` and skipped.
+    #[allow(clippy::too_many_arguments)] // the step's tensors, as the three calls take them
+    pub fn discrete_access_backward(
+        &self,
+        memory: &mut Tensor,
+        read_indices: &Indices,
+        dr: &Tensor,
+        undo: &WriteUndo,
+        erase: &Tensor,
+        add: &Tensor,
+        d_memory: &mut Tensor,
+    ) -> Result<DiscreteAccessGrads> {
+        const OP: &str = "discrete_access_backward";
+        let dw_ = self.check_undo(OP, memory, undo)?;
+        let d = memory_and_indices(self, OP, memory, read_indices)
+            .map_err(|e| rename_indices(e, "read_indices"))?;
+        check::tensor(self, OP, "dr", dr, &["B", "H", "W"], &[d.b, d.h, d.w])?;
+        check::tensor(
+            self,
+            OP,
+            "erase",
+            erase,
+            &["B", "Hw", "W"],
+            &[d.b, dw_.h, d.w],
+        )?;
+        check::tensor(self, OP, "add", add, &["B", "Hw", "W"], &[d.b, dw_.h, d.w])?;
+        check::memory_shaped(self, OP, "d_memory", d_memory, d)?;
+        let g_r = self.alloc(OP, &[d.b, d.h])?;
+        let g_e = self.alloc(OP, &[d.b, dw_.h, d.w])?;
+        let g_a = self.alloc(OP, &[d.b, dw_.h, d.w])?;
+        let g_w = self.alloc(OP, &[d.b, dw_.h])?;
+        let mut rec = self.recorder();
+        let flags = reserve(self, &mut rec, OP, d, read_indices);
+        // The write's gradients from dM', then dM' becomes dM on the written rows.
+        per_window(
+            self,
+            &mut rec,
+            OP,
+            &ACCESS_BWD_WRITE.forms(Form::F32, self.form(d_memory.dtype), Form::F32),
+            dw_,
+            &[
+                mem_arg(d_memory),
+                whole_idx(&undo.indices),
+                whole(&undo.old_rows),
+                whole(erase),
+                whole(add),
+                whole(&g_e),
+                whole(&g_w),
+                whole(&g_a),
+            ],
+        )?;
+        // The undo and the read's backward.
+        per_window_units(
+            self,
+            &mut rec,
+            OP,
+            &ACCESS_BWD_READ.forms(
+                self.form(memory.dtype),
+                Form::F32,
+                self.form(d_memory.dtype),
+            ),
+            d,
+            (d.b * (d.h + dw_.h)) as u64,
+            dw_.h as u32,
+            &[
+                mem_arg(memory),
+                whole_idx(&undo.indices),
+                whole(&undo.old_rows),
+                whole_idx(read_indices),
+                whole(dr),
+                mem_arg(d_memory),
+                whole(&g_r),
+                flags,
+            ],
+        )?;
+        memory.set_version(undo.version_before);
+        d_memory.touch();
+        Ok(DiscreteAccessGrads {
+            read_weight_at_idx: g_r,
+            write: DiscreteWriteGrads {
+                erase: g_e,
+                add: g_a,
+                weight_at_idx: g_w,
+            },
+        })
+    }
+}
+
+fn rename_indices(e: Error, arg: &'static str) -> Error {
+    match e {
+        Error::Shape {
+            op,
+            arg: "indices",
+            expected,
+            given,
+        } => Error::Shape {
+            op,
+            arg,
+            expected,
+            given,
+        },
+        other => other,
     }
 }
 
