@@ -615,3 +615,119 @@ fn access_bwd_read(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocati
         }
     }
 }
+
+// ---- A step's access forward (a read, then a write on the same memory) in one pass, the
+// same bits as gather, then save_scatter. ----
+
+@group(0) @binding(1) var<storage, read_write> af_mem: array<MemS>;
+@group(0) @binding(2) var<storage, read> af_widx: array<u32>;
+@group(0) @binding(3) var<storage, read_write> af_old: array<f32>;
+@group(0) @binding(4) var<storage, read> af_e: array<f32>;
+@group(0) @binding(5) var<storage, read> af_a: array<f32>;
+@group(0) @binding(6) var<storage, read> af_ridx: array<u32>;
+@group(0) @binding(7) var<storage, read_write> af_r: array<f32>;
+@group(0) @binding(8) var<storage, read_write> af_flags: array<atomic<u32>>;
+
+// Units [0, B Hw) are the write's heads (dims.y = Hw), units [B Hw, B Hw + B Hr) the read's
+// (extra.z = Hr). A written row's owner saves it for every write head on it and gives its
+// values to every read head on it, then writes it (save_scatter plus those reads); a read
+// head on a row no write chose gathers it (gather). So no unit reads a row another stores.
+// Index checks: read heads at positions [0, B Hr), write heads at B Hr + their unit.
+fn access_fwd_write_head(u: u32, t: u32) {
+    let H = p.dims.y;
+    let Hr = p.extra.z;
+    let W = p.dims.w;
+    let i = af_widx[u];
+    let hd = head_of(u, i);
+    if !hd.valid {
+        if t == 0u {
+            atomicMax(&af_flags[p.check_slot], 0xffffffffu - (p.dims.x * Hr + u));
+        }
+        return;
+    }
+    if !hd.here {
+        return;
+    }
+    for (var o = 0u; o < hd.h; o += 1u) {
+        if af_widx[hd.b * H + o] == i {
+            return; // an earlier head owns this row
+        }
+    }
+    let c = cols_of(hd.row);
+    for (var x = t; x < c.n; x += 64u) {
+        for (var s = 0u; s < c.per; s += 1u) {
+            let j = c.per * x + s - c.lo;
+            if j >= W {
+                continue;
+            }
+            let g = hd.row * W + j - p.base0.x;
+            let m = af_mem_ld(g);
+            for (var o = 0u; o < Hr; o += 1u) {
+                if af_ridx[hd.b * Hr + o] == i {
+                    af_r[(hd.b * Hr + o) * W + j] = m;
+                }
+            }
+            var keep = 1.0;
+            var add = 0.0;
+            for (var o = hd.h; o < H; o += 1u) {
+                if af_widx[hd.b * H + o] == i {
+                    let oj = (hd.b * H + o) * W + j;
+                    af_old[oj] = m;
+                    keep *= 1.0 - af_e[oj];
+                    add += af_a[oj];
+                }
+            }
+            af_mem_st(g, m * keep + add);
+        }
+    }
+}
+
+fn access_fwd_read_head(u: u32, t: u32) {
+    let H = p.dims.y;
+    let Hr = p.extra.z;
+    let W = p.dims.w;
+    let i = af_ridx[u];
+    let b = u / Hr;
+    if i >= p.dims.z {
+        if t == 0u {
+            atomicMax(&af_flags[p.check_slot], 0xffffffffu - u);
+        }
+        return;
+    }
+    let row = b * p.dims.z + i;
+    if row < p.extra.x || row >= p.extra.y {
+        return;
+    }
+    for (var o = 0u; o < H; o += 1u) {
+        if af_widx[b * H + o] == i {
+            return; // a written row: its owner gives this head its values
+        }
+    }
+    for (var j = t; j < W; j += 64u) {
+        af_r[u * W + j] = af_mem_ld(row * W + j - p.base0.x);
+    }
+}
+
+@compute @workgroup_size(64)
+fn access_fwd(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    if unit_id(wg) >= p.unit_end {
+        return;
+    }
+    let writes = p.dims.x * p.dims.y;
+    var first = unit_id(wg);
+    var end = min(first + 1u, p.unit_end);
+    if WORDS {
+        first = 0u;
+        end = writes + p.dims.x * p.extra.z;
+    }
+    for (var u = first; u < end; u += 1u) {
+        if u < writes {
+            access_fwd_write_head(u, t);
+        } else {
+            access_fwd_read_head(u - writes, t);
+        }
+        if WORDS {
+            storageBarrier();
+        }
+    }
+}

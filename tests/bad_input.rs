@@ -237,6 +237,39 @@ fn refused_discrete_writes_leave_memory_unchanged() {
         &msg(g.discrete_write(&mut m, &bad_ix, &v, &v)),
         &["discrete_write", "indices", "[B, H] = [2, H]", "[3, 3]"],
     );
+    // The fused step forward checks what the read and the write check.
+    let ir = g.upload_indices(&[b, 2], &[0, 1, 2, 3]).unwrap();
+    says(
+        &msg(g.discrete_access(&mut m, &bad_ix, &ix, &v, &v)),
+        &[
+            "discrete_access",
+            "read_indices",
+            "[B, H] = [2, H]",
+            "[3, 3]",
+        ],
+    );
+    says(
+        &msg(g.discrete_access(&mut m, &ir, &bad_ix, &v, &v)),
+        &["discrete_access", "write_indices", "[3, 3]"],
+    );
+    says(
+        &msg(g.discrete_access(&mut m, &ir, &ix, &bad_w, &v)),
+        &[
+            "discrete_access",
+            "erase",
+            "[B, Hw, W] = [2, 3, 4]",
+            "[2, 3, 5]",
+        ],
+    );
+    says(
+        &msg(g.discrete_access(&mut m, &ir, &ix, &v, &bad_h)),
+        &["discrete_access", "add", "[2, 4, 4]"],
+    );
+    assert_eq!(
+        g.download(&m).unwrap(),
+        host,
+        "a refused discrete_access modified the memory"
+    );
     let undo = g.discrete_write(&mut m, &ix, &v, &v).unwrap();
     let written = g.download(&m).unwrap();
     let mut d = g.zeros(&[b, n + 1, w]).unwrap();
@@ -260,7 +293,6 @@ fn refused_discrete_writes_leave_memory_unchanged() {
     );
     assert_eq!(g.download(&other).unwrap(), host);
     // The fused backward of a step's access checks what the three calls it replaces check.
-    let ir = g.upload_indices(&[b, 2], &[0, 1, 2, 3]).unwrap();
     let dr = g.zeros(&[b, 2, w]).unwrap();
     says(
         &msg(g.discrete_access_backward(&mut other, &ir, &dr, &undo, &v, &v, &mut d)),

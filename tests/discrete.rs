@@ -448,10 +448,10 @@ fn backprop_through_time_without_snapshots() {
 }
 
 /// A discrete step (a read, then a write with its undo record and index checks) records 2
-/// dispatches forward; its backward as three calls (the write's, the undo, the read's) 4, and
-/// as `discrete_access_backward` 2.
+/// dispatches forward as two calls and 1 as `discrete_access`; its backward as three calls
+/// (the write's, the undo, the read's) 4, and as `discrete_access_backward` 2.
 #[test]
-fn a_discrete_step_is_two_dispatches_forward_and_two_backward() {
+fn a_discrete_step_is_one_dispatch_forward_and_two_backward() {
     let g = own_gpu();
     let (b, h, n, w) = (2, 3, 50, 8);
     let mut m = g.upload(&[b, n, w], &vec![0.5; b * n * w]).unwrap();
@@ -471,15 +471,16 @@ fn a_discrete_step_is_two_dispatches_forward_and_two_backward() {
     g.sync().unwrap();
     assert_eq!(d1 - d0, 2, "forward dispatches");
     assert_eq!(d2 - d1, 4, "backward dispatches of the three calls");
-    let undo = g.discrete_write(&mut m, &ix, &v, &v).unwrap();
-    g.sync().unwrap();
     let (d3, _) = g.counters();
+    let (_, undo) = g.discrete_access(&mut m, &ix, &ix, &v, &v).unwrap();
+    let (d4, _) = g.counters();
     g.discrete_access_backward(&mut m, &ix, &v, &undo, &v, &v, &mut d_mem)
         .unwrap();
-    let (d4, _) = g.counters();
+    let (d5, _) = g.counters();
     g.sync().unwrap();
+    assert_eq!(d4 - d3, 1, "forward dispatches of discrete_access");
     assert_eq!(
-        d4 - d3,
+        d5 - d4,
         2,
         "backward dispatches of discrete_access_backward"
     );
@@ -490,8 +491,9 @@ fn bits(g: &Gpu, t: &Tensor) -> Vec<u32> {
     g.download(t).unwrap().iter().map(|x| x.to_bits()).collect()
 }
 
-/// `discrete_access_backward` against the three calls it replaces (the write's backward, the
-/// undo, the read's backward), bit for bit: the restored memory, d_memory and every gradient.
+/// `discrete_access` and `discrete_access_backward` against the calls they replace (the read
+/// and the write; the write's backward, the undo, the read's backward), bit for bit: the read,
+/// the written memory, the undo record, the restored memory, d_memory and every gradient.
 /// Read heads `hr` and write heads `hw` differ; write heads 0 and 1 share a row; read head 0
 /// reads write head 0's row (so its values come from the undo record), read head 1 shares
 /// read head 0's row, read head 2 the row after it.
@@ -536,8 +538,13 @@ fn access_backward_is_the_three_calls(
         let mut m = g.upload_as(mem_dt, &[b, n, w], &m0).unwrap();
         let mut d_mem = g.upload_as(grad_dt, &[b, n, w], &dm0).unwrap();
         let before = bits(g, &m);
-        g.discrete_read(&m, &ixr).unwrap();
-        let undo = g.discrete_write(&mut m, &ixw, &ge, &ga).unwrap();
+        let (r, undo) = if fused {
+            g.discrete_access(&mut m, &ixr, &ixw, &ge, &ga).unwrap()
+        } else {
+            let r = g.discrete_read(&m, &ixr).unwrap();
+            (r, g.discrete_write(&mut m, &ixw, &ge, &ga).unwrap())
+        };
+        let forward = [bits(g, &r), bits(g, &m), bits(g, undo.old_rows())];
         let (gr, gw) = if fused {
             let s = g
                 .discrete_access_backward(&mut m, &ixr, &gdr, &undo, &ge, &ga, &mut d_mem)
@@ -553,18 +560,27 @@ fn access_backward_is_the_three_calls(
                 .unwrap();
             (gr, gw)
         };
-        let out: Vec<Vec<u32>> = [&m, &d_mem, &gr, &gw.erase, &gw.add, &gw.weight_at_idx]
+        let mut out: Vec<Vec<u32>> = [&m, &d_mem, &gr, &gw.erase, &gw.add, &gw.weight_at_idx]
             .iter()
             .map(|t| bits(g, t))
             .collect();
         assert_eq!(out[0], before, "{tag}: the memory is restored");
+        out.extend(forward);
         out
     };
     let (three, fused) = (run(false), run(true));
-    for (k, name) in ["memory", "d_memory", "read dw", "erase", "add", "write dw"]
-        .iter()
-        .enumerate()
-    {
+    let names = [
+        "memory",
+        "d_memory",
+        "read dw",
+        "erase",
+        "add",
+        "write dw",
+        "read",
+        "memory after the write",
+        "undo record",
+    ];
+    for (k, name) in names.iter().enumerate() {
         if let Some(i) = (0..three[k].len()).find(|&i| three[k][i] != fused[k][i]) {
             panic!(
                 "{tag}: {name} element {i}: fused {} against the three calls' {}",
@@ -633,6 +649,53 @@ fn access_backward_is_the_three_calls_in_windows() {
     {
         access_backward_is_the_three_calls(&g, s, (DType::F32, DType::F32), 2400 + k as u64);
         access_backward_is_the_three_calls(&g, s, (DType::F16, DType::F16), 2410 + k as u64);
+    }
+}
+
+/// An out-of-range index of either set of `discrete_access` is reported by the next wait,
+/// naming which; its row is left unchanged, and the read of a bad index is zeros.
+#[test]
+fn access_reports_bad_read_and_write_indices() {
+    let g = own_gpu();
+    let (b, h, n, w) = (2, 2, 6, 5);
+    let host: Vec<f32> = (0..b * n * w).map(|x| x as f32).collect();
+    let v = g.upload(&[b, h, w], &vec![0.5; b * h * w]).unwrap();
+    let good = g.upload_indices(&[b, h], &[1, 2, 3, 4]).unwrap();
+    let bad = g.upload_indices(&[b, h], &[1, 2, 3, 7]).unwrap();
+    for (ir, iw, set) in [(&bad, &good, "read"), (&good, &bad, "write")] {
+        let mut m = g.upload(&[b, n, w], &host).unwrap();
+        let (r, undo) = g.discrete_access(&mut m, ir, iw, &v, &v).unwrap();
+        match g.sync() {
+            Err(Error::IndexOutOfRange {
+                op,
+                batch: 1,
+                head: 1,
+                index: 7,
+                slots: 6,
+            }) if op == format!("discrete_access ({set})") => {}
+            other => panic!("expected the bad {set} index reported, got {other:?}"),
+        }
+        let got = g.download(&m).unwrap();
+        // Batch 1's rows other than 3 and 4 (written when the write's indices are good) are
+        // unchanged; with the bad write index, row 4 too.
+        let rows = if set == "write" {
+            vec![n, n + 1, n + 2, n + 4, n + 5]
+        } else {
+            vec![n, n + 1, n + 2, n + 5]
+        };
+        for row in rows {
+            assert_eq!(
+                &got[row * w..(row + 1) * w],
+                &host[row * w..(row + 1) * w],
+                "{set}: row {row}"
+            );
+        }
+        if set == "read" {
+            let read = g.download(&r).unwrap();
+            assert_eq!(&read[3 * w..], &vec![0.0; w][..], "a bad read is zeros");
+        }
+        g.undo_write(&mut m, &undo).unwrap();
+        assert_eq!(g.download(&m).unwrap(), host, "{set}: undone");
     }
 }
 

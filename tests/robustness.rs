@@ -107,6 +107,24 @@ fn checked_ops() -> Vec<(&'static str, BadOp)> {
             let mut m = g.copy(&c.m).unwrap();
             g.discrete_write(&mut m, &c.bad, &c.v, &c.v).unwrap();
         }),
+        ("discrete_access (read)", |g, c| {
+            let mut m = g.copy(&c.m).unwrap();
+            g.discrete_access(&mut m, &c.bad, &c.good, &c.v, &c.v)
+                .unwrap();
+        }),
+        ("discrete_access (write)", |g, c| {
+            let mut m = g.copy(&c.m).unwrap();
+            g.discrete_access(&mut m, &c.good, &c.bad, &c.v, &c.v)
+                .unwrap();
+        }),
+        ("discrete_access_backward", |g, c| {
+            let [b, _, n, w] = c.s;
+            let mut m = g.copy(&c.m).unwrap();
+            let undo = g.discrete_write(&mut m, &c.good, &c.v, &c.v).unwrap();
+            let mut dm = g.zeros(&[b, n, w]).unwrap();
+            g.discrete_access_backward(&mut m, &c.bad, &c.v, &undo, &c.v, &c.v, &mut dm)
+                .unwrap();
+        }),
         ("reinforce_grad", |g, c| {
             g.reinforce_grad(&c.w, &c.bad, &c.adv, 0.1).unwrap();
         }),

@@ -584,9 +584,9 @@ impl<'g> Bench<'g> {
             gpu.soft_read_backward(snap, &wt, &dr)?;
             Ok(())
         };
+        // The read, then the write, in one call (1 dispatch).
         let disc_fwd = |m: &mut Tensor| -> Result<WriteUndo> {
-            gpu.discrete_read(m, &ix)?;
-            gpu.discrete_write(m, &ix, &e, &a)
+            Ok(gpu.discrete_access(m, &ix, &ix, &e, &a)?.1)
         };
         // The write's backward, the undo and the read's backward in one call (2 dispatches).
         let disc_bwd = |m: &mut Tensor, u: &WriteUndo, d_mem: &mut Tensor| -> Result<()> {
@@ -699,10 +699,10 @@ impl<'g> Bench<'g> {
             let fwd = |m: &mut Tensor| -> Result<(Tensor, Indices, Tensor, Indices, WriteUndo)> {
                 let wr = gpu.content_address(m, &k, &beta)?;
                 let ir = gpu.sample(&wr, 5)?;
-                gpu.discrete_read(m, &ir)?;
                 let wwr = gpu.content_address(m, &kw, &beta_w)?;
                 let iw = gpu.sample(&wwr, 6)?;
-                let u = gpu.discrete_write(m, &iw, &e1, &a1)?;
+                // The read, then the write (both addressed on the memory before the write).
+                let (_, u) = gpu.discrete_access(m, &ir, &iw, &e1, &a1)?;
                 Ok((wr, ir, wwr, iw, u))
             };
             let bwd = |m: &mut Tensor,

@@ -632,8 +632,10 @@ impl<'g> Ntm<'g> {
                         gpu.soft_write(&mut self.memory, &mw, e, a)?;
                         out.used = Some((mr, mw));
                     } else {
-                        out.r = gpu.discrete_read(&self.memory, &ir)?;
-                        out.undo = Some(gpu.discrete_write(&mut self.memory, &iw, e, a)?);
+                        // The read, then the write, in one dispatch.
+                        let (r, undo) = gpu.discrete_access(&mut self.memory, &ir, &iw, e, a)?;
+                        out.r = r;
+                        out.undo = Some(undo);
                     }
                     out.idx = Some((ir, iw));
                 }

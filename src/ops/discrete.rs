@@ -25,6 +25,7 @@ const SAVE_SCATTER: KernelDef = KernelDef::new(&SHADER, "save_scatter");
 const RESTORE: KernelDef = KernelDef::new(&SHADER, "restore");
 const WRITE_BWD_GRADS: KernelDef = KernelDef::new(&SHADER, "write_bwd_grads");
 const WRITE_BWD_MEM: KernelDef = KernelDef::new(&SHADER, "write_bwd_mem");
+const ACCESS_FWD: KernelDef = KernelDef::new(&SHADER, "access_fwd");
 const ACCESS_BWD_WRITE: KernelDef = KernelDef::new(&SHADER, "access_bwd_write");
 const ACCESS_BWD_READ: KernelDef = KernelDef::new(&SHADER, "access_bwd_read");
 
@@ -401,6 +402,85 @@ impl Gpu {
             add: g_a,
             weight_at_idx: g_w,
         })
+    }
+}
+
+impl Gpu {
+    /// A step's discrete access: [`Gpu::discrete_read`]`(memory, read_indices)` followed by
+    /// [`Gpu::discrete_write`]`(memory, write_indices, erase, add)`, the same results bit for
+    /// bit, in one dispatch (per binding window of the memory) instead of two. Returns the read
+    /// `[B, Hr, W]` (of the memory before the write) and the write's undo record. Indices
+    /// `>= N` of either set read zeros or leave their rows unchanged and are reported by the
+    /// next `download`/`sync`, as `discrete_access (read)` or `discrete_access (write)`.
+    pub fn discrete_access(
+        &self,
+        memory: &mut Tensor,
+        read_indices: &Indices,
+        write_indices: &Indices,
+        erase: &Tensor,
+        add: &Tensor,
+    ) -> Result<(Tensor, WriteUndo)> {
+        const OP: &str = "discrete_access";
+        let d = memory_and_indices(self, OP, memory, read_indices)
+            .map_err(|e| rename_indices(e, "read_indices"))?;
+        let dw_ = memory_and_indices(self, OP, memory, write_indices)
+            .map_err(|e| rename_indices(e, "write_indices"))?;
+        check::tensor(
+            self,
+            OP,
+            "erase",
+            erase,
+            &["B", "Hw", "W"],
+            &[d.b, dw_.h, d.w],
+        )?;
+        check::tensor(self, OP, "add", add, &["B", "Hw", "W"], &[d.b, dw_.h, d.w])?;
+        let out = self.alloc(OP, &[d.b, d.h, d.w])?;
+        let old = self.alloc(OP, &[d.b, dw_.h, d.w])?;
+        let mut rec = self.recorder();
+        let check = IndexCheck {
+            op: OP,
+            heads: d.h,
+            kind: CheckKind::RangeTwo {
+                first: (read_indices.buf.clone(), "discrete_access (read)"),
+                second: (write_indices.buf.clone(), "discrete_access (write)"),
+                batch: d.b,
+                second_heads: dw_.h,
+                slots: d.n,
+            },
+        };
+        let flags = WindowArg::Whole(self.reserve_check(&mut rec, check), CHECK_SLOTS);
+        per_window_units(
+            self,
+            &mut rec,
+            OP,
+            &ACCESS_FWD.forms(self.form(memory.dtype), Form::F32, Form::F32),
+            dw_,
+            (d.b * (d.h + dw_.h)) as u64,
+            d.h as u32,
+            &[
+                mem_arg(memory),
+                whole_idx(write_indices),
+                whole(&old),
+                whole(erase),
+                whole(add),
+                whole_idx(read_indices),
+                whole(&out),
+                flags,
+            ],
+        )?;
+        let version_before = memory.version();
+        memory.touch();
+        Ok((
+            out,
+            WriteUndo {
+                indices: write_indices.share(),
+                old_rows: old,
+                memory: memory.id,
+                memory_shape: memory.shape.clone(),
+                version_before,
+                version_after: memory.version(),
+            },
+        ))
     }
 }
 

@@ -154,6 +154,27 @@ impl Gpu {
                             index: self.map_read_one(op, indices, pos)?,
                             slots: *slots,
                         },
+                        CheckKind::RangeTwo {
+                            first,
+                            second,
+                            batch: b,
+                            second_heads,
+                            slots,
+                        } => {
+                            let split = (b * check.heads) as u64;
+                            let (set, p, heads) = if pos < split {
+                                (first, pos, check.heads)
+                            } else {
+                                (second, pos - split, *second_heads)
+                            };
+                            Error::IndexOutOfRange {
+                                op: set.1,
+                                batch: p as usize / heads,
+                                head: p as usize % heads,
+                                index: self.map_read_one(op, &set.0, p)?,
+                                slots: *slots,
+                            }
+                        }
                         CheckKind::NoPositiveWeight => Error::Invalid {
                             op: check.op,
                             message: format!(

@@ -35,6 +35,16 @@ pub(crate) enum CheckKind {
     },
     /// Sampling found no positive weight in the row.
     NoPositiveWeight,
+    /// Two index sets of one op (a step's reads and writes): positions below `batch * heads`
+    /// (the check's heads) are in `first`, the rest in `second` (of `second_heads` per batch
+    /// element); each reported with its op label.
+    RangeTwo {
+        first: (Arc<wgpu::Buffer>, &'static str),
+        second: (Arc<wgpu::Buffer>, &'static str),
+        batch: usize,
+        second_heads: usize,
+        slots: usize,
+    },
 }
 
 /// The batch being recorded, and what submitted batches left to read back.
