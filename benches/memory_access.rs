@@ -4,7 +4,8 @@
 //! Environment: `WGPU_BACKEND`, `WGPU_ADAPTER_NAME` pick the adapter; `NTM_BENCH_QUICK=1`
 //! runs the reduced sweep; `NTM_BENCH_SHAPES="B,H,N,W;B,H,N,W"` replaces the sweep's shapes;
 //! `NTM_BENCH_DTYPES=f32,f16` picks the memory dtypes (default both); `NTM_BENCH_F16_PATH=packed`
-//! times the packed f16 kernels on a device that has native f16; `NTM_BENCH_FILTER=<substring>` selects ops; `NTM_BENCH_REPS`
+//! times the packed f16 kernels on a device that has native f16; `NTM_BENCH_ROW_SUMS=subgroup`
+//! or `workgroup` picks how the streaming kernels sum rows (`Gpu::set_row_sums`); `NTM_BENCH_FILTER=<substring>` selects ops; `NTM_BENCH_REPS`
 //! sets repetitions per row; `NTM_BENCH_WARM_MS` the milliseconds of each row's own work run
 //! before it is timed (default 50); `NTM_BENCH_SOFT_MIB` caps the memory size of soft rows (default:
 //! 256 MiB on CPU adapters such as lavapipe, no cap on GPUs); `NTM_BENCH_SOFT_SECONDS` skips
@@ -61,6 +62,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         gpu.set_f16_path(ntm_kernels::F16Path::Packed)?;
     }
     println!("f16 kernels: {:?}", gpu.f16_path());
+    match env("NTM_BENCH_ROW_SUMS").as_deref() {
+        Some("subgroup") => gpu.set_row_sums(ntm_kernels::RowSums::Subgroup)?,
+        Some("workgroup") => gpu.set_row_sums(ntm_kernels::RowSums::Workgroup)?,
+        Some(other) => {
+            return Err(format!("NTM_BENCH_ROW_SUMS={other}: subgroup or workgroup").into())
+        }
+        None => {}
+    }
+    println!("streaming row sums: {:?}", gpu.row_sums());
     let report = run(&gpu, &cfg)?;
     print!("{}", report.text);
     let bench = report::Bench::new(&gpu, 1, None);

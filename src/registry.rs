@@ -26,7 +26,7 @@ mod tests {
     use crate::runtime::pipelines::{compose, reflect_all};
 
     /// Every shader composes behind the prelude and its imports and passes naga's validation
-    /// in every specialisation (lanes, ACC, and each memory slot's storage form); every entry
+    /// in every specialisation (lanes, ACC, SUB_ROWS, and each memory slot's storage form); every entry
     /// point's bindings are derived without error.
     #[test]
     fn every_shader_composes_and_validates() {
@@ -34,7 +34,8 @@ mod tests {
         let forms = [Form::F32, Form::F16, Form::Packed];
         for s in SHADERS {
             for lanes in [1, 2, 4] {
-                for acc in [false, true] {
+                for (acc, sub_rows) in [(false, false), (true, false), (false, true), (true, true)]
+                {
                     for (m, g, d) in forms
                         .iter()
                         .flat_map(|&m| forms.iter().flat_map(move |&g| forms.map(|d| (m, g, d))))
@@ -43,6 +44,7 @@ mod tests {
                             lanes,
                             acc,
                             forms: [m, g, d],
+                            sub_rows,
                         };
                         let (src, _) = compose(s, spec);
                         let eps = reflect_all(&src)

@@ -12,7 +12,7 @@ mod common;
 use common::*;
 use half::f16;
 use ntm_kernels::reference::{self as r, Shape};
-use ntm_kernels::{DType, Error, F16Path, Gpu, Tensor};
+use ntm_kernels::{DType, Error, F16Path, Gpu, RowSums, Tensor};
 
 const ATOL: f64 = 2e-5;
 const RTOL: f64 = 1e-4;
@@ -263,6 +263,30 @@ fn soft_ops_with_f16_memory() {
         ] {
             seed += 1;
             soft_ops(&g, &Case::new(Shape::new(b, h, n, w), seed));
+        }
+    }
+}
+
+/// Soft ops with f16 memories on rows narrow enough for subgroup row sums, each way of
+/// summing rows the adapter has (subgroup shuffles, workgroup memory), on its f16 paths.
+#[test]
+fn soft_ops_with_f16_memory_both_row_sums() {
+    for (_, g) in paths() {
+        for sums in [RowSums::Subgroup, RowSums::Workgroup] {
+            if g.set_row_sums(sums).is_err() {
+                continue; // no SUBGROUP: tested in soft_ops
+            }
+            eprintln!("row sums: {sums:?}, f16 path {:?}", g.f16_path());
+            let mut seed = 1950;
+            for (b, h, n, w) in [
+                (1, 1, 300, 8),
+                (2, 3, 129, 6),
+                (3, 2, 1000, 20),
+                (2, 5, 77, 28),
+            ] {
+                seed += 1;
+                soft_ops(&g, &Case::new(Shape::new(b, h, n, w), seed));
+            }
         }
     }
 }

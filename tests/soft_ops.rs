@@ -7,7 +7,7 @@
 mod common;
 use common::*;
 use ntm_kernels::reference::{self as r, Shape};
-use ntm_kernels::{Gpu, Tensor};
+use ntm_kernels::{Error, Gpu, RowSums, Tensor};
 
 const ATOL: f64 = 2e-5;
 const RTOL: f64 = 1e-4;
@@ -192,6 +192,44 @@ fn every_op_on_the_shape_grid() {
                 for w in [1, 19, 64] {
                     seed += 1;
                     run(&Case::new(Shape::new(b, h, n, w), seed), ATOL);
+                }
+            }
+        }
+    }
+}
+
+/// The Gpus that sum streaming rows each way the adapter can: by workgroup memory always, and
+/// by subgroup shuffles where it has `SUBGROUP` (refused, and left as it was, where not).
+fn row_sum_gpus() -> Vec<Gpu> {
+    let wg = own_gpu();
+    wg.set_row_sums(RowSums::Workgroup).unwrap();
+    let sub = own_gpu();
+    match sub.set_row_sums(RowSums::Subgroup) {
+        Ok(()) => vec![wg, sub],
+        Err(Error::Unsupported { op, .. }) => {
+            assert_eq!(op, "set_row_sums");
+            assert_eq!(sub.row_sums(), RowSums::Workgroup);
+            vec![wg]
+        }
+        Err(e) => panic!("set_row_sums: {e}"),
+    }
+}
+
+/// Rows of 1 to 32 column lanes with each way of summing rows the adapter has: subgroup
+/// shuffles where a row's lanes fit the smallest subgroup (lavapipe's is 8, NVIDIA's 32),
+/// scalar and vec4 columns, one head group or several; and workgroup memory.
+#[test]
+fn every_op_on_narrow_rows_both_row_sums() {
+    for g in row_sum_gpus() {
+        eprintln!("row sums: {:?} on {}", g.row_sums(), g.adapter());
+        let mut seed = 900;
+        for b in [1, 3] {
+            for h in [1, 2, 5] {
+                for n in [7, 129, 1000] {
+                    for w in [3, 6, 8, 20, 28, 64, 100] {
+                        seed += 1;
+                        run_on(&g, &Case::new(Shape::new(b, h, n, w), seed), ATOL);
+                    }
                 }
             }
         }

@@ -9,7 +9,10 @@
 // lanes by TW column lanes (TW a power of two >= W / LANES). Each thread leaves, for KR rows of
 // its row lane, its V's share of the dots (and of |M_i|^2) in workgroup memory (at the
 // prelude's stage_slot: columns swizzled by row, free of bank conflicts); after a barrier the
-// rows are summed over the column lanes in a fixed order (the same bits every run).
+// rows are summed over the column lanes in a fixed order (the same bits every run). With
+// SUB_ROWS (a row's TW lanes lie within one subgroup) each row's shares are summed instead by
+// a butterfly of subgroup shuffles, which leaves the sums in every lane of the row, in a fixed
+// order: the chunk loops then need no workgroup memory and no barrier.
 // Params.extra: x = TW, y = blocks per batch, z = rows per block (a multiple of RL * KR).
 // Composed behind the prelude (src/runtime/abi.rs, shaders/prelude.wgsl).
 
@@ -127,6 +130,36 @@ fn vec_sq_norms(vs: Vecs, t: u32) -> vec4<f32> {
     return ksq;
 }
 
+// SUB_ROWS: row i's V (0 past the block or the row) at this thread's column, and its dots
+// with the group's vectors and |M_i|^2 summed over the row's lanes (in every lane).
+struct LaneRow {
+    m: V,
+    dot: vec4<f32>,
+    sq: f32,
+}
+
+fn lane_row(ln: Lane, vs: Vecs, i: u32) -> LaneRow {
+    let N = p.dims.z;
+    let WL = p.dims.w / LANES;
+    var lr: LaneRow;
+    lr.m = V(0.0);
+    lr.dot = vec4<f32>(0.0);
+    lr.sq = 0.0;
+    if i < ln.i_end && ln.col_ok {
+        let m = smem_ld((ln.b * N + i) * WL + ln.c - p.base0.x / LANES);
+        lr.m = m;
+        lr.dot = vec4<f32>(vsum(m * vs.v0), vsum(m * vs.v1), vsum(m * vs.v2), vsum(m * vs.v3));
+        lr.sq = vsum(m * m);
+    }
+    // Called in uniform control flow: every lane of the subgroup takes part. Lanes a and
+    // a ^ s add the same two values, so the row's lanes end with the same bits.
+    for (var s = 1u; s < p.extra.x; s = s << 1u) {
+        lr.dot += xor_lanes4(lr.dot, s);
+        lr.sq += xor_lanes(lr.sq, s);
+    }
+    return lr;
+}
+
 // Row slot x of the chunk (k = x / RL, row lane x % RL), summed over the column lanes.
 struct RowSum {
     i: u32,
@@ -162,6 +195,19 @@ fn dots(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
     let vs = vecs_of(ln);
     let H = p.dims.y;
     let N = p.dims.z;
+    if SUB_ROWS {
+        // Each row's first lane stores its dots.
+        for (var i0 = ln.i_begin; i0 < ln.i_end; i0 += ln.rl) {
+            let i = i0 + ln.r;
+            let lr = lane_row(ln, vs, i);
+            if ln.c == 0u && i < ln.i_end {
+                for (var hh = 0u; hh < ln.nh; hh += 1u) {
+                    dots_out[(ln.b * H + ln.h0 + hh) * N + i - p.base0.z] = lr.dot[hh];
+                }
+            }
+        }
+        return;
+    }
     for (var c0 = ln.i_begin; c0 < ln.i_end; c0 += ln.rl * KR) {
         _ = stage_chunk(ln, vs, c0, t);
         workgroupBarrier();
@@ -209,7 +255,25 @@ fn scores(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
     // Running softmax pairs of the rows this thread finishes; absent lanes stay (NEG_BIG, 0).
     var pm = vec4<f32>(NEG_BIG);
     var ps = vec4<f32>(0.0);
-    for (var c0 = ln.i_begin; c0 < ln.i_end; c0 += ln.rl * KR) {
+    if SUB_ROWS {
+        // Each row's first lane finishes it: its scores, and its place in the running pairs.
+        for (var i0 = ln.i_begin; i0 < ln.i_end; i0 += ln.rl) {
+            let i = i0 + ln.r;
+            let lr = lane_row(ln, vs, i);
+            if ln.c == 0u && i < ln.i_end {
+                let P = kn * sqrt(lr.sq + EPS);
+                let z = bet * (lr.dot / (P + EPS));
+                for (var hh = 0u; hh < ln.nh; hh += 1u) {
+                    scores_out[(ln.b * H + ln.h0 + hh) * N + i - p.base0.w] = z[hh];
+                }
+                let zm = select(vec4<f32>(NEG_BIG), z, one > vec4<f32>(0.0));
+                let m = max(pm, zm);
+                ps = ps * exp(pm - m) + one * exp(zm - m);
+                pm = m;
+            }
+        }
+    }
+    for (var c0 = ln.i_begin; c0 < ln.i_end && !SUB_ROWS; c0 += ln.rl * KR) {
         _ = stage_chunk(ln, vs, c0, t);
         workgroupBarrier();
         for (var x = t; x < ln.rl * KR; x += WG) {
@@ -288,7 +352,48 @@ fn content_bwd(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
     var sp = vec4<f32>(0.0); // sums of dP norm(M) over the rows this thread finishes
     var sb = vec4<f32>(0.0); // ... and of dz K
     let rows = ln.rl * KR; // at most WG / 2: a row's coefficients fit red_dot twice over
-    for (var c0 = ln.i_begin; c0 < ln.i_end; c0 += rows) {
+    if SUB_ROWS {
+        // Every lane of a row has its sums, so each computes the row's coefficients itself
+        // and its column of dM and dk; the row's first lane keeps the row's block sums.
+        for (var i0 = ln.i_begin; i0 < ln.i_end; i0 += ln.rl) {
+            let i = i0 + ln.r;
+            let lr = lane_row(ln, vs, i);
+            if i < ln.i_end {
+                var g = vec4<f32>(0.0);
+                for (var hh = 0u; hh < ln.nh; hh += 1u) {
+                    g[hh] = cb_dz[(ln.b * H + ln.h0 + hh) * N + i - p.base0.w];
+                }
+                let nm = sqrt(lr.sq + EPS);
+                let P = kn * nm + EPS;
+                let K = lr.dot / P;
+                let dK = bet * g;
+                let cdv = dK / P;
+                let dP = -dK * lr.dot / (P * P);
+                let cmv = dP * kn / nm;
+                if ln.c == 0u {
+                    sp += dP * nm;
+                    sb += g * K;
+                }
+                if ln.col_ok {
+                    let m = lr.m;
+                    let el = (ln.b * N + i) * WL + ln.c;
+                    var dm = cdv.x * vs.v0 + cmv.x * m;
+                    dm += cdv.y * vs.v1 + cmv.y * m;
+                    dm += cdv.z * vs.v2 + cmv.z * m;
+                    dm += cdv.w * vs.v3 + cmv.w * m;
+                    if ACC {
+                        dm += cb_dmem_ld(el - p.base1.x / LANES);
+                    }
+                    cb_dmem_st(el - p.base1.x / LANES, dm);
+                    dk0 += cdv.x * m;
+                    dk1 += cdv.y * m;
+                    dk2 += cdv.z * m;
+                    dk3 += cdv.w * m;
+                }
+            }
+        }
+    }
+    for (var c0 = ln.i_begin; c0 < ln.i_end && !SUB_ROWS; c0 += rows) {
         let ms = stage_chunk(ln, vs, c0, t);
         workgroupBarrier();
         // Thread x < rows: row x's coefficients (dD, dP norm(k) / norm(M)) for the group.

@@ -41,6 +41,9 @@ pub(crate) struct StreamLayout {
     pub nblk: u64,
     /// Head groups.
     pub nhg: u64,
+    /// Whether a row's `tw` lanes fit one subgroup: the row sums are then subgroup shuffles
+    /// (`SUB_ROWS`; `dots`, `scores` and `content_bwd`).
+    pub sub_rows: bool,
 }
 
 impl StreamLayout {
@@ -67,6 +70,7 @@ impl StreamLayout {
             rb,
             nblk: (d.n as u64).div_ceil(rb),
             nhg,
+            sub_rows: gpu.subgroup_holds(tw),
         })
     }
 
@@ -104,6 +108,7 @@ pub(crate) fn dots(
         op,
         &DOTS
             .lanes(l.lanes)
+            .sub_rows(l.sub_rows)
             .forms(gpu.form(mem.dtype), Form::F32, Form::F32),
         Params::new(d.arr(), l.extra(), [0.0; 4]),
         l.units(d),
@@ -138,9 +143,11 @@ pub(crate) fn scores(
     gpu.launch(
         rec,
         op,
-        &SCORES
-            .lanes(l.lanes)
-            .forms(gpu.form(mem.dtype), Form::F32, Form::F32),
+        &SCORES.lanes(l.lanes).sub_rows(l.sub_rows).forms(
+            gpu.form(mem.dtype),
+            Form::F32,
+            Form::F32,
+        ),
         Params::new(d.arr(), l.extra(), [0.0; 4]),
         l.units(d),
         &[
@@ -198,11 +205,11 @@ pub(crate) fn content_backward(
     gpu.launch(
         rec,
         op,
-        &CONTENT_BWD.lanes(l.lanes).acc(acc).forms(
-            gpu.form(mem.dtype),
-            Form::F32,
-            gpu.form(g_mem.dtype),
-        ),
+        &CONTENT_BWD
+            .lanes(l.lanes)
+            .sub_rows(l.sub_rows)
+            .acc(acc)
+            .forms(gpu.form(mem.dtype), Form::F32, gpu.form(g_mem.dtype)),
         Params::new(d.arr(), l.extra(), [0.0; 4]),
         l.units(d),
         &[

@@ -62,6 +62,10 @@ pub(crate) struct Spec {
     pub acc: bool,
     /// The storage form of each memory-shaped slot (`M`, `G`, `D`).
     pub forms: [Form; 3],
+    /// `SUB_ROWS`: the streaming kernels' rows lie within one subgroup each, so their sums
+    /// over a row's column lanes are subgroup shuffles (adapters with `SUBGROUP`), not
+    /// workgroup memory and barriers.
+    pub sub_rows: bool,
 }
 
 impl Spec {
@@ -90,6 +94,7 @@ impl KernelDef {
                 lanes: 1,
                 acc: false,
                 forms: [Form::F32; 3],
+                sub_rows: false,
             },
         }
     }
@@ -101,6 +106,11 @@ impl KernelDef {
     /// The same entry point specialised to accumulate (`ACC = acc`).
     pub const fn acc(mut self, acc: bool) -> Self {
         self.spec.acc = acc;
+        self
+    }
+    /// The same entry point with rows summed by subgroup shuffles (`SUB_ROWS = sub_rows`).
+    pub const fn sub_rows(mut self, sub_rows: bool) -> Self {
+        self.spec.sub_rows = sub_rows;
         self
     }
     /// The same entry point with the storage forms of slots `M`, `G` and `D`.
@@ -155,8 +165,9 @@ pub(crate) fn compose(shader: &Shader, spec: Spec) -> (String, Vec<(String, Form
     let mut slots = Vec::new();
     let body = memory_bindings(&body, spec, &mut slots);
     let mut out = String::new();
+    // Must precede every declaration. (Subgroup builtins need no directive in this naga:
+    // they are checked against the device's SUBGROUP capability.)
     if spec.forms.contains(&Form::F16) {
-        // Must precede every declaration.
         out.push_str("enable f16;\n");
     }
     out.push_str(&prelude(spec));
@@ -380,6 +391,7 @@ pub(crate) fn crate_needs() -> std::result::Result<Needs, String> {
                     lanes,
                     acc: false,
                     forms: [Form::F32; 3],
+                    sub_rows: false,
                 };
                 let (src, _) = compose(s, spec);
                 for (_, r) in
