@@ -109,12 +109,11 @@ pub struct Gpu {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RowSums {
     /// Subgroup shuffles (devices with `SUBGROUP`, for rows whose column threads fit the
-    /// smallest subgroup): no workgroup memory and no barrier per chunk of rows. The default
-    /// on GPUs that have them.
+    /// smallest subgroup): no workgroup memory and no barrier per chunk of rows. Opt-in: not
+    /// yet measured on a GPU (on lavapipe it made content addressing's forward 0.76x as fast).
     Subgroup,
     /// Workgroup memory and barriers, a fixed-order sum per row: every backend, GL included.
-    /// The default on CPU adapters (on lavapipe the shuffles made content addressing's
-    /// forward 0.76x as fast) and on devices without `SUBGROUP`.
+    /// The default.
     Workgroup,
 }
 
@@ -224,8 +223,6 @@ impl Gpu {
         check_limits(&limits)?;
         let info = device.adapter_info();
         let features = device.features();
-        let subgroup_rows = features.contains(wgpu::Features::SUBGROUP)
-            && info.device_type != wgpu::DeviceType::Cpu;
         let slot_bytes =
             PARAM_BYTES.next_multiple_of(limits.min_uniform_buffer_offset_alignment as u64);
         let scope = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
@@ -252,7 +249,7 @@ impl Gpu {
             gpu_errors: Arc::default(),
             wait_timeout: Mutex::new(DEFAULT_WAIT_TIMEOUT),
             f16_packed: AtomicBool::new(false),
-            row_sums_subgroup: AtomicBool::new(subgroup_rows),
+            row_sums_subgroup: AtomicBool::new(false),
         })
     }
 
