@@ -322,7 +322,8 @@ fn bwd_dw(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
 //   - with ACC (one head group, no packed words), stores dM = dM' prod_h f_h over dM' in
 //     place: the thread that read the element writes it.
 // So the heads' gradients read M and dM' once each, and the in-place backward writes dM in the
-// same pass. Params.extra: x = TW, y = blocks per batch, z = rows per block (a multiple of
+// same pass. With SUB_ROWS the dw row sums are subgroup shuffles instead (no barrier per
+// chunk). Params.extra: x = TW, y = blocks per batch, z = rows per block (a multiple of
 // RL * KR).
 
 @group(0) @binding(1) var<storage, read> smem: array<MemV>;
@@ -423,8 +424,13 @@ fn bwd_heads(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
     var da3 = V(0.0);
     let i_begin = blk * rb;
     let i_end = min(i_begin + rb, N);
-    for (var c0 = i_begin; c0 < i_end; c0 += rl * KR) {
-        for (var k = 0u; k < KR; k += 1u) {
+    // SUB_ROWS: a row per row lane at a time, its dw summed over the row's lanes by subgroup
+    // shuffles (as primitives/rowstream.wgsl `lane_row`), stored by its first lane: no
+    // workgroup memory or barrier in the loop. Else KR rows per row lane, summed in
+    // workgroup memory between two barriers.
+    let per = select(KR, 1u, SUB_ROWS);
+    for (var c0 = i_begin; c0 < i_end; c0 += rl * per) {
+        for (var k = 0u; k < per; k += 1u) {
             let i = c0 + k * rl + r;
             var s = vec4<f32>(0.0);
             if i < i_end && col_ok {
@@ -463,7 +469,24 @@ fn bwd_heads(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
                     sgrad_st(el - p.base1.x / LANES, g * (f0 * f1 * f2 * f3));
                 }
             }
-            red_dw[k * WG + stage_slot(r, c, tw)] = s;
+            if SUB_ROWS {
+                // Uniform control flow: every lane takes part. Lanes a and a ^ m add the same
+                // two values, so the row's lanes agree bit for bit.
+                for (var m = 1u; m < tw; m = m << 1u) {
+                    s += xor_lanes4(s, m);
+                }
+                if c == 0u && i < i_end {
+                    let o = (b * H + h0) * N + i - p.base1.y;
+                    for (var hh = 0u; hh < nh; hh += 1u) {
+                        sdw[o + hh * N] = s[hh];
+                    }
+                }
+            } else {
+                red_dw[k * WG + stage_slot(r, c, tw)] = s;
+            }
+        }
+        if SUB_ROWS {
+            continue;
         }
         workgroupBarrier();
         // Threads sum rows (k, rl) over the column lanes, in a fixed order (RL * KR rows:

@@ -204,6 +204,7 @@ impl Gpu {
         let kernel = match layout {
             Some(l) => BWD_HEADS
                 .lanes(l.lanes)
+                .sub_rows(l.sub_rows)
                 .acc(fused_dm)
                 .forms(fm, fg, Form::F32),
             None => BWD_DW.forms(fm, fg, Form::F32),
