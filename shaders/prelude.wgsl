@@ -57,7 +57,7 @@ fn element(wg: vec3<u32>, t: u32, k: u32) -> Element {
     let WL = p.dims.w / LANES;
     let tw = p.extra.z;
     let nct = (WL + tw - 1u) >> p.extra.w;
-    let rows_per_wg = WG / tw;
+    let rows_per_wg = WG >> p.extra.w;
     let ut = div_by(u, p.divs.z, p.divs.w);
     let row = (ut * EW_ROWS + k) * rows_per_wg + (t >> p.extra.w);
     var el: Element;

@@ -10,7 +10,8 @@
 //   softmax_bwd: dz_i = w_i (dw_i - sum_j w_j dw_j), given the row sums (mode 1 pairs)
 // Composed behind the prelude (src/runtime/abi.rs, shaders/prelude.wgsl).
 
-// Params.extra: x: mode, y: L (row length), z: C (chunks per row)
+// Params.extra: x: mode, y: L (row length), z: C (chunks per row); Params.divs (x, y): L's
+// divisor, for `normalize` and `softmax_bwd` (prelude: div_by)
 
 const PER_THREAD: u32 = 4u;
 
@@ -128,7 +129,7 @@ fn normalize(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
     let total = p.extra.w;
     let e = u * WG + t;
     if e < total {
-        let r = e / len;
+        let r = div_by(e, p.divs.x, p.divs.y); // e / len
         let m = stats[r * 2u - p.base0.x];
         let s = stats[r * 2u + 1u - p.base0.x];
         let g = e - p.base0.y;
@@ -153,6 +154,6 @@ fn softmax_bwd(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
     if e >= p.extra.w {
         return;
     }
-    let r = e / len;
+    let r = div_by(e, p.divs.x, p.divs.y); // e / len
     sb_dz[e - p.base0.w] = sb_w[e - p.base0.x] * (sb_dw[e - p.base0.y] - sb_sums[r * 2u + 1u - p.base0.z]);
 }

@@ -4,7 +4,7 @@
 
 use crate::error::Result;
 use crate::primitives::spans::{flat, row_chunks};
-use crate::runtime::abi::{Params, CHUNK, WG};
+use crate::runtime::abi::{divisor, Params, CHUNK, WG};
 use crate::runtime::dispatch::{Arg, Span};
 use crate::runtime::pipelines::{KernelDef, Shader};
 use crate::runtime::recorder::Recorder;
@@ -98,6 +98,16 @@ pub(crate) fn combine_pairs(
     Ok(out)
 }
 
+/// `params` with the row length's divisor in `divs` (x, y): the per-element kernels find an
+/// element's row without dividing.
+fn with_len(len: u64, params: Params) -> Params {
+    let [m, l] = divisor(len as u32);
+    Params {
+        divs: [m, l, 0, 0],
+        ..params
+    }
+}
+
 /// In place: `z <- exp(z - m_r) / s_r` per row of `z` [rows, len], given the rows'
 /// (max, sum exp) pairs `stats` [rows, 2] (from [`combine_pairs`] in softmax mode).
 pub(crate) fn normalize_rows(
@@ -115,7 +125,10 @@ pub(crate) fn normalize_rows(
         let (e0, e1) = flat(u0, u1, WG as u64, total);
         ((e0 / len) * 2, (e1 - 1) / len * 2 + 2)
     };
-    let params = Params::new([0; 4], [0, len as u32, 0, total as u32], [0.0; 4]);
+    let params = with_len(
+        len,
+        Params::new([0; 4], [0, len as u32, 0, total as u32], [0.0; 4]),
+    );
     gpu.launch(
         rec,
         op,
@@ -153,7 +166,10 @@ pub(crate) fn softmax_backward(
         rec,
         op,
         &SOFTMAX_BWD,
-        Params::new([0; 4], [0, len as u32, 0, total as u32], [0.0; 4]),
+        with_len(
+            len,
+            Params::new([0; 4], [0, len as u32, 0, total as u32], [0.0; 4]),
+        ),
         total.div_ceil(WG as u64),
         &[
             Arg::raw(w, total, Span::Window(&span)),
