@@ -13,7 +13,8 @@
 // never race and results are the same bits every run. One workgroup per (b, h), threads
 // along W. Memory larger than one storage binding is processed in row windows
 // [extra.x, extra.y): a dispatch acts on the heads whose row lies in its window.
-// Indices >= N are flagged (atomicMax of u32::MAX - (b H + h) in flags[check_slot]) and skipped.
+// Indices >= N are flagged (atomicMax of u32::MAX - (b H + h) in flags[check_slot]) and skipped
+// (the write's backward takes the write's indices, already checked, and only skips them).
 // Memory-shaped bindings (MemS, GradS, DMemS) may be f32 or f16 (the undo record is f32: it
 // holds f16 values exactly). With WORDS (f16 packed two per u32, so rows of odd width share
 // words with their neighbours) a thread takes whole words of a row (cols_of) and the kernels
@@ -92,7 +93,7 @@ fn head_of(u: u32, i: u32) -> Head {
 @group(0) @binding(3) var<storage, read_write> g_out: array<f32>;
 @group(0) @binding(4) var<storage, read_write> g_flags: array<atomic<u32>>;
 
-// r_h = M[idx_h] (also da_h = dM'[idx_h] in the write backward).
+// r_h = M[idx_h].
 @compute @workgroup_size(64)
 fn gather(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
     let u = unit_id(wg);
@@ -298,7 +299,11 @@ fn restore(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index
     }
 }
 
-@group(0) @binding(1) var<storage, read> wb_dmem: array<GradS>;
+// ---- The write's backward in one pass (`write_bwd`), and the rest of a step's access
+// backward (a read, then a write on the same memory) in a second (`access_bwd_read`): the
+// same bits as write_bwd, restore, then read_bwd. ----
+
+@group(0) @binding(1) var<storage, read_write> wb_dmem: array<GradS>;
 @group(0) @binding(2) var<storage, read> wb_idx: array<u32>;
 @group(0) @binding(3) var<storage, read> wb_old: array<f32>;
 @group(0) @binding(4) var<storage, read> wb_e: array<f32>;
@@ -307,153 +312,47 @@ fn restore(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index
 @group(0) @binding(7) var<storage, read_write> wb_dw: array<f32>;
 @group(0) @binding(8) var<storage, read_write> wb_da: array<f32>;
 
-// de_h, da_h = dM'[idx_h] and dw_at_idx_h from dM' at the chosen rows (before dM' is turned
-// into dM).
-@compute @workgroup_size(64)
-fn write_bwd_grads(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
-    let u = unit_id(wg);
-    if u >= p.unit_end {
-        return;
-    }
+// The write's backward in one pass: the owner of each written row (its lowest head) computes
+// de, da and dw of every head on the row from dM', in head order, then turns the row's dM'
+// into dM. Only the owner reads or stores the row, so no head reads a row another is turning.
+// Indices >= N were reported by the write and are skipped here.
+fn write_bwd_head(u: u32, t: u32) {
     let H = p.dims.y;
     let W = p.dims.w;
     let i = wb_idx[u];
     let hd = head_of(u, i);
-    var dot = 0.0;
-    if hd.here {
-        for (var j = t; j < W; j += 64u) {
-            var q = 1.0;
-            for (var o = 0u; o < H; o += 1u) {
-                if o != hd.h && wb_idx[hd.b * H + o] == i {
-                    q *= 1.0 - wb_e[(hd.b * H + o) * W + j];
-                }
-            }
-            let g = wb_dmem_ld(hd.row * W + j - p.base0.x);
-            let old = wb_old[u * W + j];
-            let e = wb_e[u * W + j];
-            wb_de[u * W + j] = -g * old * q;
-            wb_da[u * W + j] = g;
-            dot += g * (wb_a[u * W + j] - old * e * q);
-        }
-    }
-    red[t] = dot;
-    let total = reduce64(t);
-    if hd.here && t == 0u {
-        wb_dw[u] = total;
-    }
-}
-
-@group(0) @binding(1) var<storage, read_write> wm_dmem: array<GradS>;
-@group(0) @binding(2) var<storage, read> wm_idx: array<u32>;
-@group(0) @binding(3) var<storage, read> wm_e: array<f32>;
-@group(0) @binding(4) var<storage, read_write> wm_flags: array<atomic<u32>>;
-
-// dM[r] = dM'[r] prod_{h: idx_h = r} (1 - e_h), by the row's owner.
-fn write_bwd_mem_head(u: u32, t: u32) {
-    let H = p.dims.y;
-    let W = p.dims.w;
-    let i = wm_idx[u];
-    let hd = head_of(u, i);
-    if !hd.valid {
-        if t == 0u {
-            atomicMax(&wm_flags[p.check_slot], 0xffffffffu - u);
-        }
-        return;
-    }
     if !hd.here {
         return;
     }
     for (var o = 0u; o < hd.h; o += 1u) {
-        if wm_idx[hd.b * H + o] == i {
-            return;
-        }
-    }
-    let c = cols_of(hd.row);
-    for (var x = t; x < c.n; x += 64u) {
-        for (var s = 0u; s < c.per; s += 1u) {
-            let j = c.per * x + s - c.lo;
-            if j >= W {
-                continue;
-            }
-            var keep = 1.0;
-            for (var o = hd.h; o < H; o += 1u) {
-                if wm_idx[hd.b * H + o] == i {
-                    keep *= 1.0 - wm_e[(hd.b * H + o) * W + j];
-                }
-            }
-            let g = hd.row * W + j - p.base0.x;
-            wm_dmem_st(g, wm_dmem_ld(g) * keep);
-        }
-    }
-}
-
-@compute @workgroup_size(64)
-fn write_bwd_mem(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
-    if unit_id(wg) >= p.unit_end {
-        return;
-    }
-    for (var u = heads_first(wg); u < heads_end(wg); u += 1u) {
-        write_bwd_mem_head(u, t);
-        if WORDS {
-            storageBarrier();
-        }
-    }
-}
-
-// ---- The backward of a step's access (a read, then a write on the same memory) in two
-// passes, the same bits as write_bwd_grads + write_bwd_mem, restore, then read_bwd. ----
-
-@group(0) @binding(1) var<storage, read_write> aw_dmem: array<GradS>;
-@group(0) @binding(2) var<storage, read> aw_idx: array<u32>;
-@group(0) @binding(3) var<storage, read> aw_old: array<f32>;
-@group(0) @binding(4) var<storage, read> aw_e: array<f32>;
-@group(0) @binding(5) var<storage, read> aw_a: array<f32>;
-@group(0) @binding(6) var<storage, read_write> aw_de: array<f32>;
-@group(0) @binding(7) var<storage, read_write> aw_dw: array<f32>;
-@group(0) @binding(8) var<storage, read_write> aw_da: array<f32>;
-
-// The write's backward in one pass: the owner of each written row computes de, da and dw of
-// every head on the row from dM' (as write_bwd_grads does for its own head, in the same
-// order), then turns the row's dM' into dM (as write_bwd_mem). Only the owner reads or stores
-// the row, so no head reads a row another is turning. Indices >= N were reported by the write
-// and are skipped here.
-fn access_write_head(u: u32, t: u32) {
-    let H = p.dims.y;
-    let W = p.dims.w;
-    let i = aw_idx[u];
-    let hd = head_of(u, i);
-    if !hd.here {
-        return;
-    }
-    for (var o = 0u; o < hd.h; o += 1u) {
-        if aw_idx[hd.b * H + o] == i {
+        if wb_idx[hd.b * H + o] == i {
             return; // an earlier head owns this row
         }
     }
     for (var h = hd.h; h < H; h += 1u) {
         let v = hd.b * H + h;
-        if aw_idx[v] != i {
+        if wb_idx[v] != i {
             continue; // uniform: every thread skips the same heads
         }
         var dot = 0.0;
         for (var j = t; j < W; j += 64u) {
             var q = 1.0;
             for (var o = 0u; o < H; o += 1u) {
-                if o != h && aw_idx[hd.b * H + o] == i {
-                    q *= 1.0 - aw_e[(hd.b * H + o) * W + j];
+                if o != h && wb_idx[hd.b * H + o] == i {
+                    q *= 1.0 - wb_e[(hd.b * H + o) * W + j];
                 }
             }
-            let g = aw_dmem_ld(hd.row * W + j - p.base0.x);
-            let old = aw_old[v * W + j];
-            let e = aw_e[v * W + j];
-            aw_de[v * W + j] = -g * old * q;
-            aw_da[v * W + j] = g;
-            dot += g * (aw_a[v * W + j] - old * e * q);
+            let g = wb_dmem_ld(hd.row * W + j - p.base0.x);
+            let old = wb_old[v * W + j];
+            let e = wb_e[v * W + j];
+            wb_de[v * W + j] = -g * old * q;
+            wb_da[v * W + j] = g;
+            dot += g * (wb_a[v * W + j] - old * e * q);
         }
         red[t] = dot;
         let total = reduce64(t);
         if t == 0u {
-            aw_dw[v] = total;
+            wb_dw[v] = total;
         }
         // Every thread has read red[0] before the next head's partials overwrite it.
         workgroupBarrier();
@@ -469,23 +368,23 @@ fn access_write_head(u: u32, t: u32) {
             }
             var keep = 1.0;
             for (var o = hd.h; o < H; o += 1u) {
-                if aw_idx[hd.b * H + o] == i {
-                    keep *= 1.0 - aw_e[(hd.b * H + o) * W + j];
+                if wb_idx[hd.b * H + o] == i {
+                    keep *= 1.0 - wb_e[(hd.b * H + o) * W + j];
                 }
             }
             let g = hd.row * W + j - p.base0.x;
-            aw_dmem_st(g, aw_dmem_ld(g) * keep);
+            wb_dmem_st(g, wb_dmem_ld(g) * keep);
         }
     }
 }
 
 @compute @workgroup_size(64)
-fn access_bwd_write(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+fn write_bwd(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
     if unit_id(wg) >= p.unit_end {
         return;
     }
     for (var u = heads_first(wg); u < heads_end(wg); u += 1u) {
-        access_write_head(u, t);
+        write_bwd_head(u, t);
         if WORDS {
             storageBarrier();
         }

@@ -23,10 +23,8 @@ const GATHER: KernelDef = KernelDef::new(&SHADER, "gather");
 const READ_BWD: KernelDef = KernelDef::new(&SHADER, "read_bwd");
 const SAVE_SCATTER: KernelDef = KernelDef::new(&SHADER, "save_scatter");
 const RESTORE: KernelDef = KernelDef::new(&SHADER, "restore");
-const WRITE_BWD_GRADS: KernelDef = KernelDef::new(&SHADER, "write_bwd_grads");
-const WRITE_BWD_MEM: KernelDef = KernelDef::new(&SHADER, "write_bwd_mem");
+const WRITE_BWD: KernelDef = KernelDef::new(&SHADER, "write_bwd");
 const ACCESS_FWD: KernelDef = KernelDef::new(&SHADER, "access_fwd");
-const ACCESS_BWD_WRITE: KernelDef = KernelDef::new(&SHADER, "access_bwd_write");
 const ACCESS_BWD_READ: KernelDef = KernelDef::new(&SHADER, "access_bwd_read");
 
 /// What [`Gpu::discrete_write`] overwrote: the chosen indices and the old rows, O(B·H·W).
@@ -131,6 +129,39 @@ fn per_window_units(
         gpu.launch(rec, op, def, params, units, &resolved)?;
     }
     Ok(())
+}
+
+/// The write's backward (`write_bwd`, one dispatch per window): erase, add and weight
+/// gradients into `[g_e, g_w, g_a]`, and `d_memory` from dM' to dM on the written rows.
+#[allow(clippy::too_many_arguments)] // internal: the write's tensors and the outputs
+fn write_backward(
+    gpu: &Gpu,
+    rec: &mut Recorder,
+    op: &'static str,
+    d: Dims,
+    undo: &WriteUndo,
+    erase: &Tensor,
+    add: &Tensor,
+    d_memory: &Tensor,
+    [g_e, g_w, g_a]: [&Tensor; 3],
+) -> Result<()> {
+    per_window(
+        gpu,
+        rec,
+        op,
+        &WRITE_BWD.forms(Form::F32, gpu.form(d_memory.dtype), Form::F32),
+        d,
+        &[
+            mem_arg(d_memory),
+            whole_idx(&undo.indices),
+            whole(&undo.old_rows),
+            whole(erase),
+            whole(add),
+            whole(g_e),
+            whole(g_w),
+            whole(g_a),
+        ],
+    )
 }
 
 /// An argument of a discrete kernel: a memory-shaped tensor bound by row window, or a
@@ -340,7 +371,10 @@ impl Gpu {
     /// Backward of [`Gpu::discrete_write`]: turns `d_memory` from `dM'` (the gradient after
     /// the write) into `dM` (before it) in place, on the written rows only, and returns the
     /// gradients of erase, add and of the one-hot weight at each chosen slot, with the products
-    /// over the other heads on a row formed without division.
+    /// over the other heads on a row formed without division. One dispatch (per binding window
+    /// of the memory): each written row's lowest head computes every head's gradients on it,
+    /// then turns the row. Indices `>= N` in the record were reported by the write; their
+    /// heads' gradients are zeros and no row is touched for them.
     pub fn discrete_write_backward(
         &self,
         undo: &WriteUndo,
@@ -364,37 +398,16 @@ impl Gpu {
         let g_a = self.alloc(OP, &[d.b, d.h, d.w])?;
         let g_w = self.alloc(OP, &[d.b, d.h])?;
         let mut rec = self.recorder();
-        let flags = reserve(self, &mut rec, OP, d, &undo.indices);
-        // de, da = dM'[idx] and dw from dM' at the written rows, then dM' becomes dM there.
-        per_window(
+        write_backward(
             self,
             &mut rec,
             OP,
-            &WRITE_BWD_GRADS.forms(Form::F32, self.form(d_memory.dtype), Form::F32),
             d,
-            &[
-                mem_arg(d_memory),
-                whole_idx(&undo.indices),
-                whole(&undo.old_rows),
-                whole(erase),
-                whole(add),
-                whole(&g_e),
-                whole(&g_w),
-                whole(&g_a),
-            ],
-        )?;
-        per_window(
-            self,
-            &mut rec,
-            OP,
-            &WRITE_BWD_MEM.forms(Form::F32, self.form(d_memory.dtype), Form::F32),
-            d,
-            &[
-                mem_arg(d_memory),
-                whole_idx(&undo.indices),
-                whole(erase),
-                flags,
-            ],
+            undo,
+            erase,
+            add,
+            d_memory,
+            [&g_e, &g_w, &g_a],
         )?;
         d_memory.touch();
         Ok(DiscreteWriteGrads {
@@ -540,22 +553,16 @@ impl Gpu {
         let mut rec = self.recorder();
         let flags = reserve(self, &mut rec, OP, d, read_indices);
         // The write's gradients from dM', then dM' becomes dM on the written rows.
-        per_window(
+        write_backward(
             self,
             &mut rec,
             OP,
-            &ACCESS_BWD_WRITE.forms(Form::F32, self.form(d_memory.dtype), Form::F32),
             dw_,
-            &[
-                mem_arg(d_memory),
-                whole_idx(&undo.indices),
-                whole(&undo.old_rows),
-                whole(erase),
-                whole(add),
-                whole(&g_e),
-                whole(&g_w),
-                whole(&g_a),
-            ],
+            undo,
+            erase,
+            add,
+            d_memory,
+            [&g_e, &g_w, &g_a],
         )?;
         // The undo and the read's backward.
         per_window_units(
