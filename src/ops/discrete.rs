@@ -513,7 +513,7 @@ impl Gpu {
     /// The same results, bit for bit, as [`Gpu::discrete_write_backward`]`(undo, erase, add,
     /// d_memory)`, then [`Gpu::undo_write`]`(memory, undo)`, then
     /// [`Gpu::discrete_read_backward`]`(memory, read_indices, dr, d_memory)`, in two
-    /// dispatches (per binding window of the memory) instead of four:
+    /// dispatches (per binding window of the memory) instead of three:
     /// - `d_memory` goes from the gradient after the write to the gradient before the read;
     /// - `memory` is restored to what the read saw (the undo, with its checks);
     /// - returns the read's `dr·M[idx]` and the write's erase, add and weight gradients.
