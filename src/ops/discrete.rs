@@ -43,6 +43,20 @@ pub struct WriteUndo {
 }
 
 impl WriteUndo {
+    /// The record of a write just recorded into `memory` (whose version it moves on) at
+    /// `indices`, with the rows it saved.
+    fn record(memory: &mut Tensor, indices: &Indices, old_rows: Tensor) -> WriteUndo {
+        let version_before = memory.version();
+        memory.touch();
+        WriteUndo {
+            indices: indices.share(),
+            old_rows,
+            memory: memory.id,
+            memory_shape: memory.shape.clone(),
+            version_before,
+            version_after: memory.version(),
+        }
+    }
     /// Bytes this record keeps on the GPU (indices and old rows): what backprop through a
     /// discrete write must keep, against a whole memory snapshot for a soft write.
     pub fn size_bytes(&self) -> u64 {
@@ -314,16 +328,7 @@ impl Gpu {
                 flags,
             ],
         )?;
-        let version_before = memory.version();
-        memory.touch();
-        Ok(WriteUndo {
-            indices: indices.share(),
-            old_rows: old,
-            memory: memory.id,
-            memory_shape: memory.shape.clone(),
-            version_before,
-            version_after: memory.version(),
-        })
+        Ok(WriteUndo::record(memory, indices, old))
     }
 
     fn check_undo(&self, op: &'static str, memory: &Tensor, undo: &WriteUndo) -> Result<Dims> {
@@ -434,9 +439,10 @@ impl Gpu {
         add: &Tensor,
     ) -> Result<(Tensor, WriteUndo)> {
         const OP: &str = "discrete_access";
+        // The read's sizes (H: its heads) and the write's (H: its heads).
         let d = memory_and_indices(self, OP, memory, read_indices)
             .map_err(|e| rename_indices(e, "read_indices"))?;
-        let dw_ = memory_and_indices(self, OP, memory, write_indices)
+        let dwrite = memory_and_indices(self, OP, memory, write_indices)
             .map_err(|e| rename_indices(e, "write_indices"))?;
         check::tensor(
             self,
@@ -444,11 +450,18 @@ impl Gpu {
             "erase",
             erase,
             &["B", "Hw", "W"],
-            &[d.b, dw_.h, d.w],
+            &[d.b, dwrite.h, d.w],
         )?;
-        check::tensor(self, OP, "add", add, &["B", "Hw", "W"], &[d.b, dw_.h, d.w])?;
+        check::tensor(
+            self,
+            OP,
+            "add",
+            add,
+            &["B", "Hw", "W"],
+            &[d.b, dwrite.h, d.w],
+        )?;
         let out = self.alloc(OP, &[d.b, d.h, d.w])?;
-        let old = self.alloc(OP, &[d.b, dw_.h, d.w])?;
+        let old = self.alloc(OP, &[d.b, dwrite.h, d.w])?;
         let mut rec = self.recorder();
         let check = IndexCheck {
             op: OP,
@@ -457,7 +470,7 @@ impl Gpu {
                 first: (read_indices.buf.clone(), "discrete_access (read)"),
                 second: (write_indices.buf.clone(), "discrete_access (write)"),
                 batch: d.b,
-                second_heads: dw_.h,
+                second_heads: dwrite.h,
                 slots: d.n,
             },
         };
@@ -467,8 +480,8 @@ impl Gpu {
             &mut rec,
             OP,
             &ACCESS_FWD.forms(self.form(memory.dtype), Form::F32, Form::F32),
-            dw_,
-            (d.b * (d.h + dw_.h)) as u64,
+            dwrite,
+            (d.b * (d.h + dwrite.h)) as u64,
             d.h as u32,
             &[
                 mem_arg(memory),
@@ -481,19 +494,7 @@ impl Gpu {
                 flags,
             ],
         )?;
-        let version_before = memory.version();
-        memory.touch();
-        Ok((
-            out,
-            WriteUndo {
-                indices: write_indices.share(),
-                old_rows: old,
-                memory: memory.id,
-                memory_shape: memory.shape.clone(),
-                version_before,
-                version_after: memory.version(),
-            },
-        ))
+        Ok((out, WriteUndo::record(memory, write_indices, old)))
     }
 }
 
@@ -532,7 +533,8 @@ impl Gpu {
         d_memory: &mut Tensor,
     ) -> Result<DiscreteAccessGrads> {
         const OP: &str = "discrete_access_backward";
-        let dw_ = self.check_undo(OP, memory, undo)?;
+        // The write's sizes (H: its heads) and the read's (H: its heads).
+        let dwrite = self.check_undo(OP, memory, undo)?;
         let d = memory_and_indices(self, OP, memory, read_indices)
             .map_err(|e| rename_indices(e, "read_indices"))?;
         check::tensor(self, OP, "dr", dr, &["B", "H", "W"], &[d.b, d.h, d.w])?;
@@ -542,14 +544,21 @@ impl Gpu {
             "erase",
             erase,
             &["B", "Hw", "W"],
-            &[d.b, dw_.h, d.w],
+            &[d.b, dwrite.h, d.w],
         )?;
-        check::tensor(self, OP, "add", add, &["B", "Hw", "W"], &[d.b, dw_.h, d.w])?;
+        check::tensor(
+            self,
+            OP,
+            "add",
+            add,
+            &["B", "Hw", "W"],
+            &[d.b, dwrite.h, d.w],
+        )?;
         check::memory_shaped(self, OP, "d_memory", d_memory, d)?;
         let g_r = self.alloc(OP, &[d.b, d.h])?;
-        let g_e = self.alloc(OP, &[d.b, dw_.h, d.w])?;
-        let g_a = self.alloc(OP, &[d.b, dw_.h, d.w])?;
-        let g_w = self.alloc(OP, &[d.b, dw_.h])?;
+        let g_e = self.alloc(OP, &[d.b, dwrite.h, d.w])?;
+        let g_a = self.alloc(OP, &[d.b, dwrite.h, d.w])?;
+        let g_w = self.alloc(OP, &[d.b, dwrite.h])?;
         let mut rec = self.recorder();
         let flags = reserve(self, &mut rec, OP, d, read_indices);
         // The write's gradients from dM', then dM' becomes dM on the written rows.
@@ -557,7 +566,7 @@ impl Gpu {
             self,
             &mut rec,
             OP,
-            dw_,
+            dwrite,
             undo,
             erase,
             add,
@@ -575,8 +584,8 @@ impl Gpu {
                 self.form(d_memory.dtype),
             ),
             d,
-            (d.b * (d.h + dw_.h)) as u64,
-            dw_.h as u32,
+            (d.b * (d.h + dwrite.h)) as u64,
+            dwrite.h as u32,
             &[
                 mem_arg(memory),
                 whole_idx(&undo.indices),
