@@ -9,6 +9,9 @@
 //                (a product that skips h, never a division):
 //                de_h = -g old Q_h,  da_h = g (a gather of dM'),  dw_at_idx_h = sum_j g (a_h - old e_h Q_h),
 //                then dM[r] = dM'[r] prod_{h: idx_h = r} (1 - e_h) in place.
+//   access:      a read (heads Hr), then a write (heads Hw) of the same step: the read sees the
+//                memory before the write; forward in one pass (access_fwd), backward in two
+//                (write_bwd, then access_bwd_read: the undo and the read's backward).
 // The lowest head on a row owns it: only the owner writes the row, so heads sharing a row
 // never race and results are the same bits every run. One workgroup per (b, h), threads
 // along W. Memory larger than one storage binding is processed in row windows
