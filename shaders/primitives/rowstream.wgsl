@@ -330,6 +330,21 @@ fn scores(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
 
 var<workgroup> red_col: array<V, 256>; // WG column partials
 
+// Row i's dM at this thread's V: sum_h [dD_hi k_h + (dP_hi norm(k_h) / norm(M_i)) M_i], from
+// the row's coefficients cd = dD and cm = dP norm(k) / norm(M) in head lanes; added to the
+// stored gradient with ACC.
+fn store_dm(ln: Lane, vs: Vecs, i: u32, m: V, cd: vec4<f32>, cm: vec4<f32>) {
+    let el = (ln.b * p.dims.z + i) * (p.dims.w / LANES) + ln.c;
+    var dm = cd.x * vs.v0 + cm.x * m;
+    dm += cd.y * vs.v1 + cm.y * m;
+    dm += cd.z * vs.v2 + cm.z * m;
+    dm += cd.w * vs.v3 + cm.w * m;
+    if ACC {
+        dm += cb_dmem_ld(el - p.base1.x / LANES);
+    }
+    cb_dmem_st(el - p.base1.x / LANES, dm);
+}
+
 @compute @workgroup_size(WG)
 fn content_bwd(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
     let u = unit_id(wg);
@@ -376,15 +391,7 @@ fn content_bwd(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
                 }
                 if ln.col_ok {
                     let m = lr.m;
-                    let el = (ln.b * N + i) * WL + ln.c;
-                    var dm = cdv.x * vs.v0 + cmv.x * m;
-                    dm += cdv.y * vs.v1 + cmv.y * m;
-                    dm += cdv.z * vs.v2 + cmv.z * m;
-                    dm += cdv.w * vs.v3 + cmv.w * m;
-                    if ACC {
-                        dm += cb_dmem_ld(el - p.base1.x / LANES);
-                    }
-                    cb_dmem_st(el - p.base1.x / LANES, dm);
+                    store_dm(ln, vs, i, m, cdv, cmv);
                     dk0 += cdv.x * m;
                     dk1 += cdv.y * m;
                     dk2 += cdv.z * m;
@@ -430,15 +437,7 @@ fn content_bwd(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
                 let cdv = red_dot[x];
                 let cmv = red_dot[WG + x];
                 let m = ms[k];
-                let el = (ln.b * N + i) * WL + ln.c;
-                var dm = cdv.x * vs.v0 + cmv.x * m;
-                dm += cdv.y * vs.v1 + cmv.y * m;
-                dm += cdv.z * vs.v2 + cmv.z * m;
-                dm += cdv.w * vs.v3 + cmv.w * m;
-                if ACC {
-                    dm += cb_dmem_ld(el - p.base1.x / LANES);
-                }
-                cb_dmem_st(el - p.base1.x / LANES, dm);
+                store_dm(ln, vs, i, m, cdv, cmv);
                 dk0 += cdv.x * m;
                 dk1 += cdv.y * m;
                 dk2 += cdv.z * m;

@@ -208,6 +208,19 @@ fn reserve(gpu: &Gpu, rec: &mut Recorder, op: &'static str, d: Dims, ix: &Indice
     WindowArg::Whole(gpu.reserve_check(rec, check), CHECK_SLOTS)
 }
 
+/// The write's erase and add vectors: shape `[B, H, W]` (`names`, `dims`), f32.
+fn erase_add(
+    gpu: &Gpu,
+    op: &'static str,
+    erase: &Tensor,
+    add: &Tensor,
+    names: [&str; 3],
+    dims: [usize; 3],
+) -> Result<()> {
+    check::tensor(gpu, op, "erase", erase, &names, &dims)?;
+    check::tensor(gpu, op, "add", add, &names, &dims)
+}
+
 fn memory_and_indices(gpu: &Gpu, op: &'static str, m: &Tensor, ix: &Indices) -> Result<Dims> {
     let (b, n, w) = check::memory(gpu, op, "memory", m)?;
     gpu.check_owner(op, "indices", ix.gpu)?;
@@ -307,8 +320,7 @@ impl Gpu {
     ) -> Result<WriteUndo> {
         const OP: &str = "discrete_write";
         let d = memory_and_indices(self, OP, memory, indices)?;
-        check::tensor(self, OP, "erase", erase, &["B", "H", "W"], &[d.b, d.h, d.w])?;
-        check::tensor(self, OP, "add", add, &["B", "H", "W"], &[d.b, d.h, d.w])?;
+        erase_add(self, OP, erase, add, ["B", "H", "W"], [d.b, d.h, d.w])?;
         let old = self.alloc(OP, &[d.b, d.h, d.w])?;
         let mut rec = self.recorder();
         let flags = reserve(self, &mut rec, OP, d, indices);
@@ -397,8 +409,7 @@ impl Gpu {
             &["B", "N", "W"],
             &undo.memory_shape,
         )?;
-        check::tensor(self, OP, "erase", erase, &["B", "H", "W"], &[d.b, d.h, d.w])?;
-        check::tensor(self, OP, "add", add, &["B", "H", "W"], &[d.b, d.h, d.w])?;
+        erase_add(self, OP, erase, add, ["B", "H", "W"], [d.b, d.h, d.w])?;
         let g_e = self.alloc(OP, &[d.b, d.h, d.w])?;
         let g_a = self.alloc(OP, &[d.b, d.h, d.w])?;
         let g_w = self.alloc(OP, &[d.b, d.h])?;
@@ -444,22 +455,7 @@ impl Gpu {
             .map_err(|e| rename_indices(e, "read_indices"))?;
         let dwrite = memory_and_indices(self, OP, memory, write_indices)
             .map_err(|e| rename_indices(e, "write_indices"))?;
-        check::tensor(
-            self,
-            OP,
-            "erase",
-            erase,
-            &["B", "Hw", "W"],
-            &[d.b, dwrite.h, d.w],
-        )?;
-        check::tensor(
-            self,
-            OP,
-            "add",
-            add,
-            &["B", "Hw", "W"],
-            &[d.b, dwrite.h, d.w],
-        )?;
+        erase_add(self, OP, erase, add, ["B", "Hw", "W"], [d.b, dwrite.h, d.w])?;
         let out = self.alloc(OP, &[d.b, d.h, d.w])?;
         let old = self.alloc(OP, &[d.b, dwrite.h, d.w])?;
         let mut rec = self.recorder();
@@ -538,22 +534,7 @@ impl Gpu {
         let d = memory_and_indices(self, OP, memory, read_indices)
             .map_err(|e| rename_indices(e, "read_indices"))?;
         check::tensor(self, OP, "dr", dr, &["B", "H", "W"], &[d.b, d.h, d.w])?;
-        check::tensor(
-            self,
-            OP,
-            "erase",
-            erase,
-            &["B", "Hw", "W"],
-            &[d.b, dwrite.h, d.w],
-        )?;
-        check::tensor(
-            self,
-            OP,
-            "add",
-            add,
-            &["B", "Hw", "W"],
-            &[d.b, dwrite.h, d.w],
-        )?;
+        erase_add(self, OP, erase, add, ["B", "Hw", "W"], [d.b, dwrite.h, d.w])?;
         check::memory_shaped(self, OP, "d_memory", d_memory, d)?;
         let g_r = self.alloc(OP, &[d.b, d.h])?;
         let g_e = self.alloc(OP, &[d.b, dwrite.h, d.w])?;
