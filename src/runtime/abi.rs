@@ -174,7 +174,12 @@ mod tests {
             let mut xs = vec![0, 1, d - 1, d, d.wrapping_add(1), u32::MAX, u32::MAX - 1];
             for q in [1u32, 2, 3, 1000, u32::MAX / d, u32::MAX / d - 1] {
                 if let Some(x) = q.checked_mul(d) {
-                    xs.extend([x, x - 1, x.saturating_add(1), x.saturating_add(d - 1)]);
+                    xs.extend([
+                        x,
+                        x.wrapping_sub(1),
+                        x.saturating_add(1),
+                        x.saturating_add(d - 1),
+                    ]);
                 }
             }
             for _ in 0..64 {
