@@ -137,6 +137,26 @@ fn flat_item(u: u32, t: u32, n: u32) -> FlatItem {
     return f;
 }
 
+// SUB_ROWS: x summed over the tw lanes of this invocation's row (tw a power of two, the row's
+// lanes an aligned run within one subgroup), in every lane of the row, by a butterfly of
+// subgroup shuffles. Call in uniform control flow: every lane of the subgroup takes part.
+// Lanes a and a ^ s add the same two values, so the row's lanes end with the same bits.
+fn row_lanes_sum4(x: vec4<f32>, tw: u32) -> vec4<f32> {
+    var s = x;
+    for (var m = 1u; m < tw; m = m << 1u) {
+        s += xor_lanes4(s, m);
+    }
+    return s;
+}
+
+fn row_lanes_sum(x: f32, tw: u32) -> f32 {
+    var s = x;
+    for (var m = 1u; m < tw; m = m << 1u) {
+        s += xor_lanes(s, m);
+    }
+    return s;
+}
+
 // Streaming rows (primitives/rowstream.wgsl, write.wgsl bwd_heads): the workgroup-memory slot
 // of row lane r's share at column lane c, with tw column lanes (a power of two). The columns
 // are XOR-swizzled by row, so that both the staging stores (a row's lanes, consecutive

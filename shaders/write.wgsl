@@ -470,11 +470,7 @@ fn bwd_heads(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
                 }
             }
             if SUB_ROWS {
-                // Uniform control flow: every lane takes part. Lanes a and a ^ m add the same
-                // two values, so the row's lanes agree bit for bit.
-                for (var m = 1u; m < tw; m = m << 1u) {
-                    s += xor_lanes4(s, m);
-                }
+                s = row_lanes_sum4(s, tw); // uniform control flow: every lane takes part
                 if c == 0u && i < i_end {
                     let o = (b * H + h0) * N + i - p.base1.y;
                     for (var hh = 0u; hh < nh; hh += 1u) {

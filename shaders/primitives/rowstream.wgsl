@@ -91,26 +91,38 @@ fn vecs_of(ln: Lane) -> Vecs {
     return vs;
 }
 
+// Row i's V at this thread's column (0 past the block or the row), and this thread's shares
+// of its dots with the group's vectors and of |M_i|^2.
+struct LaneRow {
+    m: V,
+    dot: vec4<f32>,
+    sq: f32,
+}
+
+fn lane_share(ln: Lane, vs: Vecs, i: u32) -> LaneRow {
+    var lr: LaneRow;
+    lr.m = V(0.0);
+    lr.dot = vec4<f32>(0.0);
+    lr.sq = 0.0;
+    if i < ln.i_end && ln.col_ok {
+        let m = smem_ld((ln.b * p.dims.z + i) * (p.dims.w / LANES) + ln.c - p.base0.x / LANES);
+        lr.m = m;
+        lr.dot = vec4<f32>(vsum(m * vs.v0), vsum(m * vs.v1), vsum(m * vs.v2), vsum(m * vs.v3));
+        lr.sq = vsum(m * m);
+    }
+    return lr;
+}
+
 // This thread's shares of the chunk's rows c0 + k RL + r, k < KR: dots and |M_i|^2 into
 // workgroup memory; returns the rows' V's (0 past the block), for kernels that use them again.
 fn stage_chunk(ln: Lane, vs: Vecs, c0: u32, t: u32) -> array<V, KR> {
-    let N = p.dims.z;
-    let WL = p.dims.w / LANES;
     var ms: array<V, KR>;
     for (var k = 0u; k < KR; k += 1u) {
-        let i = c0 + k * ln.rl + ln.r;
-        var m = V(0.0);
-        var d = vec4<f32>(0.0);
-        var sq = 0.0;
-        if i < ln.i_end && ln.col_ok {
-            m = smem_ld((ln.b * N + i) * WL + ln.c - p.base0.x / LANES);
-            d = vec4<f32>(vsum(m * vs.v0), vsum(m * vs.v1), vsum(m * vs.v2), vsum(m * vs.v3));
-            sq = vsum(m * m);
-        }
-        ms[k] = m;
+        let lr = lane_share(ln, vs, c0 + k * ln.rl + ln.r);
+        ms[k] = lr.m;
         let slot = k * WG + stage_slot(ln.r, ln.c, p.extra.x);
-        red_dot[slot] = d;
-        red_sq[slot] = sq;
+        red_dot[slot] = lr.dot;
+        red_sq[slot] = lr.sq;
     }
     return ms;
 }
@@ -130,33 +142,12 @@ fn vec_sq_norms(vs: Vecs, t: u32) -> vec4<f32> {
     return ksq;
 }
 
-// SUB_ROWS: row i's V (0 past the block or the row) at this thread's column, and its dots
-// with the group's vectors and |M_i|^2 summed over the row's lanes (in every lane).
-struct LaneRow {
-    m: V,
-    dot: vec4<f32>,
-    sq: f32,
-}
-
+// SUB_ROWS: as lane_share, with the dots and |M_i|^2 summed over the row's lanes (in every
+// lane; prelude: row_lanes_sum). Call in uniform control flow.
 fn lane_row(ln: Lane, vs: Vecs, i: u32) -> LaneRow {
-    let N = p.dims.z;
-    let WL = p.dims.w / LANES;
-    var lr: LaneRow;
-    lr.m = V(0.0);
-    lr.dot = vec4<f32>(0.0);
-    lr.sq = 0.0;
-    if i < ln.i_end && ln.col_ok {
-        let m = smem_ld((ln.b * N + i) * WL + ln.c - p.base0.x / LANES);
-        lr.m = m;
-        lr.dot = vec4<f32>(vsum(m * vs.v0), vsum(m * vs.v1), vsum(m * vs.v2), vsum(m * vs.v3));
-        lr.sq = vsum(m * m);
-    }
-    // Called in uniform control flow: every lane of the subgroup takes part. Lanes a and
-    // a ^ s add the same two values, so the row's lanes end with the same bits.
-    for (var s = 1u; s < p.extra.x; s = s << 1u) {
-        lr.dot += xor_lanes4(lr.dot, s);
-        lr.sq += xor_lanes(lr.sq, s);
-    }
+    var lr = lane_share(ln, vs, i);
+    lr.dot = row_lanes_sum4(lr.dot, p.extra.x);
+    lr.sq = row_lanes_sum(lr.sq, p.extra.x);
     return lr;
 }
 

@@ -401,7 +401,7 @@ impl Gpu {
     ) -> Result<DiscreteWriteGrads> {
         const OP: &str = "discrete_write_backward";
         let d = memory_and_indices(self, OP, d_memory, &undo.indices)
-            .map_err(|e| rename_memory(e, "d_memory"))?;
+            .map_err(|e| rename_arg(e, "memory", "d_memory"))?;
         check::expect(
             OP,
             "d_memory",
@@ -452,9 +452,9 @@ impl Gpu {
         const OP: &str = "discrete_access";
         // The read's sizes (H: its heads) and the write's (H: its heads).
         let d = memory_and_indices(self, OP, memory, read_indices)
-            .map_err(|e| rename_indices(e, "read_indices"))?;
+            .map_err(|e| rename_arg(e, "indices", "read_indices"))?;
         let dwrite = memory_and_indices(self, OP, memory, write_indices)
-            .map_err(|e| rename_indices(e, "write_indices"))?;
+            .map_err(|e| rename_arg(e, "indices", "write_indices"))?;
         erase_add(self, OP, erase, add, ["B", "Hw", "W"], [d.b, dwrite.h, d.w])?;
         let out = self.alloc(OP, &[d.b, d.h, d.w])?;
         let old = self.alloc(OP, &[d.b, dwrite.h, d.w])?;
@@ -532,7 +532,7 @@ impl Gpu {
         // The write's sizes (H: its heads) and the read's (H: its heads).
         let dwrite = self.check_undo(OP, memory, undo)?;
         let d = memory_and_indices(self, OP, memory, read_indices)
-            .map_err(|e| rename_indices(e, "read_indices"))?;
+            .map_err(|e| rename_arg(e, "indices", "read_indices"))?;
         check::tensor(self, OP, "dr", dr, &["B", "H", "W"], &[d.b, d.h, d.w])?;
         erase_add(self, OP, erase, add, ["B", "Hw", "W"], [d.b, dwrite.h, d.w])?;
         check::memory_shaped(self, OP, "d_memory", d_memory, d)?;
@@ -591,33 +591,18 @@ impl Gpu {
     }
 }
 
-fn rename_indices(e: Error, arg: &'static str) -> Error {
+/// A shape error about argument `from` (as a shared check names it) renamed to `to`, the
+/// name this op gives that argument.
+fn rename_arg(e: Error, from: &str, to: &'static str) -> Error {
     match e {
         Error::Shape {
-            op,
-            arg: "indices",
-            expected,
-            given,
-        } => Error::Shape {
             op,
             arg,
             expected,
             given,
-        },
-        other => other,
-    }
-}
-
-fn rename_memory(e: Error, arg: &'static str) -> Error {
-    match e {
-        Error::Shape {
+        } if arg == from => Error::Shape {
             op,
-            arg: "memory",
-            expected,
-            given,
-        } => Error::Shape {
-            op,
-            arg,
+            arg: to,
             expected,
             given,
         },
