@@ -100,10 +100,11 @@ fn bwd_mem_value(el: Element) -> V {
     return acc;
 }
 
-// dM_ij (+)= sum_h [dD_hi k_hj + (dP_hi norm(k_h) / norm(M_i)) M_ij], a thread per V of
-// EW_ROWS rows, or per packed word (WORDS); added to the output when specialised with ACC.
+// dM_ij (+)= sum_h [dD_hi k_hj + (dP_hi norm(k_h) / norm(M_i)) M_ij], any head count: a
+// thread per V of EW_ROWS rows, or per packed word (WORDS); added to the output when
+// specialised with ACC.
 @compute @workgroup_size(WG)
-fn bwd_mem(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+fn bwd_mem_any(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
     for (var k = 0u; k < EW_ROWS; k += 1u) {
         let q = ew_item(wg, t, k);
         if !q.a.ok {
@@ -114,6 +115,50 @@ fn bwd_mem(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index
             v1 = bwd_mem_value(q.b);
         }
         dmem_st2(q.a.e - p.base1.x / LANES, bwd_mem_value(q.a), v1, q.b.ok);
+    }
+}
+
+// As bwd_mem_any, specialised for heads() <= HG heads (no packed words): a thread per V of
+// EW_ROWS rows of one batch element holds its column's key vectors in registers (the head
+// loops unroll), loaded once for all the rows, and loads the rows' V's (and with ACC their
+// stored gradients) together before storing any.
+@compute @workgroup_size(WG)
+fn bwd_mem(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    let first = element(wg, t, 0u);
+    if !first.ok {
+        return; // no row of this thread is (rows only grow with k)
+    }
+    let H = heads();
+    let N = p.dims.z;
+    let WL = p.dims.w / LANES;
+    var ks: array<V, HG>;
+    for (var h = 0u; h < H; h += 1u) {
+        ks[h] = keys_in[(first.b * H + h) * WL + first.j - p.base0.y / LANES];
+    }
+    var ms: array<V, EW_ROWS>;
+    var olds: array<V, EW_ROWS>;
+    for (var k = 0u; k < EW_ROWS; k += 1u) {
+        let el = element(wg, t, k);
+        if el.ok {
+            ms[k] = m_in_ld(el.e - p.base0.x / LANES);
+            if ACC {
+                olds[k] = dmem_ld(el.e - p.base1.x / LANES);
+            }
+        }
+    }
+    for (var k = 0u; k < EW_ROWS; k += 1u) {
+        let el = element(wg, t, k);
+        if el.ok {
+            let o = el.b * H * N + el.i;
+            var acc = V(0.0);
+            for (var h = 0u; h < H; h += 1u) {
+                acc += cd_in[o + h * N - p.base0.z] * ks[h] + cm_in[o + h * N - p.base0.w] * ms[k];
+            }
+            if ACC {
+                acc += olds[k];
+            }
+            dmem_st(el.e - p.base1.x / LANES, acc);
+        }
     }
 }
 

@@ -1,7 +1,7 @@
 // The prelude every shader of the crate is composed behind (by src/runtime/pipelines.rs),
-// after the specialisation (alias V, LANES), the constants EPS, HG, TR, WG, CW, EW_ROWS, CHUNK and
-// `struct Params` that src/runtime/abi.rs
-// emits from its Rust definitions. It holds only what every kernel file shares.
+// after the specialisation (alias V, LANES, ACC, WORDS, SUB_ROWS, EW_ROWS, heads()), the
+// constants EPS, HG, TR, WG, CW, CHUNK, KR and `struct Params` that src/runtime/abi.rs emits
+// from its Rust definitions. It holds only what every kernel file shares.
 
 @group(0) @binding(0) var<uniform> p: Params;
 
@@ -36,12 +36,16 @@ fn div_by(x: u32, m: u32, l: u32) -> u32 {
     return (t + ((x - t) >> min(l, 1u))) >> (max(l, 1u) - 1u);
 }
 
-// Elementwise kernels over [B, N, W] map a workgroup of WG threads to rows x a power-of-two
-// tile of columns (extra.z = tile width, extra.w = its log2), coalesced, and each thread takes
-// EW_ROWS rows k = 0.. of its unit, WG / tw rows apart. Params.divs holds N's divisor (x, y)
-// and that of the column tiles per row (z, w; of W with WORDS), so no thread divides. A column is one V (LANES f32s: the host specialises V = vec4<f32> when W is a
+// Elementwise kernels over [B, N, W] map a workgroup of WG threads to a tile of rows of one
+// batch element by a power-of-two tile of columns (extra.z = tile width tw, extra.w = its
+// log2; extra.x = row tiles per batch element), coalesced: thread t takes column
+// t & (tw - 1) of the tile and EW_ROWS rows k = 0.., WG / tw rows apart. As a unit never spans
+// two batch elements, a thread's column vectors (keys, erase, add, dr) are the same for all
+// its rows: it loads them once. Params.divs holds the divisors of the row tiles per batch
+// element (x, y) and of the column tiles per row (z, w; with WORDS: N and W), so no thread
+// divides. A column is one V (LANES f32s: the host specialises V = vec4<f32> when W is a
 // multiple of 4), so `e` and `j` count V's: the row length is p.dims.w / LANES. `ok` is false
-// past the dispatch's units or the tensor. Kernels loop
+// past the dispatch's units, the batch element's rows or the row. Kernels loop
 //   for (var k = 0u; k < EW_ROWS; k += 1u) { let el = element(wg, t, k); if !el.ok { continue; } ... }
 struct Element {
     ok: bool,
@@ -57,15 +61,14 @@ fn element(wg: vec3<u32>, t: u32, k: u32) -> Element {
     let WL = p.dims.w / LANES;
     let tw = p.extra.z;
     let nct = (WL + tw - 1u) >> p.extra.w;
-    let rows_per_wg = WG >> p.extra.w;
+    let rows_per_k = WG >> p.extra.w;
     let ut = div_by(u, p.divs.z, p.divs.w);
-    let row = (ut * EW_ROWS + k) * rows_per_wg + (t >> p.extra.w);
     var el: Element;
+    el.b = div_by(ut, p.divs.x, p.divs.y);
+    el.i = ((ut - el.b * p.extra.x) * EW_ROWS + k) * rows_per_k + (t >> p.extra.w);
     el.j = (u - ut * nct) * tw + (t & (tw - 1u));
-    el.ok = u < p.unit_end && row < p.dims.x * N && el.j < WL;
-    el.e = row * WL + el.j;
-    el.b = div_by(row, p.divs.x, p.divs.y);
-    el.i = row - el.b * N;
+    el.ok = u < p.unit_end && el.i < N && el.j < WL;
+    el.e = (el.b * N + el.i) * WL + el.j;
     return el;
 }
 

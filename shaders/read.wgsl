@@ -23,10 +23,11 @@ fn bwd_value(el: Element) -> V {
     return acc;
 }
 
-// dM(i, j) (+)= sum_h w_h(i) dr_h(j), a thread per V (LANES elements of a row) of EW_ROWS
-// rows, or per packed word (WORDS); added to the output when specialised with ACC.
+// dM(i, j) (+)= sum_h w_h(i) dr_h(j), any head count: a thread per V (LANES elements of a
+// row) of EW_ROWS rows, or per packed word (WORDS); added to the output when specialised with
+// ACC.
 @compute @workgroup_size(WG)
-fn bwd_mem(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+fn bwd_mem_any(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
     for (var k = 0u; k < EW_ROWS; k += 1u) {
         let q = ew_item(wg, t, k);
         if !q.a.ok {
@@ -37,5 +38,47 @@ fn bwd_mem(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index
             v1 = bwd_value(q.b);
         }
         bdm_st2(q.a.e - p.base0.z / LANES, bwd_value(q.a), v1, q.b.ok);
+    }
+}
+
+// As bwd_mem_any, specialised for heads() <= HG heads (no packed words): a thread per V of
+// EW_ROWS rows of one batch element holds its column's dr vectors in registers (the head
+// loops unroll), loaded once for all the rows; with ACC the rows' stored gradients are
+// loaded together before any is stored.
+@compute @workgroup_size(WG)
+fn bwd_mem(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    let first = element(wg, t, 0u);
+    if !first.ok {
+        return; // no row of this thread is (rows only grow with k)
+    }
+    let H = heads();
+    let N = p.dims.z;
+    let WL = p.dims.w / LANES;
+    var dr: array<V, HG>;
+    for (var h = 0u; h < H; h += 1u) {
+        dr[h] = bdr[(first.b * H + h) * WL + first.j];
+    }
+    var olds: array<V, EW_ROWS>;
+    if ACC {
+        for (var k = 0u; k < EW_ROWS; k += 1u) {
+            let el = element(wg, t, k);
+            if el.ok {
+                olds[k] = bdm_ld(el.e - p.base0.z / LANES);
+            }
+        }
+    }
+    for (var k = 0u; k < EW_ROWS; k += 1u) {
+        let el = element(wg, t, k);
+        if el.ok {
+            let o = el.b * H * N + el.i - p.base0.x;
+            var acc = V(0.0);
+            for (var h = 0u; h < H; h += 1u) {
+                acc += bw[o + h * N] * dr[h];
+            }
+            if ACC {
+                acc += olds[k];
+            }
+            bdm_st(el.e - p.base0.z / LANES, acc);
+        }
     }
 }

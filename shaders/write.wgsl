@@ -28,7 +28,7 @@ const TS: u32 = 17u;
 @group(0) @binding(3) var<storage, read> fe: array<V>;
 @group(0) @binding(4) var<storage, read> fa: array<V>;
 
-// M' at one element's V.
+// M' at one element's V (any head count).
 fn fwd_value(el: Element) -> V {
     let H = p.dims.y;
     let N = p.dims.z;
@@ -44,9 +44,9 @@ fn fwd_value(el: Element) -> V {
     return fmem_ld(el.e - p.base0.x / LANES) * keep + add;
 }
 
-// In place, a thread per V (LANES elements of a row) of EW_ROWS rows, or per packed word.
+// In place, for any head count: a thread per V of EW_ROWS rows, or per packed word.
 @compute @workgroup_size(WG)
-fn fwd(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+fn fwd_any(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
     for (var k = 0u; k < EW_ROWS; k += 1u) {
         let q = ew_item(wg, t, k);
         if !q.a.ok {
@@ -60,12 +60,66 @@ fn fwd(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t:
     }
 }
 
+// The erase and add vectors of the heads() heads (at most HG) at column j of batch b.
+struct EraseAdd {
+    e: array<V, HG>,
+    a: array<V, HG>,
+}
+
+fn erase_add_at(b: u32, j: u32) -> EraseAdd {
+    let H = heads();
+    let WL = p.dims.w / LANES;
+    var c: EraseAdd;
+    for (var h = 0u; h < H; h += 1u) {
+        c.e[h] = fe[(b * H + h) * WL + j];
+        c.a[h] = fa[(b * H + h) * WL + j];
+    }
+    return c;
+}
+
+// In place, specialised for heads() <= HG heads (no packed words): a thread per V of EW_ROWS
+// rows of one batch element. The column's erase and add vectors are loaded once for all the
+// rows, into registers (the head loops unroll), and the rows' V's are loaded together before
+// any is stored, so that they are in flight at once (as the copy kernel's).
+@compute @workgroup_size(WG)
+fn fwd(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    let first = element(wg, t, 0u);
+    if !first.ok {
+        return; // no row of this thread is (rows only grow with k)
+    }
+    let H = heads();
+    let N = p.dims.z;
+    let c = erase_add_at(first.b, first.j);
+    var ms: array<V, EW_ROWS>;
+    for (var k = 0u; k < EW_ROWS; k += 1u) {
+        let el = element(wg, t, k);
+        if el.ok {
+            ms[k] = fmem_ld(el.e - p.base0.x / LANES);
+        }
+    }
+    for (var k = 0u; k < EW_ROWS; k += 1u) {
+        let el = element(wg, t, k);
+        if el.ok {
+            let o = el.b * H * N + el.i - p.base0.y;
+            var keep = V(1.0);
+            var add = V(0.0);
+            for (var h = 0u; h < H; h += 1u) {
+                let wv = fw[o + h * N];
+                keep *= 1.0 - wv * c.e[h];
+                add += wv * c.a[h];
+            }
+            fmem_st(el.e - p.base0.x / LANES, ms[k] * keep + add);
+        }
+    }
+}
+
 @group(0) @binding(1) var<storage, read> mw: array<f32>;
 @group(0) @binding(2) var<storage, read> me: array<V>;
 @group(0) @binding(3) var<storage, read> mgrad: array<GradV>;
 @group(0) @binding(4) var<storage, read_write> mdm: array<MemV>;
 
-// prod_h (1 - w_h(i) e_h(j)) for an element's V (bwd_mem and bwd_mem_inplace).
+// prod_h (1 - w_h(i) e_h(j)) for an element's V, any head count (bwd_mem_any and
+// bwd_mem_inplace_any).
 fn keep_of(el: Element) -> V {
     let H = p.dims.y;
     let N = p.dims.z;
@@ -77,14 +131,38 @@ fn keep_of(el: Element) -> V {
     return keep;
 }
 
+// The erase vectors of the heads() heads (at most HG) at column j of batch b.
+fn erase_at(b: u32, j: u32) -> array<V, HG> {
+    let H = heads();
+    let WL = p.dims.w / LANES;
+    var e: array<V, HG>;
+    for (var h = 0u; h < H; h += 1u) {
+        e[h] = me[(b * H + h) * WL + j];
+    }
+    return e;
+}
+
+// prod_h (1 - w_h(i) e_h(j)) for an element's V, from its column's erase vectors (heads()
+// <= HG), in keep_of's order.
+fn keep_at(el: Element, e: array<V, HG>) -> V {
+    let H = heads();
+    let N = p.dims.z;
+    let o = el.b * H * N + el.i - p.base0.x;
+    var keep = V(1.0);
+    for (var h = 0u; h < H; h += 1u) {
+        keep *= 1.0 - mw[o + h * N] * e[h];
+    }
+    return keep;
+}
+
 fn bwd_mem_value(el: Element) -> V {
     return mgrad_ld(el.e - p.base0.z / LANES) * keep_of(el);
 }
 
-// dM = dM' prod_h (1 - w_h e_h) into a new tensor (the memory's dtype), a thread per V of
-// EW_ROWS rows, or per packed word.
+// dM = dM' prod_h (1 - w_h e_h) into a new tensor (the memory's dtype), any head count: a
+// thread per V of EW_ROWS rows, or per packed word.
 @compute @workgroup_size(WG)
-fn bwd_mem(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+fn bwd_mem_any(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
     for (var k = 0u; k < EW_ROWS; k += 1u) {
         let q = ew_item(wg, t, k);
         if !q.a.ok {
@@ -98,6 +176,30 @@ fn bwd_mem(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index
     }
 }
 
+// As bwd_mem_any, specialised for heads() <= HG heads (no packed words), as fwd: the
+// column's erase vectors loaded once, the rows' dM' loaded together.
+@compute @workgroup_size(WG)
+fn bwd_mem(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    let first = element(wg, t, 0u);
+    if !first.ok {
+        return;
+    }
+    let e = erase_at(first.b, first.j);
+    var gs: array<V, EW_ROWS>;
+    for (var k = 0u; k < EW_ROWS; k += 1u) {
+        let el = element(wg, t, k);
+        if el.ok {
+            gs[k] = mgrad_ld(el.e - p.base0.z / LANES);
+        }
+    }
+    for (var k = 0u; k < EW_ROWS; k += 1u) {
+        let el = element(wg, t, k);
+        if el.ok {
+            mdm_st(el.e - p.base0.w / LANES, gs[k] * keep_at(el, e));
+        }
+    }
+}
+
 @group(0) @binding(3) var<storage, read_write> idm: array<GradV>;
 
 fn inplace_value(el: Element) -> V {
@@ -105,10 +207,10 @@ fn inplace_value(el: Element) -> V {
 }
 
 // In place: dM' becomes dM = dM' prod_h (1 - w_h e_h) (the accumulating backward, after the
-// kernels that read dM'; it keeps dM's dtype), a thread per V of EW_ROWS rows, or per packed
-// word.
+// kernels that read dM'; it keeps dM's dtype), any head count: a thread per V of EW_ROWS
+// rows, or per packed word.
 @compute @workgroup_size(WG)
-fn bwd_mem_inplace(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+fn bwd_mem_inplace_any(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
     for (var k = 0u; k < EW_ROWS; k += 1u) {
         let q = ew_item(wg, t, k);
         if !q.a.ok {
@@ -119,6 +221,29 @@ fn bwd_mem_inplace(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocati
             v1 = inplace_value(q.b);
         }
         idm_st2(q.a.e - p.base0.z / LANES, inplace_value(q.a), v1, q.b.ok);
+    }
+}
+
+// As bwd_mem_inplace_any, specialised for heads() <= HG heads (no packed words), as fwd.
+@compute @workgroup_size(WG)
+fn bwd_mem_inplace(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    let first = element(wg, t, 0u);
+    if !first.ok {
+        return;
+    }
+    let e = erase_at(first.b, first.j);
+    var gs: array<V, EW_ROWS>;
+    for (var k = 0u; k < EW_ROWS; k += 1u) {
+        let el = element(wg, t, k);
+        if el.ok {
+            gs[k] = idm_ld(el.e - p.base0.z / LANES);
+        }
+    }
+    for (var k = 0u; k < EW_ROWS; k += 1u) {
+        let el = element(wg, t, k);
+        if el.ok {
+            idm_st(el.e - p.base0.z / LANES, gs[k] * keep_at(el, e));
+        }
     }
 }
 

@@ -19,7 +19,9 @@ pub use ops::write::{HeadGrads, WriteGrads};
 pub use runtime::profile::{Clock, Profile};
 pub use runtime::tensor::{DType, Indices, Tensor};
 pub use runtime::user::{Access, Kernel, MAX_PARAM_WORDS};
-pub use runtime::{AdapterSummary, F16Path, Gpu, RowSums, DEFAULT_WAIT_TIMEOUT};
+pub use runtime::{
+    AdapterSummary, F16Path, Gpu, RowSums, DEFAULT_WAIT_TIMEOUT, MAX_ELEMENTWISE_ROWS,
+};
 
 /// The epsilon of `norm(x) = sqrt(sum x² + EPS)` and of `K = D / (P + EPS)`.
 pub const EPS: f32 = 1e-6;

@@ -23,10 +23,12 @@ pub(crate) const SHADERS: &[&Shader] = &[
 #[cfg(test)]
 mod tests {
     use super::SHADERS;
+    use crate::runtime::abi::HG;
     use crate::runtime::pipelines::{compose, reflect_all};
+    use crate::MAX_ELEMENTWISE_ROWS;
 
     /// Every shader composes behind the prelude and its imports and passes naga's validation
-    /// in every specialisation (lanes, ACC, SUB_ROWS, and each memory slot's storage form); every entry
+    /// in every specialisation (lanes, ACC, SUB_ROWS, head counts, rows per elementwise thread, and each memory slot's storage form); every entry
     /// point's bindings are derived without error.
     #[test]
     fn every_shader_composes_and_validates() {
@@ -34,8 +36,12 @@ mod tests {
         let forms = [Form::F32, Form::F16, Form::Packed];
         for s in SHADERS {
             for lanes in [1, 2, 4] {
-                for (acc, sub_rows) in [(false, false), (true, false), (false, true), (true, true)]
-                {
+                for (acc, sub_rows, heads, ew_rows) in [
+                    (false, false, 0, 1),
+                    (true, false, 1, 4),
+                    (false, true, 3, 2),
+                    (true, true, HG, MAX_ELEMENTWISE_ROWS),
+                ] {
                     for (m, g, d) in forms
                         .iter()
                         .flat_map(|&m| forms.iter().flat_map(move |&g| forms.map(|d| (m, g, d))))
@@ -45,6 +51,8 @@ mod tests {
                             acc,
                             forms: [m, g, d],
                             sub_rows,
+                            heads,
+                            ew_rows,
                         };
                         let (src, _) = compose(s, spec);
                         let eps = reflect_all(&src)

@@ -12,7 +12,7 @@ mod common;
 use common::*;
 use half::f16;
 use ntm_kernels::reference::{self as r, Shape};
-use ntm_kernels::{DType, Error, F16Path, Gpu, RowSums, Tensor};
+use ntm_kernels::{DType, Error, F16Path, Gpu, RowSums, Tensor, MAX_ELEMENTWISE_ROWS};
 
 const ATOL: f64 = 2e-5;
 const RTOL: f64 = 1e-4;
@@ -283,6 +283,27 @@ fn soft_ops_with_f16_memory_both_row_sums() {
                 (2, 3, 129, 6),
                 (3, 2, 1000, 20),
                 (2, 5, 77, 28),
+            ] {
+                seed += 1;
+                soft_ops(&g, &Case::new(Shape::new(b, h, n, w), seed));
+            }
+        }
+    }
+}
+
+/// Soft ops with f16 memories at 1 and at the most rows per elementwise thread (the adapter's
+/// default is tested above), on each f16 path: packed words (odd W) and V's.
+#[test]
+fn soft_ops_with_f16_memory_at_each_elementwise_rows_count() {
+    for (_, g) in paths() {
+        for rows in [1, MAX_ELEMENTWISE_ROWS] {
+            g.set_elementwise_rows(rows).unwrap();
+            let mut seed = 2400;
+            for (b, h, n, w) in [
+                (2, 1, 7, 1),
+                (1, 2, 33, 19),
+                (3, 3, 129, 6),
+                (2, 5, 200, 64),
             ] {
                 seed += 1;
                 soft_ops(&g, &Case::new(Shape::new(b, h, n, w), seed));

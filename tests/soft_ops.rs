@@ -7,7 +7,7 @@
 mod common;
 use common::*;
 use ntm_kernels::reference::{self as r, Shape};
-use ntm_kernels::{Error, Gpu, RowSums, Tensor};
+use ntm_kernels::{Error, Gpu, RowSums, Tensor, MAX_ELEMENTWISE_ROWS};
 
 const ATOL: f64 = 2e-5;
 const RTOL: f64 = 1e-4;
@@ -233,6 +233,98 @@ fn every_op_on_narrow_rows_both_row_sums() {
                 }
             }
         }
+    }
+}
+
+/// The elementwise kernels (soft write forward, the soft ops' `dM` passes) at each count of
+/// rows per thread, whatever the adapter's default (1 on GPUs, 4 on CPU adapters): every op
+/// against the reference on the grid, one to five heads (HG = 4 heads held in registers, 5
+/// take the any-count kernels), whole and bound in windows; and every count's outputs bit for
+/// bit those of 1 row per thread. Counts outside 1..=MAX are refused, the setting unchanged.
+#[test]
+fn every_op_at_each_elementwise_rows_count() {
+    let counts = [1, 2, 4, MAX_ELEMENTWISE_ROWS];
+    let mut seed = 2200;
+    for rows in counts {
+        let g = own_gpu();
+        g.set_elementwise_rows(rows).unwrap();
+        assert_eq!(g.elementwise_rows(), rows);
+        for b in [1, 3] {
+            for h in [1, 2, 4, 5] {
+                for n in [1, 7, 129] {
+                    for w in [1, 3, 20, 64] {
+                        seed += 1;
+                        run_on(&g, &Case::new(Shape::new(b, h, n, w), seed), ATOL);
+                    }
+                }
+            }
+        }
+        let (device, queue) = device_with(|l| l.max_storage_buffer_binding_size = 256 << 10);
+        let gw = Gpu::from_wgpu(device, queue).unwrap();
+        gw.set_elementwise_rows(rows).unwrap();
+        for s in [Shape::new(2, 2, 1000, 64), Shape::new(3, 5, 700, 65)] {
+            seed += 1;
+            run_on(&gw, &Case::new(s, seed), ATOL);
+        }
+    }
+    // The same bits at every count: each element is computed by the same operations.
+    let outputs = |rows: u32, s: Shape, seed: u64| -> Vec<Vec<u32>> {
+        let g = own_gpu();
+        g.set_elementwise_rows(rows).unwrap();
+        let c = Case::new(s, seed);
+        let (mem_s, vec_s, wt_s) = ([s.b, s.n, s.w], [s.b, s.h, s.w], [s.b, s.h, s.n]);
+        let m = up(&g, &mem_s, &c.m);
+        let w = up(&g, &wt_s, &c.w);
+        let (e, a) = (up(&g, &vec_s, &c.e), up(&g, &vec_s, &c.a));
+        let k = up(&g, &vec_s, &c.k);
+        let beta = up(&g, &[s.b, s.h], &c.beta);
+        let mut written = g.copy(&m).unwrap();
+        g.soft_write(&mut written, &w, &e, &a).unwrap();
+        let dm = up(&g, &mem_s, &c.g_m);
+        let gw = g.soft_write_backward(&m, &w, &e, &a, &dm).unwrap();
+        let gr = g
+            .soft_read_backward(&m, &w, &up(&g, &vec_s, &c.g_r))
+            .unwrap();
+        let gc = g
+            .content_address_backward_scores(&m, &k, &beta, &up(&g, &wt_s, &c.g_w))
+            .unwrap();
+        [&written, &gw.memory, &gr.memory, &gc.memory]
+            .iter()
+            .map(|t| g.download(t).unwrap().iter().map(|x| x.to_bits()).collect())
+            .collect()
+    };
+    for (k, s) in [
+        Shape::new(3, 1, 129, 64),
+        Shape::new(2, 3, 77, 20),
+        Shape::new(2, 5, 50, 7),
+        Shape::new(1, 2, 40, 1100),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let one = outputs(1, s, 2300 + k as u64);
+        for rows in &counts[1..] {
+            let other = outputs(*rows, s, 2300 + k as u64);
+            for (what, (x, y)) in ["soft_write", "write dM", "read dM", "content dM"]
+                .iter()
+                .zip(one.iter().zip(&other))
+            {
+                let diff = x.iter().zip(y).position(|(p, q)| p != q);
+                assert_eq!(
+                    diff, None,
+                    "{s:?} {what}: {rows} rows per thread differ from 1"
+                );
+            }
+        }
+    }
+    let g = own_gpu();
+    let before = g.elementwise_rows();
+    for bad in [0, MAX_ELEMENTWISE_ROWS + 1] {
+        match g.set_elementwise_rows(bad) {
+            Err(Error::Invalid { op, .. }) => assert_eq!(op, "set_elementwise_rows"),
+            other => panic!("{bad} rows per thread: {other:?}"),
+        }
+        assert_eq!(g.elementwise_rows(), before);
     }
 }
 

@@ -19,8 +19,11 @@ pub(crate) const SHADER: Shader = Shader {
 };
 
 const FWD: KernelDef = KernelDef::new(&SHADER, "fwd");
+const FWD_ANY: KernelDef = KernelDef::new(&SHADER, "fwd_any");
 const BWD_MEM: KernelDef = KernelDef::new(&SHADER, "bwd_mem");
+const BWD_MEM_ANY: KernelDef = KernelDef::new(&SHADER, "bwd_mem_any");
 const BWD_MEM_INPLACE: KernelDef = KernelDef::new(&SHADER, "bwd_mem_inplace");
+const BWD_MEM_INPLACE_ANY: KernelDef = KernelDef::new(&SHADER, "bwd_mem_inplace_any");
 const BWD_DW: KernelDef = KernelDef::new(&SHADER, "bwd_dw");
 const BWD_HEADS: KernelDef = KernelDef::new(&SHADER, "bwd_heads");
 
@@ -80,14 +83,18 @@ impl Gpu {
         const OP: &str = "soft_write";
         let d = inputs(self, OP, memory, w, erase, add)?;
         let (h, n) = (d.h as u64, d.n as u64);
-        let ew = Elementwise::new(d, self.any_packed(&[memory]));
+        let ew = Elementwise::new(self, d, self.any_packed(&[memory]));
         let elems = |u0, u1| ew.bnw(u0, u1);
         let w_span = |u0, u1| ew.rows(u0, u1).bhn(h, n);
         let mut rec = self.recorder();
         self.launch(
             &mut rec,
             OP,
-            &ew.kernel(FWD.forms(self.form(memory.dtype), Form::F32, Form::F32))?,
+            &ew.kernel(ew.by_heads(FWD, FWD_ANY).forms(
+                self.form(memory.dtype),
+                Form::F32,
+                Form::F32,
+            ))?,
             ew.params(d),
             ew.units,
             &[
@@ -255,7 +262,11 @@ impl Gpu {
             });
         }
         // dM = dM' prod_h (1 - w_h e_h), after the kernels above read dM'.
-        let ew = Elementwise::new(d, self.any_packed(&[d_after, g_mem.unwrap_or(d_after)]));
+        let ew = Elementwise::new(
+            self,
+            d,
+            self.any_packed(&[d_after, g_mem.unwrap_or(d_after)]),
+        );
         let elems = |u0, u1| ew.bnw(u0, u1);
         let e_w_span = |u0, u1| ew.rows(u0, u1).bhn(h, n);
         let params = ew.params(d);
@@ -263,7 +274,11 @@ impl Gpu {
             Some(g_mem) => self.launch(
                 &mut rec,
                 op,
-                &ew.kernel(BWD_MEM.forms(self.form(g_mem.dtype), fg, Form::F32))?,
+                &ew.kernel(ew.by_heads(BWD_MEM, BWD_MEM_ANY).forms(
+                    self.form(g_mem.dtype),
+                    fg,
+                    Form::F32,
+                ))?,
                 params,
                 ew.units,
                 &[
@@ -276,7 +291,11 @@ impl Gpu {
             None => self.launch(
                 &mut rec,
                 op,
-                &ew.kernel(BWD_MEM_INPLACE.forms(Form::F32, fg, Form::F32))?,
+                &ew.kernel(ew.by_heads(BWD_MEM_INPLACE, BWD_MEM_INPLACE_ANY).forms(
+                    Form::F32,
+                    fg,
+                    Form::F32,
+                ))?,
                 params,
                 ew.units,
                 &[

@@ -4,8 +4,9 @@
 
 use crate::check::Dims;
 use crate::error::{Error, Result};
-use crate::runtime::abi::{divisor, Params, EW_ROWS, WG};
+use crate::runtime::abi::{divisor, Params, HG, WG};
 use crate::runtime::pipelines::KernelDef;
+use crate::runtime::Gpu;
 
 /// The memory rows `[g0, g1)` (flattened over batch) that a range of units touches, when each
 /// batch element has `per_b` units of which each block of `per_blk` consecutive units covers
@@ -49,16 +50,25 @@ pub(crate) fn flat(u0: u64, u1: u64, per: u64, total: u64) -> (u64, u64) {
 }
 
 /// Layout of the elementwise kernels over [B, N, W]: a workgroup of `WG` threads covers
-/// `WG / tw * EW_ROWS` rows by a column tile of `tw` (a power of two) columns of `lanes` f32s each: the
-/// kernels are specialised for `V = vec4<f32>` (4 lanes) when W is a multiple of 4, else `f32`.
-/// With `words` (a packed f16 argument and scalar columns: the kernels' `WORDS`), a thread
-/// takes one packed word, two consecutive elements, and a workgroup `WG * EW_ROWS` words.
+/// `WG / tw * rows` rows of one batch element (`rows` = `Gpu::elementwise_rows`, the
+/// kernels' `EW_ROWS`) by a column tile of `tw` (a power of two)
+/// columns of `lanes` f32s each (shaders/prelude.wgsl `element`): the kernels are specialised
+/// for `V = vec4<f32>` (4 lanes) when W is a multiple of 4, else `f32`. With `words` (a
+/// packed f16 argument and scalar columns: the kernels' `WORDS`), a thread takes one packed
+/// word, two consecutive elements, and a workgroup `WG * rows` words.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Elementwise {
     tw: u64,
+    /// Column tiles per row.
     nct: u64,
-    rows_per_wg: u64,
-    rows: u64,
+    /// Rows (or with `words`, words) per thread.
+    rows: u32,
+    /// Rows per row tile (a unit's rows).
+    rows_per_unit: u64,
+    /// Row tiles per batch element.
+    tiles_per_b: u64,
+    b: u64,
+    h: u32,
     n: u64,
     w: u64,
     /// f32s per thread and column: 4 when W is a multiple of 4, else 1.
@@ -70,26 +80,31 @@ pub(crate) struct Elementwise {
 }
 
 impl Elementwise {
-    /// The layout for [B, N, W] tensors; `packed`: some memory-shaped argument is packed f16.
-    pub fn new(d: Dims, packed: bool) -> Self {
-        let (n, w) = (d.n as u64, d.w as u64);
+    /// The layout for [B, N, W] tensors on `gpu`; `packed`: some memory-shaped argument is
+    /// packed f16.
+    pub fn new(gpu: &Gpu, d: Dims, packed: bool) -> Self {
+        let rows = gpu.elementwise_rows();
+        let (b, n, w) = (d.b as u64, d.n as u64, d.w as u64);
         let lanes = if w.is_multiple_of(4) { 4 } else { 1 };
         let words = packed && lanes == 1;
         let cols = w / lanes as u64;
         let tw = cols.next_power_of_two().min(WG as u64);
         let nct = cols.div_ceil(tw);
-        let rows_per_wg = WG as u64 / tw * EW_ROWS as u64;
-        let rows = d.b as u64 * n;
+        let rows_per_unit = WG as u64 / tw * rows as u64;
+        let tiles_per_b = n.div_ceil(rows_per_unit);
         let units = if words {
-            (rows * w).div_ceil(2 * Self::WORDS_PER_UNIT)
+            (b * n * w).div_ceil(2 * WG as u64 * rows as u64)
         } else {
-            rows.div_ceil(rows_per_wg) * nct
+            b * tiles_per_b * nct
         };
         Elementwise {
             tw,
             nct,
-            rows_per_wg,
             rows,
+            rows_per_unit,
+            tiles_per_b,
+            b,
+            h: d.h as u32,
             n,
             w,
             lanes,
@@ -97,11 +112,10 @@ impl Elementwise {
             units,
         }
     }
-    const WORDS_PER_UNIT: u64 = WG as u64 * EW_ROWS as u64;
-    /// `def` specialised for this layout's lanes; an error if its storage forms disagree with
+    /// `def` specialised for this layout's lanes and rows per thread; an error if its storage forms disagree with
     /// the layout about word-owning threads (a routing bug, never a silent race).
     pub fn kernel(&self, def: KernelDef) -> Result<KernelDef> {
-        let def = def.lanes(self.lanes);
+        let def = def.lanes(self.lanes).ew_rows(self.rows);
         if def.spec.words() != self.words {
             return Err(Error::Invalid {
                 op: def.entry,
@@ -113,45 +127,68 @@ impl Elementwise {
         }
         Ok(def)
     }
-    /// The kernel's Params for [B, N, W] = `d`: `extra = [0, 0, tw, log2 tw]`, and in `divs`
-    /// the divisors of `element` (N, then the column tiles per row) or, with packed words, of
-    /// `flat_element` (N, then W), so that no thread divides (shaders/prelude.wgsl).
+    /// `def`, an entry point that holds up to HG heads' column vectors in registers,
+    /// specialised for the shape's head count, where it applies (at most HG heads, no
+    /// packed words); else `any`, the same operation for any head count and thread map.
+    pub fn by_heads(&self, def: KernelDef, any: KernelDef) -> KernelDef {
+        if !self.words && self.h <= HG {
+            def.heads(self.h)
+        } else {
+            any
+        }
+    }
+    /// The kernel's Params for [B, N, W] = `d`: `extra = [row tiles per batch element, 0, tw,
+    /// log2 tw]`, and in `divs` the divisors of `element` (the row tiles per batch element,
+    /// then the column tiles per row) or, with packed words, of `flat_element` (N, then W),
+    /// so that no thread divides (shaders/prelude.wgsl).
     pub fn params(&self, d: Dims) -> Params {
-        let second = if self.words { self.w } else { self.nct };
-        let [mn, ln] = divisor(self.n as u32);
-        let [ms, ls] = divisor(second as u32);
+        let (first, second) = if self.words {
+            (self.n, self.w)
+        } else {
+            (self.tiles_per_b, self.nct)
+        };
+        let [m0, l0] = divisor(first as u32);
+        let [m1, l1] = divisor(second as u32);
         Params {
-            divs: [mn, ln, ms, ls],
+            divs: [m0, l0, m1, l1],
             ..Params::new(
                 d.arr(),
-                [0, 0, self.tw as u32, self.tw.trailing_zeros()],
+                [
+                    self.tiles_per_b as u32,
+                    0,
+                    self.tw as u32,
+                    self.tw.trailing_zeros(),
+                ],
                 [0.0; 4],
             )
         }
     }
     /// Memory rows that units `[u0, u1)` touch.
     pub fn rows(&self, u0: u64, u1: u64) -> Rows {
-        let (g0, g1) = if self.words {
+        if self.words {
             let (e0, e1) = self.bnw(u0, u1);
-            (e0 / self.w, e1.div_ceil(self.w))
-        } else {
-            (
-                (u0 / self.nct) * self.rows_per_wg,
-                (((u1 - 1) / self.nct + 1) * self.rows_per_wg).min(self.rows),
-            )
-        };
-        Rows {
-            b0: g0 / self.n,
-            i0: g0 % self.n,
-            b1: (g1 - 1) / self.n,
-            i1: (g1 - 1) % self.n + 1,
+            let (g0, g1) = (e0 / self.w, e1.div_ceil(self.w));
+            return Rows {
+                b0: g0 / self.n,
+                i0: g0 % self.n,
+                b1: (g1 - 1) / self.n,
+                i1: (g1 - 1) % self.n + 1,
+            };
         }
+        Rows::of_blocks(
+            u0,
+            u1,
+            self.nct,
+            self.tiles_per_b,
+            self.rows_per_unit,
+            self.n,
+        )
     }
     /// Elements of the [B, N, W] tensors that units `[u0, u1)` touch.
     pub fn bnw(&self, u0: u64, u1: u64) -> (u64, u64) {
         if self.words {
-            let per = 2 * Self::WORDS_PER_UNIT;
-            return (u0 * per, (u1 * per).min(self.rows * self.w));
+            let per = 2 * WG as u64 * self.rows as u64;
+            return (u0 * per, (u1 * per).min(self.b * self.n * self.w));
         }
         self.rows(u0, u1).bnw(self.n, self.w)
     }

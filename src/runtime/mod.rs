@@ -21,7 +21,7 @@ pub(crate) mod recorder;
 pub(crate) mod tensor;
 pub(crate) mod user;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -102,7 +102,15 @@ pub struct Gpu {
     f16_packed: AtomicBool,
     /// Whether the streaming kernels sum rows by subgroup shuffles ([`RowSums::Subgroup`]).
     row_sums_subgroup: AtomicBool,
+    /// Rows each thread of the elementwise kernels takes ([`Gpu::set_elementwise_rows`]).
+    elementwise_rows: AtomicU32,
 }
+
+/// The most memory rows a thread of the elementwise kernels may take
+/// ([`Gpu::set_elementwise_rows`]).
+pub const MAX_ELEMENTWISE_ROWS: u32 = 8;
+/// The elementwise kernels' rows per thread on CPU adapters (see [`Gpu::set_elementwise_rows`]).
+const ELEMENTWISE_ROWS_CPU: u32 = 4;
 
 /// How the streaming kernels (content addressing's scores and its backward, the soft read's
 /// weight gradient) sum each memory row over the threads that hold its columns.
@@ -222,6 +230,11 @@ impl Gpu {
         let limits = device.limits();
         check_limits(&limits)?;
         let info = device.adapter_info();
+        let elementwise_rows = if info.device_type == wgpu::DeviceType::Cpu {
+            ELEMENTWISE_ROWS_CPU
+        } else {
+            1
+        };
         let features = device.features();
         let slot_bytes =
             PARAM_BYTES.next_multiple_of(limits.min_uniform_buffer_offset_alignment as u64);
@@ -250,6 +263,7 @@ impl Gpu {
             wait_timeout: Mutex::new(DEFAULT_WAIT_TIMEOUT),
             f16_packed: AtomicBool::new(false),
             row_sums_subgroup: AtomicBool::new(false),
+            elementwise_rows: AtomicU32::new(elementwise_rows),
         })
     }
 
@@ -318,6 +332,30 @@ impl Gpu {
         }
         self.row_sums_subgroup
             .store(sums == RowSums::Subgroup, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Rows of the memory each thread of the elementwise kernels takes (soft write's forward
+    /// and the soft ops' `dM` passes); see [`Gpu::set_elementwise_rows`].
+    pub fn elementwise_rows(&self) -> u32 {
+        self.elementwise_rows.load(Ordering::Relaxed)
+    }
+
+    /// Chooses how many memory rows (1 to [`MAX_ELEMENTWISE_ROWS`]) each thread of the
+    /// elementwise kernels takes from now on, to compare or test them on one adapter; another
+    /// count is an [`Error::Invalid`]. A thread loads its column's vectors (erase and add,
+    /// `dr`, keys) once for all its rows and its rows' values together. The default is 1 on
+    /// GPUs (the geometry measured on an H200; 4 rows a thread ran slower there in an earlier
+    /// form of these kernels) and 4 on CPU adapters (lavapipe: the soft write forward 1.7x
+    /// faster than with 1). Results are the same bits whatever the count.
+    pub fn set_elementwise_rows(&self, rows: u32) -> Result<()> {
+        if !(1..=MAX_ELEMENTWISE_ROWS).contains(&rows) {
+            return Err(Error::Invalid {
+                op: "set_elementwise_rows",
+                message: format!("rows per thread must be 1 to {MAX_ELEMENTWISE_ROWS}, not {rows}"),
+            });
+        }
+        self.elementwise_rows.store(rows, Ordering::Relaxed);
         Ok(())
     }
 

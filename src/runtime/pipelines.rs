@@ -66,6 +66,13 @@ pub(crate) struct Spec {
     /// over a row's column lanes are subgroup shuffles (adapters with `SUBGROUP`), not
     /// workgroup memory and barriers.
     pub sub_rows: bool,
+    /// `heads()`: the head count of a kernel specialised for one (1..=HG), whose heads'
+    /// column vectors then live in registers without branches on the count; 0: any count,
+    /// read from `Params.dims.y`.
+    pub heads: u32,
+    /// `EW_ROWS`: memory rows (or, with `WORDS`, words) each thread of an elementwise kernel
+    /// takes (`Gpu::elementwise_rows`; 1 for other kernels).
+    pub ew_rows: u32,
 }
 
 impl Spec {
@@ -95,6 +102,8 @@ impl KernelDef {
                 acc: false,
                 forms: [Form::F32; 3],
                 sub_rows: false,
+                heads: 0,
+                ew_rows: 1,
             },
         }
     }
@@ -111,6 +120,16 @@ impl KernelDef {
     /// The same entry point with rows summed by subgroup shuffles (`SUB_ROWS = sub_rows`).
     pub const fn sub_rows(mut self, sub_rows: bool) -> Self {
         self.spec.sub_rows = sub_rows;
+        self
+    }
+    /// The same entry point specialised for exactly `heads` heads (0: any).
+    pub const fn heads(mut self, heads: u32) -> Self {
+        self.spec.heads = heads;
+        self
+    }
+    /// The same entry point with `ew_rows` rows per thread (elementwise kernels).
+    pub const fn ew_rows(mut self, ew_rows: u32) -> Self {
+        self.spec.ew_rows = ew_rows;
         self
     }
     /// The same entry point with the storage forms of slots `M`, `G` and `D`.
@@ -392,6 +411,8 @@ pub(crate) fn crate_needs() -> std::result::Result<Needs, String> {
                     acc: false,
                     forms: [Form::F32; 3],
                     sub_rows: false,
+                    heads: 0,
+                    ew_rows: 1,
                 };
                 let (src, _) = compose(s, spec);
                 for (_, r) in
