@@ -118,10 +118,9 @@ fn bwd_mem_any(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
     }
 }
 
-// As bwd_mem_any, specialised for heads() <= HG heads (no packed words): a thread per V of
-// EW_ROWS rows of one batch element holds its column's key vectors in registers (the head
-// loops unroll), loaded once for all the rows, and loads the rows' V's (and with ACC their
-// stored gradients) together before storing any.
+// As bwd_mem_any, specialised for heads() <= HG heads and EW_ROWS > 1 rows per thread (no
+// packed words): a thread per V of EW_ROWS rows of one batch element loads its column's key
+// vectors once, for all its rows.
 @compute @workgroup_size(WG)
 fn bwd_mem(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
     let first = element(wg, t, 0u);
@@ -131,31 +130,21 @@ fn bwd_mem(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index
     let H = heads();
     let N = p.dims.z;
     let WL = p.dims.w / LANES;
-    var ks: array<V, HG>;
+    var ks: HeadVs;
     for (var h = 0u; h < H; h += 1u) {
-        ks[h] = keys_in[(first.b * H + h) * WL + first.j - p.base0.y / LANES];
-    }
-    var ms: array<V, EW_ROWS>;
-    var olds: array<V, EW_ROWS>;
-    for (var k = 0u; k < EW_ROWS; k += 1u) {
-        let el = element(wg, t, k);
-        if el.ok {
-            ms[k] = m_in_ld(el.e - p.base0.x / LANES);
-            if ACC {
-                olds[k] = dmem_ld(el.e - p.base1.x / LANES);
-            }
-        }
+        set_head_v(&ks, h, keys_in[(first.b * H + h) * WL + first.j - p.base0.y / LANES]);
     }
     for (var k = 0u; k < EW_ROWS; k += 1u) {
         let el = element(wg, t, k);
         if el.ok {
+            let m = m_in_ld(el.e - p.base0.x / LANES);
             let o = el.b * H * N + el.i;
             var acc = V(0.0);
             for (var h = 0u; h < H; h += 1u) {
-                acc += cd_in[o + h * N - p.base0.z] * ks[h] + cm_in[o + h * N - p.base0.w] * ms[k];
+                acc += cd_in[o + h * N - p.base0.z] * head_v(ks, h) + cm_in[o + h * N - p.base0.w] * m;
             }
             if ACC {
-                acc += olds[k];
+                acc += dmem_ld(el.e - p.base1.x / LANES);
             }
             dmem_st(el.e - p.base1.x / LANES, acc);
         }

@@ -72,6 +72,51 @@ fn element(wg: vec3<u32>, t: u32, k: u32) -> Element {
     return el;
 }
 
+// Up to HG heads' V's at one column (absent heads 0), which a head-specialised elementwise
+// kernel holds for all its rows. Named members, not an array: a private array indexed by a
+// loop variable may live in local memory on a GPU; with heads() a constant the head loops
+// unroll and the switches fold.
+struct HeadVs {
+    v0: V,
+    v1: V,
+    v2: V,
+    v3: V,
+}
+
+fn head_v(vs: HeadVs, h: u32) -> V {
+    switch h {
+        case 0u: {
+            return vs.v0;
+        }
+        case 1u: {
+            return vs.v1;
+        }
+        case 2u: {
+            return vs.v2;
+        }
+        default: {
+            return vs.v3;
+        }
+    }
+}
+
+fn set_head_v(vs: ptr<function, HeadVs>, h: u32, v: V) {
+    switch h {
+        case 0u: {
+            (*vs).v0 = v;
+        }
+        case 1u: {
+            (*vs).v1 = v;
+        }
+        case 2u: {
+            (*vs).v2 = v;
+        }
+        default: {
+            (*vs).v3 = v;
+        }
+    }
+}
+
 // With WORDS (f16 packed two per u32 and LANES = 1: rows may start mid-word) the elementwise
 // kernels map each thread to one word instead: flat elements 2q and 2q + 1, each with its own
 // row and column, so the thread computes both halves and stores the word whole (NAME_st2).

@@ -41,10 +41,9 @@ fn bwd_mem_any(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
     }
 }
 
-// As bwd_mem_any, specialised for heads() <= HG heads (no packed words): a thread per V of
-// EW_ROWS rows of one batch element holds its column's dr vectors in registers (the head
-// loops unroll), loaded once for all the rows; with ACC the rows' stored gradients are
-// loaded together before any is stored.
+// As bwd_mem_any, specialised for heads() <= HG heads and EW_ROWS > 1 rows per thread (no
+// packed words): a thread per V of EW_ROWS rows of one batch element loads its column's dr
+// vectors once, for all its rows.
 @compute @workgroup_size(WG)
 fn bwd_mem(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
     let first = element(wg, t, 0u);
@@ -54,18 +53,9 @@ fn bwd_mem(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index
     let H = heads();
     let N = p.dims.z;
     let WL = p.dims.w / LANES;
-    var dr: array<V, HG>;
+    var dr: HeadVs;
     for (var h = 0u; h < H; h += 1u) {
-        dr[h] = bdr[(first.b * H + h) * WL + first.j];
-    }
-    var olds: array<V, EW_ROWS>;
-    if ACC {
-        for (var k = 0u; k < EW_ROWS; k += 1u) {
-            let el = element(wg, t, k);
-            if el.ok {
-                olds[k] = bdm_ld(el.e - p.base0.z / LANES);
-            }
-        }
+        set_head_v(&dr, h, bdr[(first.b * H + h) * WL + first.j]);
     }
     for (var k = 0u; k < EW_ROWS; k += 1u) {
         let el = element(wg, t, k);
@@ -73,10 +63,10 @@ fn bwd_mem(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index
             let o = el.b * H * N + el.i - p.base0.x;
             var acc = V(0.0);
             for (var h = 0u; h < H; h += 1u) {
-                acc += bw[o + h * N] * dr[h];
+                acc += bw[o + h * N] * head_v(dr, h);
             }
             if ACC {
-                acc += olds[k];
+                acc += bdm_ld(el.e - p.base0.z / LANES);
             }
             bdm_st(el.e - p.base0.z / LANES, acc);
         }

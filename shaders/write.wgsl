@@ -60,27 +60,25 @@ fn fwd_any(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index
     }
 }
 
-// The erase and add vectors of the heads() heads (at most HG) at column j of batch b.
-struct EraseAdd {
-    e: array<V, HG>,
-    a: array<V, HG>,
-}
-
-fn erase_add_at(b: u32, j: u32) -> EraseAdd {
+// M' at one element's V, from its column's erase and add vectors e and a (heads() <= HG): the
+// operations of fwd_value, in its order.
+fn fwd_value_at(el: Element, e: HeadVs, a: HeadVs) -> V {
     let H = heads();
-    let WL = p.dims.w / LANES;
-    var c: EraseAdd;
+    let N = p.dims.z;
+    let o = el.b * H * N + el.i - p.base0.y;
+    var keep = V(1.0);
+    var add = V(0.0);
     for (var h = 0u; h < H; h += 1u) {
-        c.e[h] = fe[(b * H + h) * WL + j];
-        c.a[h] = fa[(b * H + h) * WL + j];
+        let wv = fw[o + h * N];
+        keep *= 1.0 - wv * head_v(e, h);
+        add += wv * head_v(a, h);
     }
-    return c;
+    return fmem_ld(el.e - p.base0.x / LANES) * keep + add;
 }
 
-// In place, specialised for heads() <= HG heads (no packed words): a thread per V of EW_ROWS
-// rows of one batch element. The column's erase and add vectors are loaded once for all the
-// rows, into registers (the head loops unroll), and the rows' V's are loaded together before
-// any is stored, so that they are in flight at once (as the copy kernel's).
+// In place, specialised for heads() <= HG heads and EW_ROWS > 1 rows per thread (no packed
+// words): a thread per V of EW_ROWS rows of one batch element loads its column's erase and
+// add vectors once, for all its rows.
 @compute @workgroup_size(WG)
 fn fwd(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
     let first = element(wg, t, 0u);
@@ -88,27 +86,18 @@ fn fwd(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t:
         return; // no row of this thread is (rows only grow with k)
     }
     let H = heads();
-    let N = p.dims.z;
-    let c = erase_add_at(first.b, first.j);
-    var ms: array<V, EW_ROWS>;
-    for (var k = 0u; k < EW_ROWS; k += 1u) {
-        let el = element(wg, t, k);
-        if el.ok {
-            ms[k] = fmem_ld(el.e - p.base0.x / LANES);
-        }
+    let WL = p.dims.w / LANES;
+    let o = first.b * H * WL + first.j;
+    var e: HeadVs;
+    var a: HeadVs;
+    for (var h = 0u; h < H; h += 1u) {
+        set_head_v(&e, h, fe[o + h * WL]);
+        set_head_v(&a, h, fa[o + h * WL]);
     }
     for (var k = 0u; k < EW_ROWS; k += 1u) {
         let el = element(wg, t, k);
         if el.ok {
-            let o = el.b * H * N + el.i - p.base0.y;
-            var keep = V(1.0);
-            var add = V(0.0);
-            for (var h = 0u; h < H; h += 1u) {
-                let wv = fw[o + h * N];
-                keep *= 1.0 - wv * c.e[h];
-                add += wv * c.a[h];
-            }
-            fmem_st(el.e - p.base0.x / LANES, ms[k] * keep + add);
+            fmem_st(el.e - p.base0.x / LANES, fwd_value_at(el, e, a));
         }
     }
 }
@@ -131,26 +120,26 @@ fn keep_of(el: Element) -> V {
     return keep;
 }
 
-// The erase vectors of the heads() heads (at most HG) at column j of batch b.
-fn erase_at(b: u32, j: u32) -> array<V, HG> {
+// The erase vectors of the heads() heads (at most HG) at the column of el.
+fn erase_at(el: Element) -> HeadVs {
     let H = heads();
     let WL = p.dims.w / LANES;
-    var e: array<V, HG>;
+    var e: HeadVs;
     for (var h = 0u; h < H; h += 1u) {
-        e[h] = me[(b * H + h) * WL + j];
+        set_head_v(&e, h, me[(el.b * H + h) * WL + el.j]);
     }
     return e;
 }
 
 // prod_h (1 - w_h(i) e_h(j)) for an element's V, from its column's erase vectors (heads()
 // <= HG), in keep_of's order.
-fn keep_at(el: Element, e: array<V, HG>) -> V {
+fn keep_at(el: Element, e: HeadVs) -> V {
     let H = heads();
     let N = p.dims.z;
     let o = el.b * H * N + el.i - p.base0.x;
     var keep = V(1.0);
     for (var h = 0u; h < H; h += 1u) {
-        keep *= 1.0 - mw[o + h * N] * e[h];
+        keep *= 1.0 - mw[o + h * N] * head_v(e, h);
     }
     return keep;
 }
@@ -176,26 +165,19 @@ fn bwd_mem_any(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
     }
 }
 
-// As bwd_mem_any, specialised for heads() <= HG heads (no packed words), as fwd: the
-// column's erase vectors loaded once, the rows' dM' loaded together.
+// As bwd_mem_any, specialised for heads() <= HG heads and EW_ROWS > 1 (no packed words), as
+// fwd: the column's erase vectors loaded once for all the thread's rows.
 @compute @workgroup_size(WG)
 fn bwd_mem(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
     let first = element(wg, t, 0u);
     if !first.ok {
         return;
     }
-    let e = erase_at(first.b, first.j);
-    var gs: array<V, EW_ROWS>;
+    let e = erase_at(first);
     for (var k = 0u; k < EW_ROWS; k += 1u) {
         let el = element(wg, t, k);
         if el.ok {
-            gs[k] = mgrad_ld(el.e - p.base0.z / LANES);
-        }
-    }
-    for (var k = 0u; k < EW_ROWS; k += 1u) {
-        let el = element(wg, t, k);
-        if el.ok {
-            mdm_st(el.e - p.base0.w / LANES, gs[k] * keep_at(el, e));
+            mdm_st(el.e - p.base0.w / LANES, mgrad_ld(el.e - p.base0.z / LANES) * keep_at(el, e));
         }
     }
 }
@@ -224,25 +206,18 @@ fn bwd_mem_inplace_any(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invo
     }
 }
 
-// As bwd_mem_inplace_any, specialised for heads() <= HG heads (no packed words), as fwd.
+// As bwd_mem_inplace_any, specialised for heads() <= HG heads and EW_ROWS > 1, as fwd.
 @compute @workgroup_size(WG)
 fn bwd_mem_inplace(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
     let first = element(wg, t, 0u);
     if !first.ok {
         return;
     }
-    let e = erase_at(first.b, first.j);
-    var gs: array<V, EW_ROWS>;
+    let e = erase_at(first);
     for (var k = 0u; k < EW_ROWS; k += 1u) {
         let el = element(wg, t, k);
         if el.ok {
-            gs[k] = idm_ld(el.e - p.base0.z / LANES);
-        }
-    }
-    for (var k = 0u; k < EW_ROWS; k += 1u) {
-        let el = element(wg, t, k);
-        if el.ok {
-            idm_st(el.e - p.base0.z / LANES, gs[k] * keep_at(el, e));
+            idm_st(el.e - p.base0.z / LANES, idm_ld(el.e - p.base0.z / LANES) * keep_at(el, e));
         }
     }
 }

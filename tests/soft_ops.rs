@@ -237,7 +237,7 @@ fn every_op_on_narrow_rows_both_row_sums() {
 }
 
 /// The elementwise kernels (soft write forward, the soft ops' `dM` passes) at each count of
-/// rows per thread, whatever the adapter's default (1 on GPUs, 4 on CPU adapters): every op
+/// rows per thread, whatever the adapter's default (1 on GPUs, 8 on CPU adapters): every op
 /// against the reference on the grid, one to five heads (HG = 4 heads held in registers, 5
 /// take the any-count kernels), whole and bound in windows; and every count's outputs bit for
 /// bit those of 1 row per thread. Counts outside 1..=MAX are refused, the setting unchanged.

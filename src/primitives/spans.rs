@@ -127,11 +127,12 @@ impl Elementwise {
         }
         Ok(def)
     }
-    /// `def`, an entry point that holds up to HG heads' column vectors in registers,
-    /// specialised for the shape's head count, where it applies (at most HG heads, no
-    /// packed words); else `any`, the same operation for any head count and thread map.
+    /// `def`, an entry point that loads its column's vectors of up to HG heads once for all
+    /// of a thread's rows, specialised for the shape's head count, where that saves loads
+    /// (more than 1 row per thread) and applies (at most HG heads, no packed words); else
+    /// `any`, the same operation for any head count and thread map, loading them per row.
     pub fn by_heads(&self, def: KernelDef, any: KernelDef) -> KernelDef {
-        if !self.words && self.h <= HG {
+        if self.rows > 1 && !self.words && self.h <= HG {
             def.heads(self.h)
         } else {
             any

@@ -110,7 +110,7 @@ pub struct Gpu {
 /// ([`Gpu::set_elementwise_rows`]).
 pub const MAX_ELEMENTWISE_ROWS: u32 = 8;
 /// The elementwise kernels' rows per thread on CPU adapters (see [`Gpu::set_elementwise_rows`]).
-const ELEMENTWISE_ROWS_CPU: u32 = 4;
+const ELEMENTWISE_ROWS_CPU: u32 = 8;
 
 /// How the streaming kernels (content addressing's scores and its backward, the soft read's
 /// weight gradient) sum each memory row over the threads that hold its columns.
@@ -342,12 +342,15 @@ impl Gpu {
     }
 
     /// Chooses how many memory rows (1 to [`MAX_ELEMENTWISE_ROWS`]) each thread of the
-    /// elementwise kernels takes from now on, to compare or test them on one adapter; another
-    /// count is an [`Error::Invalid`]. A thread loads its column's vectors (erase and add,
-    /// `dr`, keys) once for all its rows and its rows' values together. The default is 1 on
-    /// GPUs (the geometry measured on an H200; 4 rows a thread ran slower there in an earlier
-    /// form of these kernels) and 4 on CPU adapters (lavapipe: the soft write forward 1.7x
-    /// faster than with 1). Results are the same bits whatever the count.
+    /// elementwise kernels (soft write's forward, the soft ops' `dM` passes) takes from now on,
+    /// to compare or test them on one adapter; another count is an [`Error::Invalid`]. With
+    /// more than 1, shapes of at most 4 heads take kernels specialised for their head count
+    /// that load a column's vectors (erase and add, `dr`, keys) once for all of a thread's
+    /// rows instead of once per row. The default is 1 on GPUs, the kernels and geometry
+    /// measured on an H200 (an earlier 4-row form of these kernels ran slower there: to be
+    /// measured again with this one), and 8 on CPU adapters (lavapipe: the soft write forward
+    /// 1.7x as fast as with 1). Each element is computed by the same operations whatever the
+    /// count (the tests check the bits agree).
     pub fn set_elementwise_rows(&self, rows: u32) -> Result<()> {
         if !(1..=MAX_ELEMENTWISE_ROWS).contains(&rows) {
             return Err(Error::Invalid {
