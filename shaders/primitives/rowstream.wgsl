@@ -13,6 +13,8 @@
 // SUB_ROWS (a row's TW lanes lie within one subgroup) each row's shares are summed instead by
 // a butterfly of subgroup shuffles, which leaves the sums in every lane of the row, in a fixed
 // order: the chunk loops then need no workgroup memory and no barrier.
+// Where one group holds every head the kernels are specialised for the head count (heads()),
+// so a thread computes the dots of the present heads only.
 // Params.extra: x = TW, y = blocks per batch, z = rows per block (a multiple of RL * KR).
 // Composed behind the prelude (src/runtime/abi.rs, shaders/prelude.wgsl).
 
@@ -36,7 +38,7 @@ struct Lane {
 }
 
 fn lane_of(u: u32, t: u32) -> Lane {
-    let H = p.dims.y;
+    let H = heads();
     let N = p.dims.z;
     let tw = p.extra.x;
     let nblk = p.extra.y;
@@ -65,7 +67,7 @@ struct Vecs {
 }
 
 fn vecs_of(ln: Lane) -> Vecs {
-    let H = p.dims.y;
+    let H = heads();
     let WL = p.dims.w / LANES;
     let o = (ln.b * H + ln.h0) * WL + min(ln.c, WL - 1u);
     var vs: Vecs;
@@ -107,7 +109,17 @@ fn lane_share(ln: Lane, vs: Vecs, i: u32) -> LaneRow {
     if i < ln.i_end && ln.col_ok {
         let m = smem_ld((ln.b * p.dims.z + i) * (p.dims.w / LANES) + ln.c - p.base0.x / LANES);
         lr.m = m;
-        lr.dot = vec4<f32>(vsum(m * vs.v0), vsum(m * vs.v1), vsum(m * vs.v2), vsum(m * vs.v3));
+        // Only the group's heads: with heads() specialised the count is a constant.
+        lr.dot = vec4<f32>(vsum(m * vs.v0), 0.0, 0.0, 0.0);
+        if ln.nh > 1u {
+            lr.dot.y = vsum(m * vs.v1);
+        }
+        if ln.nh > 2u {
+            lr.dot.z = vsum(m * vs.v2);
+        }
+        if ln.nh > 3u {
+            lr.dot.w = vsum(m * vs.v3);
+        }
         lr.sq = vsum(m * m);
     }
     return lr;
@@ -184,7 +196,7 @@ fn dots(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
     }
     let ln = lane_of(u, t);
     let vs = vecs_of(ln);
-    let H = p.dims.y;
+    let H = heads();
     let N = p.dims.z;
     if SUB_ROWS {
         // Each row's first lane stores its dots.
@@ -223,7 +235,7 @@ fn dots(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
 fn group_beta(ln: Lane) -> vec4<f32> {
     var bet = vec4<f32>(0.0);
     for (var hh = 0u; hh < ln.nh; hh += 1u) {
-        bet[hh] = sbeta[ln.b * p.dims.y + ln.h0 + hh];
+        bet[hh] = sbeta[ln.b * heads() + ln.h0 + hh];
     }
     return bet;
 }
@@ -236,7 +248,7 @@ fn scores(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
     }
     let ln = lane_of(u, t);
     let vs = vecs_of(ln);
-    let H = p.dims.y;
+    let H = heads();
     let N = p.dims.z;
     let ksq = vec_sq_norms(vs, t);
     let bet = group_beta(ln);
@@ -344,7 +356,7 @@ fn content_bwd(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
     }
     let ln = lane_of(u, t);
     let vs = vecs_of(ln);
-    let H = p.dims.y;
+    let H = heads();
     let N = p.dims.z;
     let WL = p.dims.w / LANES;
     let tw = p.extra.x;

@@ -44,6 +44,9 @@ pub(crate) struct StreamLayout {
     /// Whether a row's `tw` lanes fit one subgroup: the row sums are then subgroup shuffles
     /// (`SUB_ROWS`; `dots`, `scores` and `content_bwd`).
     pub sub_rows: bool,
+    /// The kernels' `heads()` specialisation: H where one group holds every head (the
+    /// absent heads' dots are then not computed at all), else 0 (any count).
+    pub heads: u32,
 }
 
 impl StreamLayout {
@@ -71,6 +74,7 @@ impl StreamLayout {
             nblk: (d.n as u64).div_ceil(rb),
             nhg,
             sub_rows: gpu.subgroup_holds(tw),
+            heads: if nhg == 1 { d.h as u32 } else { 0 },
         })
     }
 
@@ -109,6 +113,7 @@ pub(crate) fn dots(
         &DOTS
             .lanes(l.lanes)
             .sub_rows(l.sub_rows)
+            .heads(l.heads)
             .forms(gpu.form(mem.dtype), Form::F32, Form::F32),
         Params::new(d.arr(), l.extra(), [0.0; 4]),
         l.units(d),
@@ -143,11 +148,11 @@ pub(crate) fn scores(
     gpu.launch(
         rec,
         op,
-        &SCORES.lanes(l.lanes).sub_rows(l.sub_rows).forms(
-            gpu.form(mem.dtype),
-            Form::F32,
-            Form::F32,
-        ),
+        &SCORES
+            .lanes(l.lanes)
+            .sub_rows(l.sub_rows)
+            .heads(l.heads)
+            .forms(gpu.form(mem.dtype), Form::F32, Form::F32),
         Params::new(d.arr(), l.extra(), [0.0; 4]),
         l.units(d),
         &[
@@ -208,6 +213,7 @@ pub(crate) fn content_backward(
         &CONTENT_BWD
             .lanes(l.lanes)
             .sub_rows(l.sub_rows)
+            .heads(l.heads)
             .acc(acc)
             .forms(gpu.form(mem.dtype), Form::F32, gpu.form(g_mem.dtype)),
         Params::new(d.arr(), l.extra(), [0.0; 4]),
