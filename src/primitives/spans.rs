@@ -51,11 +51,11 @@ pub(crate) fn flat(u0: u64, u1: u64, per: u64, total: u64) -> (u64, u64) {
 
 /// Layout of the elementwise kernels over [B, N, W]: a workgroup of `WG` threads covers
 /// `WG / tw * rows` rows of one batch element (`rows` = `Gpu::elementwise_rows`, the
-/// kernels' `EW_ROWS`) by a column tile of `tw` (a power of two)
-/// columns of `lanes` f32s each (shaders/prelude.wgsl `element`): the kernels are specialised
-/// for `V = vec4<f32>` (4 lanes) when W is a multiple of 4, else `f32`. With `words` (a
-/// packed f16 argument and scalar columns: the kernels' `WORDS`), a thread takes one packed
-/// word, two consecutive elements, and a workgroup `WG * rows` words.
+/// kernels' `EW_ROWS`) by a column tile of `tw` (a power of two) columns of `lanes` f32s each
+/// (shaders/prelude.wgsl `element`): the kernels are specialised for `V = vec4<f32>` (4
+/// lanes) when W is a multiple of 4, else `f32`. With `words` (a packed f16 argument and
+/// scalar columns: the kernels' `WORDS`), a thread takes one packed word, two consecutive
+/// elements, and a workgroup `WG * rows` words.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Elementwise {
     tw: u64,
@@ -112,8 +112,9 @@ impl Elementwise {
             units,
         }
     }
-    /// `def` specialised for this layout's lanes and rows per thread; an error if its storage forms disagree with
-    /// the layout about word-owning threads (a routing bug, never a silent race).
+    /// `def` specialised for this layout's lanes and rows per thread; an error if its storage
+    /// forms disagree with the layout about word-owning threads (a routing bug, never a
+    /// silent race).
     pub fn kernel(&self, def: KernelDef) -> Result<KernelDef> {
         let def = def.lanes(self.lanes).ew_rows(self.rows);
         if def.spec.words() != self.words {
