@@ -5,6 +5,8 @@
 //            up to HG heads per workgroup
 //   combine: out[b, h, j] = sum_blk part[b, blk, h, j], in a fixed order (deterministic);
 //            also sums the partials other kernels write in the same layout (write.wgsl bwd_cols)
+// Where one group holds every head, partial is specialised for the head count (heads()), so
+// the one-head and several-head paths below are chosen at build time.
 // Params.extra: partial: x = TW (column tile), y = row blocks, z = column tiles, w = rows per block
 //               combine: y = blocks, z = lanes per output (a power of two)
 // Composed behind the prelude (src/runtime/abi.rs, shaders/prelude.wgsl).
@@ -23,7 +25,7 @@ fn partial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index
     if u >= p.unit_end {
         return;
     }
-    let H = p.dims.y;
+    let H = heads();
     let N = p.dims.z;
     let WL = p.dims.w / LANES;
     let tw = p.extra.x;
