@@ -84,15 +84,11 @@ fn bwd_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_inde
 @group(0) @binding(5) var<storage, read_write> dmem: array<DMemV>; // f32 or f16
 
 fn bwd_mem_value(el: Element) -> V {
-    let H = p.dims.y;
-    let N = p.dims.z;
-    let WL = p.dims.w / LANES;
     let m = m_in_ld(el.e - p.base0.x / LANES);
     var acc = V(0.0);
-    for (var h = 0u; h < H; h += 1u) {
-        let bh = el.b * H + h;
-        acc += cd_in[bh * N + el.i - p.base0.z] * keys_in[bh * WL + el.j - p.base0.y / LANES]
-             + cm_in[bh * N + el.i - p.base0.w] * m;
+    for (var h = 0u; h < heads(); h += 1u) {
+        acc += cd_in[head_row(el, h) - p.base0.z] * keys_in[head_col(el, h) - p.base0.y / LANES]
+             + cm_in[head_row(el, h) - p.base0.w] * m;
     }
     if ACC {
         acc += dmem_ld(el.e - p.base1.x / LANES);
@@ -127,21 +123,18 @@ fn bwd_mem(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index
     if !first.ok {
         return; // no row of this thread is (rows only grow with k)
     }
-    let H = heads();
-    let N = p.dims.z;
-    let WL = p.dims.w / LANES;
     var ks: HeadVs;
-    for (var h = 0u; h < H; h += 1u) {
-        set_head_v(&ks, h, keys_in[(first.b * H + h) * WL + first.j - p.base0.y / LANES]);
+    for (var h = 0u; h < heads(); h += 1u) {
+        set_head_v(&ks, h, keys_in[head_col(first, h) - p.base0.y / LANES]);
     }
     for (var k = 0u; k < EW_ROWS; k += 1u) {
         let el = element(wg, t, k);
         if el.ok {
             let m = m_in_ld(el.e - p.base0.x / LANES);
-            let o = el.b * H * N + el.i;
             var acc = V(0.0);
-            for (var h = 0u; h < H; h += 1u) {
-                acc += cd_in[o + h * N - p.base0.z] * head_v(ks, h) + cm_in[o + h * N - p.base0.w] * m;
+            for (var h = 0u; h < heads(); h += 1u) {
+                acc += cd_in[head_row(el, h) - p.base0.z] * head_v(ks, h)
+                     + cm_in[head_row(el, h) - p.base0.w] * m;
             }
             if ACC {
                 acc += dmem_ld(el.e - p.base1.x / LANES);

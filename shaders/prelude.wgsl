@@ -117,6 +117,16 @@ fn set_head_v(vs: ptr<function, HeadVs>, h: u32, v: V) {
     }
 }
 
+// The index of head h's weight at element el's row in a [B, H, N] tensor, and of its V at
+// el's column in a [B, H, W] tensor.
+fn head_row(el: Element, h: u32) -> u32 {
+    return (el.b * heads() + h) * p.dims.z + el.i;
+}
+
+fn head_col(el: Element, h: u32) -> u32 {
+    return (el.b * heads() + h) * (p.dims.w / LANES) + el.j;
+}
+
 // With WORDS (f16 packed two per u32 and LANES = 1: rows may start mid-word) the elementwise
 // kernels map each thread to one word instead: flat elements 2q and 2q + 1, each with its own
 // row and column, so the thread computes both halves and stores the word whole (NAME_st2).

@@ -10,12 +10,9 @@
 @group(0) @binding(3) var<storage, read_write> bdm: array<DMemV>; // f32 or f16
 
 fn bwd_value(el: Element) -> V {
-    let H = p.dims.y;
-    let N = p.dims.z;
-    let WL = p.dims.w / LANES;
     var acc = V(0.0);
-    for (var h = 0u; h < H; h += 1u) {
-        acc += bw[(el.b * H + h) * N + el.i - p.base0.x] * bdr[(el.b * H + h) * WL + el.j];
+    for (var h = 0u; h < heads(); h += 1u) {
+        acc += bw[head_row(el, h) - p.base0.x] * bdr[head_col(el, h)];
     }
     if ACC {
         acc += bdm_ld(el.e - p.base0.z / LANES);
@@ -50,20 +47,16 @@ fn bwd_mem(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index
     if !first.ok {
         return; // no row of this thread is (rows only grow with k)
     }
-    let H = heads();
-    let N = p.dims.z;
-    let WL = p.dims.w / LANES;
     var dr: HeadVs;
-    for (var h = 0u; h < H; h += 1u) {
-        set_head_v(&dr, h, bdr[(first.b * H + h) * WL + first.j]);
+    for (var h = 0u; h < heads(); h += 1u) {
+        set_head_v(&dr, h, bdr[head_col(first, h)]);
     }
     for (var k = 0u; k < EW_ROWS; k += 1u) {
         let el = element(wg, t, k);
         if el.ok {
-            let o = el.b * H * N + el.i - p.base0.x;
             var acc = V(0.0);
-            for (var h = 0u; h < H; h += 1u) {
-                acc += bw[o + h * N] * head_v(dr, h);
+            for (var h = 0u; h < heads(); h += 1u) {
+                acc += bw[head_row(el, h) - p.base0.x] * head_v(dr, h);
             }
             if ACC {
                 acc += bdm_ld(el.e - p.base0.z / LANES);

@@ -30,16 +30,12 @@ const TS: u32 = 17u;
 
 // M' at one element's V (any head count).
 fn fwd_value(el: Element) -> V {
-    let H = p.dims.y;
-    let N = p.dims.z;
-    let WL = p.dims.w / LANES;
     var keep = V(1.0);
     var add = V(0.0);
-    for (var h = 0u; h < H; h += 1u) {
-        let wv = fw[(el.b * H + h) * N + el.i - p.base0.y];
-        let hj = (el.b * H + h) * WL + el.j;
-        keep *= 1.0 - wv * fe[hj];
-        add += wv * fa[hj];
+    for (var h = 0u; h < heads(); h += 1u) {
+        let wv = fw[head_row(el, h) - p.base0.y];
+        keep *= 1.0 - wv * fe[head_col(el, h)];
+        add += wv * fa[head_col(el, h)];
     }
     return fmem_ld(el.e - p.base0.x / LANES) * keep + add;
 }
@@ -63,13 +59,10 @@ fn fwd_any(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index
 // M' at one element's V, from its column's erase and add vectors e and a (heads() <= HG): the
 // operations of fwd_value, in its order.
 fn fwd_value_at(el: Element, e: HeadVs, a: HeadVs) -> V {
-    let H = heads();
-    let N = p.dims.z;
-    let o = el.b * H * N + el.i - p.base0.y;
     var keep = V(1.0);
     var add = V(0.0);
-    for (var h = 0u; h < H; h += 1u) {
-        let wv = fw[o + h * N];
+    for (var h = 0u; h < heads(); h += 1u) {
+        let wv = fw[head_row(el, h) - p.base0.y];
         keep *= 1.0 - wv * head_v(e, h);
         add += wv * head_v(a, h);
     }
@@ -85,14 +78,11 @@ fn fwd(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t:
     if !first.ok {
         return; // no row of this thread is (rows only grow with k)
     }
-    let H = heads();
-    let WL = p.dims.w / LANES;
-    let o = first.b * H * WL + first.j;
     var e: HeadVs;
     var a: HeadVs;
-    for (var h = 0u; h < H; h += 1u) {
-        set_head_v(&e, h, fe[o + h * WL]);
-        set_head_v(&a, h, fa[o + h * WL]);
+    for (var h = 0u; h < heads(); h += 1u) {
+        set_head_v(&e, h, fe[head_col(first, h)]);
+        set_head_v(&a, h, fa[head_col(first, h)]);
     }
     for (var k = 0u; k < EW_ROWS; k += 1u) {
         let el = element(wg, t, k);
@@ -110,23 +100,18 @@ fn fwd(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t:
 // prod_h (1 - w_h(i) e_h(j)) for an element's V, any head count (bwd_mem_any and
 // bwd_mem_inplace_any).
 fn keep_of(el: Element) -> V {
-    let H = p.dims.y;
-    let N = p.dims.z;
-    let WL = p.dims.w / LANES;
     var keep = V(1.0);
-    for (var h = 0u; h < H; h += 1u) {
-        keep *= 1.0 - mw[(el.b * H + h) * N + el.i - p.base0.x] * me[(el.b * H + h) * WL + el.j];
+    for (var h = 0u; h < heads(); h += 1u) {
+        keep *= 1.0 - mw[head_row(el, h) - p.base0.x] * me[head_col(el, h)];
     }
     return keep;
 }
 
 // The erase vectors of the heads() heads (at most HG) at the column of el.
 fn erase_at(el: Element) -> HeadVs {
-    let H = heads();
-    let WL = p.dims.w / LANES;
     var e: HeadVs;
-    for (var h = 0u; h < H; h += 1u) {
-        set_head_v(&e, h, me[(el.b * H + h) * WL + el.j]);
+    for (var h = 0u; h < heads(); h += 1u) {
+        set_head_v(&e, h, me[head_col(el, h)]);
     }
     return e;
 }
@@ -134,12 +119,9 @@ fn erase_at(el: Element) -> HeadVs {
 // prod_h (1 - w_h(i) e_h(j)) for an element's V, from its column's erase vectors (heads()
 // <= HG), in keep_of's order.
 fn keep_at(el: Element, e: HeadVs) -> V {
-    let H = heads();
-    let N = p.dims.z;
-    let o = el.b * H * N + el.i - p.base0.x;
     var keep = V(1.0);
-    for (var h = 0u; h < H; h += 1u) {
-        keep *= 1.0 - mw[o + h * N] * head_v(e, h);
+    for (var h = 0u; h < heads(); h += 1u) {
+        keep *= 1.0 - mw[head_row(el, h) - p.base0.x] * head_v(e, h);
     }
     return keep;
 }
