@@ -66,9 +66,9 @@ pub(crate) struct Spec {
     /// over a row's column lanes are subgroup shuffles (adapters with `SUBGROUP`), not
     /// workgroup memory and barriers.
     pub sub_rows: bool,
-    /// `heads()`: the head count of a kernel specialised for one (1..=HG), whose heads'
-    /// column vectors then live in registers without branches on the count; 0: any count,
-    /// read from `Params.dims.y`.
+    /// `heads()`: the head count of a kernel specialised for one (1..=HG: one group of heads
+    /// holds them all), so that its per-head loops and branches fold at build time; 0: any
+    /// count, read from `Params.dims.y`.
     pub heads: u32,
     /// `EW_ROWS`: memory rows (or, with `WORDS`, words) each thread of an elementwise kernel
     /// takes (`Gpu::elementwise_rows`; 1 for other kernels).
