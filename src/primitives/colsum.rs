@@ -164,7 +164,7 @@ pub(crate) fn weighted_row_sums(
         op,
         &PARTIAL
             .lanes(lanes)
-            .heads(if cl.nhg == 1 { d.h as u32 } else { 0 })
+            .one_group_heads(d.h)
             .forms(gpu.form(mem.dtype), Form::F32, Form::F32),
         Params::new(d.arr(), cl.extra(), [0.0; 4]),
         cl.units,

@@ -44,9 +44,6 @@ pub(crate) struct StreamLayout {
     /// Whether a row's `tw` lanes fit one subgroup: the row sums are then subgroup shuffles
     /// (`SUB_ROWS`; `dots`, `scores` and `content_bwd`).
     pub sub_rows: bool,
-    /// The kernels' `heads()` specialisation: H where one group holds every head (the
-    /// absent heads' dots are then not computed at all), else 0 (any count).
-    pub heads: u32,
 }
 
 impl StreamLayout {
@@ -74,7 +71,6 @@ impl StreamLayout {
             nblk: (d.n as u64).div_ceil(rb),
             nhg,
             sub_rows: gpu.subgroup_holds(tw),
-            heads: if nhg == 1 { d.h as u32 } else { 0 },
         })
     }
 
@@ -113,7 +109,7 @@ pub(crate) fn dots(
         &DOTS
             .lanes(l.lanes)
             .sub_rows(l.sub_rows)
-            .heads(l.heads)
+            .one_group_heads(d.h)
             .forms(gpu.form(mem.dtype), Form::F32, Form::F32),
         Params::new(d.arr(), l.extra(), [0.0; 4]),
         l.units(d),
@@ -151,7 +147,7 @@ pub(crate) fn scores(
         &SCORES
             .lanes(l.lanes)
             .sub_rows(l.sub_rows)
-            .heads(l.heads)
+            .one_group_heads(d.h)
             .forms(gpu.form(mem.dtype), Form::F32, Form::F32),
         Params::new(d.arr(), l.extra(), [0.0; 4]),
         l.units(d),
@@ -213,7 +209,7 @@ pub(crate) fn content_backward(
         &CONTENT_BWD
             .lanes(l.lanes)
             .sub_rows(l.sub_rows)
-            .heads(l.heads)
+            .one_group_heads(d.h)
             .acc(acc)
             .forms(gpu.form(mem.dtype), Form::F32, gpu.form(g_mem.dtype)),
         Params::new(d.arr(), l.extra(), [0.0; 4]),

@@ -10,7 +10,7 @@ use std::sync::{Arc, OnceLock};
 
 use wgpu::naga;
 
-use super::abi::{prelude, MAX_ARGS, PARAM_BYTES};
+use super::abi::{prelude, HG, MAX_ARGS, PARAM_BYTES};
 use super::tensor::DType;
 use super::Gpu;
 use crate::error::{Error, Result};
@@ -126,6 +126,15 @@ impl KernelDef {
     pub const fn heads(mut self, heads: u32) -> Self {
         self.spec.heads = heads;
         self
+    }
+    /// The same entry point specialised for `heads` heads where one group of HG heads holds
+    /// them all (`heads <= HG`), else for any count.
+    pub const fn one_group_heads(self, heads: usize) -> Self {
+        self.heads(if heads <= HG as usize {
+            heads as u32
+        } else {
+            0
+        })
     }
     /// The same entry point with `ew_rows` rows per thread (elementwise kernels).
     pub const fn ew_rows(mut self, ew_rows: u32) -> Self {
