@@ -60,7 +60,8 @@ fn bwd_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_inde
     for (var stride = TR / 2u; stride > 0u; stride = stride / 2u) {
         workgroupBarrier();
         if t < stride {
-            for (var hh = 0u; hh < HG; hh += 1u) {
+            // Absent heads' slots hold zeros that no one reads: only the present heads sum.
+            for (var hh = 0u; hh < un.nh; hh += 1u) {
                 let a = (hh * TR + t) * 2u;
                 let o = (hh * TR + t + stride) * 2u;
                 red[a] += red[o];
