@@ -7,7 +7,9 @@
 //! times the packed f16 kernels on a device that has native f16; `NTM_BENCH_ROW_SUMS=subgroup`
 //! or `workgroup` picks how the streaming kernels sum rows (`Gpu::set_row_sums`);
 //! `NTM_BENCH_EW_ROWS=<1..8>` the rows per thread of the elementwise kernels
-//! (`Gpu::set_elementwise_rows`); `NTM_BENCH_FILTER=<substring>` selects ops; `NTM_BENCH_REPS`
+//! (`Gpu::set_elementwise_rows`) and `NTM_BENCH_EW_GROUP=<1..4>` how many of them the
+//! head-specialised ones load before storing (`Gpu::set_elementwise_row_group`);
+//! `NTM_BENCH_FILTER=<substring>` selects ops; `NTM_BENCH_REPS`
 //! sets repetitions per row; `NTM_BENCH_WARM_MS` the milliseconds of each row's own work run
 //! before it is timed (default 50); `NTM_BENCH_SOFT_MIB` caps the memory size of soft rows (default:
 //! 256 MiB on CPU adapters such as lavapipe, no cap on GPUs); `NTM_BENCH_SOFT_SECONDS` skips
@@ -79,7 +81,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .map_err(|_| format!("NTM_BENCH_EW_ROWS={v}: a count of rows"))?;
         gpu.set_elementwise_rows(rows)?;
     }
-    println!("elementwise rows per thread: {}", gpu.elementwise_rows());
+    if let Some(v) = env("NTM_BENCH_EW_GROUP") {
+        let rows = v
+            .parse()
+            .map_err(|_| format!("NTM_BENCH_EW_GROUP={v}: a count of rows"))?;
+        gpu.set_elementwise_row_group(rows)?;
+    }
+    println!(
+        "elementwise rows per thread: {}, loaded {} at a time",
+        gpu.elementwise_rows(),
+        gpu.elementwise_row_group()
+    );
     let report = run(&gpu, &cfg)?;
     print!("{}", report.text);
     let bench = report::Bench::new(&gpu, 1, None);

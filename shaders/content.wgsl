@@ -115,6 +115,40 @@ fn bwd_mem_any(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
     }
 }
 
+// A row's memory V and, with ACC, the output's V there (to add to).
+struct RowLoads {
+    m: V,
+    old: V,
+}
+
+fn row_load(el: Element) -> RowLoads {
+    var r: RowLoads;
+    r.m = V(0.0);
+    r.old = V(0.0);
+    if el.ok {
+        r.m = m_in_ld(el.e - p.base0.x / LANES);
+        if ACC {
+            r.old = dmem_ld(el.e - p.base1.x / LANES);
+        }
+    }
+    return r;
+}
+
+// bwd_mem_value's operations, in its order, from the column's key vectors and the row's loads.
+fn dm_store(el: Element, r: RowLoads, ks: HeadVs) {
+    if el.ok {
+        var acc = V(0.0);
+        for (var h = 0u; h < heads(); h += 1u) {
+            acc += cd_in[head_row(el, h) - p.base0.z] * head_v(ks, h)
+                 + cm_in[head_row(el, h) - p.base0.w] * r.m;
+        }
+        if ACC {
+            acc += r.old;
+        }
+        dmem_st(el.e - p.base1.x / LANES, acc);
+    }
+}
+
 // As bwd_mem_any, specialised for heads() <= HG heads and EW_ROWS > 1 rows per thread (no
 // packed words): a thread per V of EW_ROWS rows of one batch element loads its column's key
 // vectors once, for all its rows.
@@ -128,20 +162,29 @@ fn bwd_mem(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index
     for (var h = 0u; h < heads(); h += 1u) {
         set_head_v(&ks, h, keys_in[head_col(first, h) - p.base0.y / LANES]);
     }
-    for (var k = 0u; k < EW_ROWS; k += 1u) {
-        let el = element(wg, t, k);
-        if el.ok {
-            let m = m_in_ld(el.e - p.base0.x / LANES);
-            var acc = V(0.0);
-            for (var h = 0u; h < heads(); h += 1u) {
-                acc += cd_in[head_row(el, h) - p.base0.z] * head_v(ks, h)
-                     + cm_in[head_row(el, h) - p.base0.w] * m;
+    if ROW_GROUP == 1u {
+        // Row by row (CPU adapters, see ew_row).
+        for (var k = 0u; k < EW_ROWS; k += 1u) {
+            let el = element(wg, t, k);
+            if el.ok {
+                dm_store(el, row_load(el), ks);
             }
-            if ACC {
-                acc += dmem_ld(el.e - p.base1.x / LANES);
-            }
-            dmem_st(el.e - p.base1.x / LANES, acc);
         }
+        return;
+    }
+    for (var k = 0u; k < EW_ROWS; k += ROW_GROUP) {
+        let r0 = ew_row(wg, t, k, 0u);
+        let r1 = ew_row(wg, t, k, 1u);
+        let r2 = ew_row(wg, t, k, 2u);
+        let r3 = ew_row(wg, t, k, 3u);
+        let m0 = row_load(r0);
+        let m1 = row_load(r1);
+        let m2 = row_load(r2);
+        let m3 = row_load(r3);
+        dm_store(r0, m0, ks);
+        dm_store(r1, m1, ks);
+        dm_store(r2, m2, ks);
+        dm_store(r3, m3, ks);
     }
 }
 

@@ -127,6 +127,20 @@ fn head_col(el: Element, h: u32) -> u32 {
     return (el.b * heads() + h) * (p.dims.w / LANES) + el.j;
 }
 
+// Row g of the group of a thread's EW_ROWS rows that starts at row k0 (g < 4): not ok past
+// ROW_GROUP (1 to 4) or EW_ROWS. The head-specialised elementwise kernels load a group's rows
+// before storing any: a store may alias a later row's load from the same tensor (in place),
+// so the compiler cannot move that load above it, and row by row a GPU thread would have one
+// load in flight where the copy kernel has four. CPU adapters take groups of 1 (their cores
+// reorder loads themselves, and four rows' values held for 4 heads spill their registers),
+// through a row-by-row loop of each kernel's own (the group's unused rows left to constant
+// folding cost lavapipe 10% at H = 4).
+fn ew_row(wg: vec3<u32>, t: u32, k0: u32, g: u32) -> Element {
+    var el = element(wg, t, k0 + g);
+    el.ok = el.ok && g < ROW_GROUP && k0 + g < EW_ROWS;
+    return el;
+}
+
 // With WORDS (f16 packed two per u32 and LANES = 1: rows may start mid-word) the elementwise
 // kernels map each thread to one word instead: flat elements 2q and 2q + 1, each with its own
 // row and column, so the thread computes both halves and stores the word whole (NAME_st2).

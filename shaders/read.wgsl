@@ -38,6 +38,28 @@ fn bwd_mem_any(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
     }
 }
 
+// With ACC, the output's V at el (to add to); else (or past the rows) 0, unused.
+fn acc_load(el: Element) -> V {
+    if ACC && el.ok {
+        return bdm_ld(el.e - p.base0.z / LANES);
+    }
+    return V(0.0);
+}
+
+// bwd_value's operations, in its order, from the column's dr vectors and the loaded output.
+fn dm_store(el: Element, old: V, dr: HeadVs) {
+    if el.ok {
+        var acc = V(0.0);
+        for (var h = 0u; h < heads(); h += 1u) {
+            acc += bw[head_row(el, h) - p.base0.x] * head_v(dr, h);
+        }
+        if ACC {
+            acc += old;
+        }
+        bdm_st(el.e - p.base0.z / LANES, acc);
+    }
+}
+
 // As bwd_mem_any, specialised for heads() <= HG heads and EW_ROWS > 1 rows per thread (no
 // packed words): a thread per V of EW_ROWS rows of one batch element loads its column's dr
 // vectors once, for all its rows.
@@ -51,17 +73,28 @@ fn bwd_mem(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index
     for (var h = 0u; h < heads(); h += 1u) {
         set_head_v(&dr, h, bdr[head_col(first, h)]);
     }
-    for (var k = 0u; k < EW_ROWS; k += 1u) {
-        let el = element(wg, t, k);
-        if el.ok {
-            var acc = V(0.0);
-            for (var h = 0u; h < heads(); h += 1u) {
-                acc += bw[head_row(el, h) - p.base0.x] * head_v(dr, h);
+    if ROW_GROUP == 1u {
+        // Row by row (CPU adapters, see ew_row).
+        for (var k = 0u; k < EW_ROWS; k += 1u) {
+            let el = element(wg, t, k);
+            if el.ok {
+                dm_store(el, acc_load(el), dr);
             }
-            if ACC {
-                acc += bdm_ld(el.e - p.base0.z / LANES);
-            }
-            bdm_st(el.e - p.base0.z / LANES, acc);
         }
+        return;
+    }
+    for (var k = 0u; k < EW_ROWS; k += ROW_GROUP) {
+        let r0 = ew_row(wg, t, k, 0u);
+        let r1 = ew_row(wg, t, k, 1u);
+        let r2 = ew_row(wg, t, k, 2u);
+        let r3 = ew_row(wg, t, k, 3u);
+        let o0 = acc_load(r0);
+        let o1 = acc_load(r1);
+        let o2 = acc_load(r2);
+        let o3 = acc_load(r3);
+        dm_store(r0, o0, dr);
+        dm_store(r1, o1, dr);
+        dm_store(r2, o2, dr);
+        dm_store(r3, o3, dr);
     }
 }

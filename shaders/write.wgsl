@@ -56,9 +56,9 @@ fn fwd_any(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index
     }
 }
 
-// M' at one element's V, from its column's erase and add vectors e and a (heads() <= HG): the
-// operations of fwd_value, in its order.
-fn fwd_value_at(el: Element, e: HeadVs, a: HeadVs) -> V {
+// M' at one element's V from its memory V m and its column's erase and add vectors e and a
+// (heads() <= HG): the operations of fwd_value, in its order.
+fn fwd_value_at(el: Element, m: V, e: HeadVs, a: HeadVs) -> V {
     var keep = V(1.0);
     var add = V(0.0);
     for (var h = 0u; h < heads(); h += 1u) {
@@ -66,12 +66,25 @@ fn fwd_value_at(el: Element, e: HeadVs, a: HeadVs) -> V {
         keep *= 1.0 - wv * head_v(e, h);
         add += wv * head_v(a, h);
     }
-    return fmem_ld(el.e - p.base0.x / LANES) * keep + add;
+    return m * keep + add;
+}
+
+fn fwd_load(el: Element) -> V {
+    if el.ok {
+        return fmem_ld(el.e - p.base0.x / LANES);
+    }
+    return V(0.0);
+}
+
+fn fwd_store(el: Element, m: V, e: HeadVs, a: HeadVs) {
+    if el.ok {
+        fmem_st(el.e - p.base0.x / LANES, fwd_value_at(el, m, e, a));
+    }
 }
 
 // In place, specialised for heads() <= HG heads and EW_ROWS > 1 rows per thread (no packed
 // words): a thread per V of EW_ROWS rows of one batch element loads its column's erase and
-// add vectors once, for all its rows.
+// add vectors once, for all its rows, and each group of ROW_GROUP rows before storing them.
 @compute @workgroup_size(WG)
 fn fwd(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
     let first = element(wg, t, 0u);
@@ -84,11 +97,29 @@ fn fwd(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t:
         set_head_v(&e, h, fe[head_col(first, h)]);
         set_head_v(&a, h, fa[head_col(first, h)]);
     }
-    for (var k = 0u; k < EW_ROWS; k += 1u) {
-        let el = element(wg, t, k);
-        if el.ok {
-            fmem_st(el.e - p.base0.x / LANES, fwd_value_at(el, e, a));
+    if ROW_GROUP == 1u {
+        // Row by row (CPU adapters, see ew_row).
+        for (var k = 0u; k < EW_ROWS; k += 1u) {
+            let el = element(wg, t, k);
+            if el.ok {
+                fwd_store(el, fwd_load(el), e, a);
+            }
         }
+        return;
+    }
+    for (var k = 0u; k < EW_ROWS; k += ROW_GROUP) {
+        let r0 = ew_row(wg, t, k, 0u);
+        let r1 = ew_row(wg, t, k, 1u);
+        let r2 = ew_row(wg, t, k, 2u);
+        let r3 = ew_row(wg, t, k, 3u);
+        let m0 = fwd_load(r0);
+        let m1 = fwd_load(r1);
+        let m2 = fwd_load(r2);
+        let m3 = fwd_load(r3);
+        fwd_store(r0, m0, e, a);
+        fwd_store(r1, m1, e, a);
+        fwd_store(r2, m2, e, a);
+        fwd_store(r3, m3, e, a);
     }
 }
 
@@ -147,8 +178,22 @@ fn bwd_mem_any(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
     }
 }
 
+fn grad_load(el: Element) -> V {
+    if el.ok {
+        return mgrad_ld(el.e - p.base0.z / LANES);
+    }
+    return V(0.0);
+}
+
+fn dm_store(el: Element, g: V, e: HeadVs) {
+    if el.ok {
+        mdm_st(el.e - p.base0.w / LANES, g * keep_at(el, e));
+    }
+}
+
 // As bwd_mem_any, specialised for heads() <= HG heads and EW_ROWS > 1 (no packed words), as
-// fwd: the column's erase vectors loaded once for all the thread's rows.
+// fwd: the column's erase vectors loaded once for all the thread's rows, and each group of
+// ROW_GROUP rows loaded before any is stored.
 @compute @workgroup_size(WG)
 fn bwd_mem(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
     let first = element(wg, t, 0u);
@@ -156,11 +201,29 @@ fn bwd_mem(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index
         return;
     }
     let e = erase_at(first);
-    for (var k = 0u; k < EW_ROWS; k += 1u) {
-        let el = element(wg, t, k);
-        if el.ok {
-            mdm_st(el.e - p.base0.w / LANES, mgrad_ld(el.e - p.base0.z / LANES) * keep_at(el, e));
+    if ROW_GROUP == 1u {
+        // Row by row (CPU adapters, see ew_row).
+        for (var k = 0u; k < EW_ROWS; k += 1u) {
+            let el = element(wg, t, k);
+            if el.ok {
+                dm_store(el, grad_load(el), e);
+            }
         }
+        return;
+    }
+    for (var k = 0u; k < EW_ROWS; k += ROW_GROUP) {
+        let r0 = ew_row(wg, t, k, 0u);
+        let r1 = ew_row(wg, t, k, 1u);
+        let r2 = ew_row(wg, t, k, 2u);
+        let r3 = ew_row(wg, t, k, 3u);
+        let g0 = grad_load(r0);
+        let g1 = grad_load(r1);
+        let g2 = grad_load(r2);
+        let g3 = grad_load(r3);
+        dm_store(r0, g0, e);
+        dm_store(r1, g1, e);
+        dm_store(r2, g2, e);
+        dm_store(r3, g3, e);
     }
 }
 
@@ -188,6 +251,19 @@ fn bwd_mem_inplace_any(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invo
     }
 }
 
+fn inplace_load(el: Element) -> V {
+    if el.ok {
+        return idm_ld(el.e - p.base0.z / LANES);
+    }
+    return V(0.0);
+}
+
+fn inplace_store(el: Element, g: V, e: HeadVs) {
+    if el.ok {
+        idm_st(el.e - p.base0.z / LANES, g * keep_at(el, e));
+    }
+}
+
 // As bwd_mem_inplace_any, specialised for heads() <= HG heads and EW_ROWS > 1, as fwd.
 @compute @workgroup_size(WG)
 fn bwd_mem_inplace(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
@@ -196,11 +272,29 @@ fn bwd_mem_inplace(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocati
         return;
     }
     let e = erase_at(first);
-    for (var k = 0u; k < EW_ROWS; k += 1u) {
-        let el = element(wg, t, k);
-        if el.ok {
-            idm_st(el.e - p.base0.z / LANES, idm_ld(el.e - p.base0.z / LANES) * keep_at(el, e));
+    if ROW_GROUP == 1u {
+        // Row by row (CPU adapters, see ew_row).
+        for (var k = 0u; k < EW_ROWS; k += 1u) {
+            let el = element(wg, t, k);
+            if el.ok {
+                inplace_store(el, inplace_load(el), e);
+            }
         }
+        return;
+    }
+    for (var k = 0u; k < EW_ROWS; k += ROW_GROUP) {
+        let r0 = ew_row(wg, t, k, 0u);
+        let r1 = ew_row(wg, t, k, 1u);
+        let r2 = ew_row(wg, t, k, 2u);
+        let r3 = ew_row(wg, t, k, 3u);
+        let g0 = inplace_load(r0);
+        let g1 = inplace_load(r1);
+        let g2 = inplace_load(r2);
+        let g3 = inplace_load(r3);
+        inplace_store(r0, g0, e);
+        inplace_store(r1, g1, e);
+        inplace_store(r2, g2, e);
+        inplace_store(r3, g3, e);
     }
 }
 

@@ -28,19 +28,21 @@ mod tests {
     use crate::MAX_ELEMENTWISE_ROWS;
 
     /// Every shader composes behind the prelude and its imports and passes naga's validation
-    /// in every specialisation (lanes, ACC, SUB_ROWS, head counts, rows per elementwise thread, and each memory slot's storage form); every entry
-    /// point's bindings are derived without error.
+    /// in every specialisation (lanes, ACC, SUB_ROWS, head counts, rows per elementwise thread
+    /// and their load groups, and each memory slot's storage form); every entry point's
+    /// bindings are derived without error.
     #[test]
     fn every_shader_composes_and_validates() {
         use crate::runtime::pipelines::{Form, Spec};
         let forms = [Form::F32, Form::F16, Form::Packed];
         for s in SHADERS {
             for lanes in [1, 2, 4] {
-                for (acc, sub_rows, heads, ew_rows) in [
-                    (false, false, 0, 1),
-                    (true, false, 1, 4),
-                    (false, true, 3, 2),
-                    (true, true, HG, MAX_ELEMENTWISE_ROWS),
+                for (acc, sub_rows, heads, ew_rows, row_group) in [
+                    (false, false, 0, 1, 1),
+                    (true, false, 1, 4, 4),
+                    (false, true, 3, 2, 4),
+                    (true, true, HG, MAX_ELEMENTWISE_ROWS, 1),
+                    (false, false, 2, MAX_ELEMENTWISE_ROWS, 4),
                 ] {
                     for (m, g, d) in forms
                         .iter()
@@ -53,6 +55,7 @@ mod tests {
                             sub_rows,
                             heads,
                             ew_rows,
+                            row_group,
                         };
                         let (src, _) = compose(s, spec);
                         let eps = reflect_all(&src)

@@ -12,7 +12,9 @@ mod common;
 use common::*;
 use half::f16;
 use ntm_kernels::reference::{self as r, Shape};
-use ntm_kernels::{DType, Error, F16Path, Gpu, RowSums, Tensor, MAX_ELEMENTWISE_ROWS};
+use ntm_kernels::{
+    DType, Error, F16Path, Gpu, RowSums, Tensor, MAX_ELEMENTWISE_ROWS, MAX_ELEMENTWISE_ROW_GROUP,
+};
 
 const ATOL: f64 = 2e-5;
 const RTOL: f64 = 1e-4;
@@ -291,13 +293,19 @@ fn soft_ops_with_f16_memory_both_row_sums() {
     }
 }
 
-/// Soft ops with f16 memories at 1 and at the most rows per elementwise thread (the adapter's
-/// default is tested above), on each f16 path: packed words (odd W) and V's.
+/// Soft ops with f16 memories at 1 and at the most rows per elementwise thread, loaded 1 and
+/// 4 at a time before storing (the adapter's defaults are tested above), on each f16 path:
+/// packed words (odd W) and V's.
 #[test]
 fn soft_ops_with_f16_memory_at_each_elementwise_rows_count() {
     for (_, g) in paths() {
-        for rows in [1, MAX_ELEMENTWISE_ROWS] {
+        for (rows, group) in [
+            (1, 1),
+            (MAX_ELEMENTWISE_ROWS, 1),
+            (MAX_ELEMENTWISE_ROWS, MAX_ELEMENTWISE_ROW_GROUP),
+        ] {
             g.set_elementwise_rows(rows).unwrap();
+            g.set_elementwise_row_group(group).unwrap();
             let mut seed = 2400;
             for (b, h, n, w) in [
                 (2, 1, 7, 1),

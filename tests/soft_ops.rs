@@ -7,7 +7,7 @@
 mod common;
 use common::*;
 use ntm_kernels::reference::{self as r, Shape};
-use ntm_kernels::{Error, Gpu, RowSums, Tensor, MAX_ELEMENTWISE_ROWS};
+use ntm_kernels::{Error, Gpu, RowSums, Tensor, MAX_ELEMENTWISE_ROWS, MAX_ELEMENTWISE_ROW_GROUP};
 
 const ATOL: f64 = 2e-5;
 const RTOL: f64 = 1e-4;
@@ -237,18 +237,34 @@ fn every_op_on_narrow_rows_both_row_sums() {
 }
 
 /// The elementwise kernels (soft write forward, the soft ops' `dM` passes) at each count of
-/// rows per thread, whatever the adapter's default (1 on GPUs, 8 on CPU adapters): every op
-/// against the reference on the grid, one to five heads (HG = 4 heads held in registers, 5
-/// take the any-count kernels), whole and bound in windows; and every count's outputs bit for
-/// bit those of 1 row per thread. Counts outside 1..=MAX are refused, the setting unchanged.
+/// rows per thread and of rows loaded before storing, whatever the adapter's defaults (1 and
+/// 4 on GPUs, 8 and 1 on CPU adapters): every op against the reference on the grid, one to
+/// five heads (HG = 4 heads held in registers, 5 take the any-count kernels), whole and bound
+/// in windows; and every setting's outputs bit for bit those of 1 row per thread. Groups
+/// larger than the rows and not dividing them are among them. Counts outside their ranges are
+/// refused, the settings unchanged.
 #[test]
 fn every_op_at_each_elementwise_rows_count() {
-    let counts = [1, 2, 4, MAX_ELEMENTWISE_ROWS];
-    let mut seed = 2200;
-    for rows in counts {
-        let g = own_gpu();
+    // (rows per thread, rows loaded before storing)
+    let settings = [
+        (1, 1),
+        (2, MAX_ELEMENTWISE_ROW_GROUP),
+        (4, 3),
+        (MAX_ELEMENTWISE_ROWS, 1),
+        (MAX_ELEMENTWISE_ROWS, MAX_ELEMENTWISE_ROW_GROUP),
+    ];
+    let set = |g: &Gpu, (rows, group): (u32, u32)| {
         g.set_elementwise_rows(rows).unwrap();
-        assert_eq!(g.elementwise_rows(), rows);
+        g.set_elementwise_row_group(group).unwrap();
+        assert_eq!(
+            (g.elementwise_rows(), g.elementwise_row_group()),
+            (rows, group)
+        );
+    };
+    let mut seed = 2200;
+    for setting in settings {
+        let g = own_gpu();
+        set(&g, setting);
         for b in [1, 3] {
             for h in [1, 2, 4, 5] {
                 for n in [1, 7, 129] {
@@ -261,16 +277,16 @@ fn every_op_at_each_elementwise_rows_count() {
         }
         let (device, queue) = device_with(|l| l.max_storage_buffer_binding_size = 256 << 10);
         let gw = Gpu::from_wgpu(device, queue).unwrap();
-        gw.set_elementwise_rows(rows).unwrap();
+        set(&gw, setting);
         for s in [Shape::new(2, 2, 1000, 64), Shape::new(3, 5, 700, 65)] {
             seed += 1;
             run_on(&gw, &Case::new(s, seed), ATOL);
         }
     }
     // The same bits at every count: each element is computed by the same operations.
-    let outputs = |rows: u32, s: Shape, seed: u64| -> Vec<Vec<u32>> {
+    let outputs = |setting: (u32, u32), s: Shape, seed: u64| -> Vec<Vec<u32>> {
         let g = own_gpu();
-        g.set_elementwise_rows(rows).unwrap();
+        set(&g, setting);
         let c = Case::new(s, seed);
         let (mem_s, vec_s, wt_s) = ([s.b, s.n, s.w], [s.b, s.h, s.w], [s.b, s.h, s.n]);
         let m = up(&g, &mem_s, &c.m);
@@ -302,9 +318,9 @@ fn every_op_at_each_elementwise_rows_count() {
     .into_iter()
     .enumerate()
     {
-        let one = outputs(1, s, 2300 + k as u64);
-        for rows in &counts[1..] {
-            let other = outputs(*rows, s, 2300 + k as u64);
+        let one = outputs(settings[0], s, 2300 + k as u64);
+        for setting in &settings[1..] {
+            let other = outputs(*setting, s, 2300 + k as u64);
             for (what, (x, y)) in ["soft_write", "write dM", "read dM", "content dM"]
                 .iter()
                 .zip(one.iter().zip(&other))
@@ -312,7 +328,7 @@ fn every_op_at_each_elementwise_rows_count() {
                 let diff = x.iter().zip(y).position(|(p, q)| p != q);
                 assert_eq!(
                     diff, None,
-                    "{s:?} {what}: {rows} rows per thread differ from 1"
+                    "{s:?} {what}: (rows per thread, rows loaded before storing) {setting:?} differ from 1 row"
                 );
             }
         }
@@ -325,6 +341,14 @@ fn every_op_at_each_elementwise_rows_count() {
             other => panic!("{bad} rows per thread: {other:?}"),
         }
         assert_eq!(g.elementwise_rows(), before);
+    }
+    let before = g.elementwise_row_group();
+    for bad in [0, MAX_ELEMENTWISE_ROW_GROUP + 1] {
+        match g.set_elementwise_row_group(bad) {
+            Err(Error::Invalid { op, .. }) => assert_eq!(op, "set_elementwise_row_group"),
+            other => panic!("{bad} rows loaded before storing: {other:?}"),
+        }
+        assert_eq!(g.elementwise_row_group(), before);
     }
 }
 

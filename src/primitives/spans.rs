@@ -63,6 +63,8 @@ pub(crate) struct Elementwise {
     nct: u64,
     /// Rows (or with `words`, words) per thread.
     rows: u32,
+    /// Rows the head-specialised kernels load before storing any (`Gpu::elementwise_row_group`).
+    group: u32,
     /// Rows per row tile (a unit's rows).
     rows_per_unit: u64,
     /// Row tiles per batch element.
@@ -101,6 +103,7 @@ impl Elementwise {
             tw,
             nct,
             rows,
+            group: gpu.elementwise_row_group(),
             rows_per_unit,
             tiles_per_b,
             b,
@@ -131,10 +134,11 @@ impl Elementwise {
     /// `def`, an entry point that loads its column's vectors of up to HG heads once for all
     /// of a thread's rows, specialised for the shape's head count, where that saves loads
     /// (more than 1 row per thread) and applies (at most HG heads, no packed words); else
-    /// `any`, the same operation for any head count and thread map, loading them per row.
+    /// `any`, the same operation for any head count and thread map, loading them per row. The
+    /// specialised entry point loads `Gpu::elementwise_row_group` rows before storing any.
     pub fn by_heads(&self, def: KernelDef, any: KernelDef) -> KernelDef {
         if self.rows > 1 && !self.words && self.h <= HG {
-            def.heads(self.h)
+            def.heads(self.h).row_group(self.group)
         } else {
             any
         }

@@ -93,7 +93,8 @@ pub(crate) fn divisor(d: u32) -> [u32; 2] {
 /// row width is a multiple of 4, with `LANES` f32s each, and `vsum`, the sum of a V's lanes;
 /// `SUB_ROWS` and `xor_lanes`, the subgroup shuffles of rows that fit a subgroup; `ACC`, whether a kernel that writes a
 /// memory gradient adds to its output; `WORDS`, whether stores must own whole packed f16
-/// words, see [`Spec::words`]; `EW_ROWS`, the rows per thread of the elementwise kernels;
+/// words, see [`Spec::words`]; `EW_ROWS`, the rows per thread of the elementwise kernels, and
+/// `ROW_GROUP`, how many of them a head-specialised one loads before storing any;
 /// `heads()`, a head-specialised kernel's head count or else `Params.dims.y`), `Params` and
 /// its binding, then
 /// `shaders/prelude.wgsl` (the unit prologue and the elementwise mapping).
@@ -102,6 +103,7 @@ pub(crate) fn prelude(spec: Spec) -> String {
         lanes,
         acc,
         ew_rows,
+        row_group,
         ..
     } = spec;
     let words = spec.words();
@@ -144,6 +146,7 @@ pub(crate) fn prelude(spec: Spec) -> String {
          const WG: u32 = {WG}u;\n\
          const CW: u32 = {CW}u;\n\
          const EW_ROWS: u32 = {ew_rows}u;\n\
+         const ROW_GROUP: u32 = {row_group}u;\n\
          const CHUNK: u32 = {CHUNK}u;\n\
          const KR: u32 = {KR}u;\n\
          {PARAMS_WGSL}\
@@ -217,6 +220,7 @@ mod tests {
                 forms: [super::super::pipelines::Form::F32; 3],
                 heads: 0,
                 ew_rows: 1,
+                row_group: 1,
             })
         );
         let module = naga::front::wgsl::parse_str(&src)

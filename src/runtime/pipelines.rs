@@ -73,6 +73,9 @@ pub(crate) struct Spec {
     /// `EW_ROWS`: memory rows (or, with `WORDS`, words) each thread of an elementwise kernel
     /// takes (`Gpu::elementwise_rows`; 1 for other kernels).
     pub ew_rows: u32,
+    /// `ROW_GROUP`: rows a head-specialised elementwise kernel loads before it stores any
+    /// (`Gpu::elementwise_row_group`; 1 elsewhere).
+    pub row_group: u32,
 }
 
 impl Spec {
@@ -104,6 +107,7 @@ impl KernelDef {
                 sub_rows: false,
                 heads: 0,
                 ew_rows: 1,
+                row_group: 1,
             },
         }
     }
@@ -139,6 +143,12 @@ impl KernelDef {
     /// The same entry point with `ew_rows` rows per thread (elementwise kernels).
     pub const fn ew_rows(mut self, ew_rows: u32) -> Self {
         self.spec.ew_rows = ew_rows;
+        self
+    }
+    /// The same entry point loading `row_group` rows before storing any (head-specialised
+    /// elementwise kernels).
+    pub const fn row_group(mut self, row_group: u32) -> Self {
+        self.spec.row_group = row_group;
         self
     }
     /// The same entry point with the storage forms of slots `M`, `G` and `D`.
@@ -422,6 +432,7 @@ pub(crate) fn crate_needs() -> std::result::Result<Needs, String> {
                     sub_rows: false,
                     heads: 0,
                     ew_rows: 1,
+                    row_group: 1,
                 };
                 let (src, _) = compose(s, spec);
                 for (_, r) in
