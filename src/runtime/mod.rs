@@ -354,7 +354,8 @@ impl Gpu {
     /// measured on an H200 (an earlier 4-row form of these kernels ran slower there: to be
     /// measured again with this one), and 8 on CPU adapters (lavapipe: the soft write forward
     /// 1.7x as fast as with 1). Each element is computed by the same operations whatever the
-    /// count (the tests check the bits agree).
+    /// count (the tests check the bits agree). How many of a thread's rows those kernels load
+    /// before storing any is [`Gpu::set_elementwise_row_group`].
     pub fn set_elementwise_rows(&self, rows: u32) -> Result<()> {
         if !(1..=MAX_ELEMENTWISE_ROWS).contains(&rows) {
             return Err(Error::Invalid {
