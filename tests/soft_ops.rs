@@ -334,21 +334,37 @@ fn every_op_at_each_elementwise_rows_count() {
         }
     }
     let g = own_gpu();
-    let before = g.elementwise_rows();
-    for bad in [0, MAX_ELEMENTWISE_ROWS + 1] {
-        match g.set_elementwise_rows(bad) {
-            Err(Error::Invalid { op, .. }) => assert_eq!(op, "set_elementwise_rows"),
-            other => panic!("{bad} rows per thread: {other:?}"),
+    type Setter = fn(&Gpu, u32) -> Result<(), Error>;
+    type Getter = fn(&Gpu) -> u32;
+    let settings: [(&str, u32, Setter, Getter); 2] = [
+        (
+            "set_elementwise_rows",
+            MAX_ELEMENTWISE_ROWS,
+            Gpu::set_elementwise_rows,
+            Gpu::elementwise_rows,
+        ),
+        (
+            "set_elementwise_row_group",
+            MAX_ELEMENTWISE_ROW_GROUP,
+            Gpu::set_elementwise_row_group,
+            Gpu::elementwise_row_group,
+        ),
+    ];
+    for (name, max, set, get) in settings {
+        let before = get(&g);
+        for bad in [0, max + 1] {
+            match set(&g, bad) {
+                Err(Error::Invalid { op, message }) => {
+                    assert_eq!(op, name);
+                    assert!(
+                        message.contains(&format!("1 to {max}, not {bad}")),
+                        "{message}"
+                    );
+                }
+                other => panic!("{name}({bad}): {other:?}"),
+            }
+            assert_eq!(get(&g), before, "{name}({bad}) changed the setting");
         }
-        assert_eq!(g.elementwise_rows(), before);
-    }
-    let before = g.elementwise_row_group();
-    for bad in [0, MAX_ELEMENTWISE_ROW_GROUP + 1] {
-        match g.set_elementwise_row_group(bad) {
-            Err(Error::Invalid { op, .. }) => assert_eq!(op, "set_elementwise_row_group"),
-            other => panic!("{bad} rows loaded before storing: {other:?}"),
-        }
-        assert_eq!(g.elementwise_row_group(), before);
     }
 }
 

@@ -117,6 +117,25 @@ const ELEMENTWISE_ROWS_CPU: u32 = 8;
 /// ([`Gpu::set_elementwise_row_group`]).
 pub const MAX_ELEMENTWISE_ROW_GROUP: u32 = 4;
 
+/// Stores `count` in `setting` if it is 1 to `max`; else an [`Error::Invalid`] of `op` saying
+/// what was counted, the range and the count given, the setting unchanged.
+fn set_count(
+    setting: &AtomicU32,
+    op: &'static str,
+    what: &str,
+    count: u32,
+    max: u32,
+) -> Result<()> {
+    if !(1..=max).contains(&count) {
+        return Err(Error::Invalid {
+            op,
+            message: format!("{what} must be 1 to {max}, not {count}"),
+        });
+    }
+    setting.store(count, Ordering::Relaxed);
+    Ok(())
+}
+
 /// How the streaming kernels (content addressing's scores and its backward, the soft read's
 /// weight gradient) sum each memory row over the threads that hold its columns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -357,14 +376,14 @@ impl Gpu {
     /// count (the tests check the bits agree). How many of a thread's rows those kernels load
     /// before storing any is [`Gpu::set_elementwise_row_group`].
     pub fn set_elementwise_rows(&self, rows: u32) -> Result<()> {
-        if !(1..=MAX_ELEMENTWISE_ROWS).contains(&rows) {
-            return Err(Error::Invalid {
-                op: "set_elementwise_rows",
-                message: format!("rows per thread must be 1 to {MAX_ELEMENTWISE_ROWS}, not {rows}"),
-            });
-        }
-        self.elementwise_rows.store(rows, Ordering::Relaxed);
-        Ok(())
+        let what = "rows per thread";
+        set_count(
+            &self.elementwise_rows,
+            "set_elementwise_rows",
+            what,
+            rows,
+            MAX_ELEMENTWISE_ROWS,
+        )
     }
 
     /// Rows of a thread's [`Gpu::elementwise_rows`] that the head-specialised elementwise
@@ -384,16 +403,14 @@ impl Gpu {
     /// W = 20). Each element is computed by the same operations whatever the group (the tests
     /// check the bits agree).
     pub fn set_elementwise_row_group(&self, rows: u32) -> Result<()> {
-        if !(1..=MAX_ELEMENTWISE_ROW_GROUP).contains(&rows) {
-            return Err(Error::Invalid {
-                op: "set_elementwise_row_group",
-                message: format!(
-                    "rows loaded before storing must be 1 to {MAX_ELEMENTWISE_ROW_GROUP}, not {rows}"
-                ),
-            });
-        }
-        self.elementwise_row_group.store(rows, Ordering::Relaxed);
-        Ok(())
+        let (op, what) = ("set_elementwise_row_group", "rows loaded before storing");
+        set_count(
+            &self.elementwise_row_group,
+            op,
+            what,
+            rows,
+            MAX_ELEMENTWISE_ROW_GROUP,
+        )
     }
 
     /// Whether the device has WGSL `f16` (`SHADER_F16`).
