@@ -15,19 +15,40 @@
 //! 256 MiB on CPU adapters such as lavapipe, no cap on GPUs); `NTM_BENCH_SOFT_SECONDS` skips
 //! soft rows of a shape projected to take longer (default: 40 s on CPU adapters, 0 = no cap),
 //! except in the first (plotted) slice B = 1, H = 1, W = 64.
+//!
+//! Side by side with PyTorch (`report::peer`): `NTM_BENCH_PEER=<torch.csv>` names the CSV of
+//! `../shared/peers/torch_ntm_ops.py` run on the same GPU; its rows are paired with the bench's
+//! and the speed targets judged from both (`comparison.txt` and `comparison.csv` beside the
+//! report; without a peer, the targets that need only the bench's rows).
+//! `NTM_BENCH_FROM=<memory_access.csv>` compares a stored run instead of measuring: no device.
 
 mod report;
 
 use ntm_kernels::Gpu;
-use report::{run, Config};
+use report::{peer, run, Config};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     // `cargo test` builds and runs bench targets without `--bench`: nothing to do then.
     if !std::env::args().any(|a| a == "--bench") {
         return Ok(());
     }
-    let gpu = Gpu::new()?;
     let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let read =
+        |path: &str| std::fs::read_to_string(path).map_err(|e| format!("reading {path}: {e}"));
+    let peer_rows = match env("NTM_BENCH_PEER") {
+        Some(path) => peer::parse_peer_csv(&read(&path)?)
+            .map_err(|e| format!("NTM_BENCH_PEER={path}: {e}"))?,
+        None => Vec::new(),
+    };
+    let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
+    let out_dir = std::path::Path::new(&target).join("ntm-bench");
+    if let Some(path) = env("NTM_BENCH_FROM") {
+        // A stored run: nothing is measured, no device is opened.
+        let rows = peer::parse_report_csv(&read(&path)?)
+            .map_err(|e| format!("NTM_BENCH_FROM={path}: {e}"))?;
+        return write_comparison(&rows, &peer_rows, &out_dir);
+    }
+    let gpu = Gpu::new()?;
     let mut cfg = if env("NTM_BENCH_QUICK").is_some_and(|v| v != "0") {
         Config::quick()
     } else {
@@ -58,8 +79,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         None if cpu => 40.0,
         None => f64::INFINITY,
     };
-    let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
-    cfg.out_dir = Some(std::path::Path::new(&target).join("ntm-bench"));
+    cfg.out_dir = Some(out_dir.clone());
     cfg.progress = true;
     let started = std::time::Instant::now();
     if env("NTM_BENCH_F16_PATH").as_deref() == Some("packed") {
@@ -101,9 +121,25 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         single / queued
     );
     println!(
-        "wrote {}/memory_access.csv and memory_access.svg in {:.0} s",
-        cfg.out_dir.unwrap().display(),
+        "wrote {}/memory_access.csv and memory_access.svg in {:.0} s\n",
+        out_dir.display(),
         started.elapsed().as_secs_f64()
     );
+    write_comparison(&report.rows, &peer_rows, &out_dir)
+}
+
+/// Prints the rows beside PyTorch's and the speed targets, and writes them into `dir`.
+fn write_comparison(
+    rows: &[report::Row],
+    peer_rows: &[peer::PeerRow],
+    dir: &std::path::Path,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let cmp = peer::compare(rows, peer_rows);
+    print!("{}", cmp.text);
+    let io = |e: std::io::Error| format!("writing {}: {e}", dir.display());
+    std::fs::create_dir_all(dir).map_err(io)?;
+    std::fs::write(dir.join("comparison.txt"), &cmp.text).map_err(io)?;
+    std::fs::write(dir.join("comparison.csv"), &cmp.csv).map_err(io)?;
+    println!("wrote {}/comparison.txt and comparison.csv", dir.display());
     Ok(())
 }

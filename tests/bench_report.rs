@@ -4,6 +4,9 @@ use common::*;
 #[path = "../benches/report/mod.rs"]
 mod report;
 use ntm_kernels::DType;
+use report::peer::{
+    compare, parse_peer_csv, parse_report_csv, Kind, Peer, PEER_CSV_HEADER, VS_CSV_HEADER,
+};
 use report::{parse_dtypes, parse_shapes, run, Config, CSV_HEADER};
 use std::collections::HashSet;
 
@@ -47,6 +50,12 @@ fn the_report_runs_and_writes_csv_and_plot() {
         CSV_HEADER,
         "op,access,pass,dtype,batch,heads,slots,width,median_us,min_us,bytes,gbps,roofline_fraction"
     );
+    // The comparison reads the CSV back into the same rows.
+    let parsed = parse_report_csv(&csv).unwrap();
+    assert_eq!(parsed.len(), report.rows.len());
+    for (p, r) in parsed.iter().zip(&report.rows) {
+        assert_eq!(p.csv(), r.csv(), "the CSV round trip changed a row");
+    }
     let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
     assert_eq!(
         rows.len(),
@@ -191,4 +200,335 @@ fn bench_shapes_parse_from_the_environment_format() {
         let e = parse_shapes(bad).unwrap_err();
         assert!(e.contains("NTM_BENCH_SHAPES"), "{bad:?}: {e}");
     }
+}
+
+/// A bench CSV line: (op, access, pass, dtype), shape, median, roofline fraction.
+fn bench_line(
+    key: (&str, &str, &str, &str),
+    s: (usize, usize, usize, usize),
+    med: f64,
+    rf: f64,
+) -> String {
+    let (op, acc, pass, dt) = key;
+    let (b, h, n, w) = s;
+    format!("{op},{acc},{pass},{dt},{b},{h},{n},{w},{med},{med},1,1.0,{rf}\n")
+}
+
+fn peer_line(
+    peer: &str,
+    op: &str,
+    pass: &str,
+    s: (usize, usize, usize, usize),
+    med: f64,
+) -> String {
+    let (b, h, n, w) = s;
+    format!("{peer},{op},{pass},{b},{h},{n},{w},{med},{med}\n")
+}
+
+#[test]
+fn the_peer_comparison_pairs_rows_and_judges_each_target() {
+    // Two shapes of the same 256 MiB, made to meet some targets and miss others.
+    let s1 = (16, 1, 65536, 64);
+    let s2 = (1, 1, 1048576, 64);
+    let mut ours = format!("{CSV_HEADER}\n");
+    for (s, read_fwd, access_disc) in [(s1, 60.0, 9.0), (s2, 90.0, 12.0)] {
+        for (key, med, rf) in [
+            (("copy", "-", "forward", "f32"), 100.0, 1.0),
+            (("content_address", "soft", "forward", "f32"), 200.0, 0.5),
+            (("content_address", "soft", "backward", "f32"), 400.0, 0.4),
+            (("read", "soft", "forward", "f32"), read_fwd, 0.85),
+            (("read", "soft", "backward", "f32"), 100.0, 0.65),
+            (("write", "soft", "forward", "f32"), 120.0, 0.9),
+            (("write", "soft", "backward", "f32"), 200.0, 0.62),
+            (("location_address", "soft", "forward", "f32"), 30.0, 0.0),
+            (("location_address", "soft", "backward", "f32"), 80.0, 0.0),
+            (("access", "discrete", "both", "f32"), access_disc, 0.0),
+            (("read", "soft", "forward", "f16"), 30.0, 0.85),
+            (("content_address", "soft", "forward", "f16"), 150.0, 0.3),
+            (("write", "soft", "forward", "f16"), 60.0, 0.9),
+        ] {
+            ours.push_str(&bench_line(key, s, med, rf));
+        }
+    }
+    let rows = parse_report_csv(&ours).unwrap();
+    let mut theirs = format!("{PEER_CSV_HEADER}\n");
+    for (peer, op, pass, s, med) in [
+        ("torch-eager", "copy", "forward", s1, 95.0),
+        ("torch-eager", "copy", "forward", s2, 80.0),
+        ("torch-eager", "content_address", "forward", s1, 700.0),
+        ("torch-eager", "content_address", "forward", s2, 590.0),
+        (
+            "torch-eager",
+            "content_address",
+            "forward+backward",
+            s1,
+            2000.0,
+        ),
+        ("torch-eager", "soft_read", "forward", s1, 100.0),
+        ("torch-eager", "soft_read", "forward", s2, 85.0),
+        (
+            "torch-eager",
+            "location_address",
+            "forward+backward",
+            s2,
+            1000.0,
+        ),
+        ("torch-compile", "soft_write", "forward", s1, 110.0),
+        ("torch-compile", "soft_read", "forward", s1, 200.0),
+        ("torch-eager-f16", "soft_read", "forward", s1, 50.0),
+        // no counterpart: left out
+        (
+            "torch-eager",
+            "discrete_write_functional",
+            "forward",
+            s1,
+            50.0,
+        ),
+    ] {
+        theirs.push_str(&peer_line(peer, op, pass, s, med));
+    }
+    let peer = parse_peer_csv(&theirs).unwrap();
+    assert_eq!(peer.len(), 12);
+    assert_eq!(
+        (peer[8].peer, peer[8].dtype.as_str()),
+        (Peer::Compile, "f32")
+    );
+    assert_eq!(
+        (peer[10].peer, peer[10].dtype.as_str()),
+        (Peer::Eager, "f16")
+    );
+
+    let cmp = compare(&rows, &peer);
+    let line = |label: &str, pass: &str, dtype: &str, s| {
+        cmp.lines
+            .iter()
+            .find(|l| l.label == label && l.pass == pass && l.dtype == dtype && l.shape == s)
+            .unwrap_or_else(|| panic!("no {label} {pass} {dtype} line at {s:?}"))
+    };
+    // f+b is this crate's forward plus backward medians.
+    let ca = line("content_address", "f+b", "f32", s1);
+    assert_eq!(
+        (ca.ours_us, ca.eager_us, ca.compile_us),
+        (600.0, Some(2000.0), None)
+    );
+    assert_eq!(ca.memory_bytes, 256 << 20);
+    assert_eq!(ca.kind, Kind::SoftMemory);
+    let loc = line("location_address", "f+b", "f32", s2);
+    assert_eq!((loc.ours_us, loc.eager_us), (110.0, Some(1000.0)));
+    let r16 = line("soft read", "forward", "f16", s1);
+    assert_eq!(
+        (r16.ours_us, r16.eager_us, r16.memory_bytes),
+        (30.0, Some(50.0), 128 << 20)
+    );
+    // The bench times the copy (the roofline) in f32 only; rows lacking a part are not paired.
+    assert!(!cmp
+        .lines
+        .iter()
+        .any(|l| l.label == "copy" && l.dtype == "f16"));
+    assert!(!cmp.lines.iter().any(|l| l.label == "soft access"));
+
+    let target = |start: &str| {
+        cmp.targets
+            .iter()
+            .find(|t| t.name.starts_with(start))
+            .unwrap_or_else(|| panic!("no target {start:?}: {:?}", cmp.targets))
+    };
+    let expect = |start: &str, met: Option<bool>, parts: &[&str]| {
+        let t = target(start);
+        assert_eq!(t.met, met, "{start}: {}", t.detail);
+        for p in parts {
+            assert!(t.detail.contains(p), "{start}: {p:?} not in {:?}", t.detail);
+        }
+    };
+    expect(
+        "roofline >= 90%",
+        Some(false),
+        &[
+            "1 of 2 met",
+            "missed: 80% at B=1",
+            "closest met: 95% at B=16",
+        ],
+    );
+    expect(
+        "soft forward ops >= 80%",
+        Some(false),
+        &["4 of 6 met", "content_address 50% at B=16"],
+    );
+    expect(
+        "backward passes >= 60%",
+        Some(false),
+        &["4 of 6 met", "content_address 40%"],
+    );
+    expect(
+        "every soft op (forward, f+b) faster than torch eager",
+        Some(false),
+        &[
+            "5 of 6 met",
+            "missed: soft read forward at B=1 H=1 N=1048576 W=64 0.94x (90.0 / 85.0 us)",
+        ],
+    );
+    expect(
+        "soft ops faster than torch.compile",
+        Some(false),
+        &["1 of 2 met", "missed: soft write forward at B=16", "0.92x"],
+    );
+    expect(
+        "content addressing forward >= 3x",
+        Some(false),
+        &["1 of 2 met", "missed: 2.95x (200 / 590 us) at B=1"],
+    );
+    expect(
+        "discrete access",
+        Some(false),
+        &[
+            "1 of 2 met",
+            "missed: 12.0 us at B=1",
+            "closest met: 9.0 us at B=16",
+        ],
+    );
+    expect("the same bytes", Some(false), &["missed: read soft forward at H=1 W=64 1.50x (90.0 us at B=1 N=1048576, 60.0 us at B=16 N=65536)"]);
+    expect(
+        "soft read and write forward >= 50%",
+        Some(true),
+        &["2 of 2 met"],
+    );
+    expect(
+        "soft forward ops with an f16 memory",
+        Some(false),
+        &["4 of 6 met", "missed: content_address 1.33x"],
+    );
+
+    // The CSV: one line per paired row, peers' times over ours.
+    let mut csv = cmp.csv.lines();
+    assert_eq!(csv.next(), Some(VS_CSV_HEADER));
+    assert_eq!(csv.count(), cmp.lines.len());
+    assert!(
+        cmp.csv
+            .contains("\nsoft_read,forward,f32,1,1,1048576,64,90.000,85.000,,0.9444,\n"),
+        "{}",
+        cmp.csv
+    );
+    assert!(cmp.text.contains("[MISSED] every soft op"), "{}", cmp.text);
+
+    // Without a peer: the targets that need it say so, the others are judged.
+    let alone = compare(&rows, &[]);
+    assert!(
+        alone.text.contains("no PyTorch rows paired"),
+        "{}",
+        alone.text
+    );
+    let t = alone
+        .targets
+        .iter()
+        .find(|t| t.name.starts_with("roofline"))
+        .unwrap();
+    assert_eq!(t.met, None);
+    assert!(t.detail.contains("NTM_BENCH_PEER"), "{}", t.detail);
+    assert_eq!(alone.targets.iter().filter(|t| t.met.is_some()).count(), 6);
+}
+
+#[test]
+fn the_comparison_refuses_malformed_csv() {
+    let h = PEER_CSV_HEADER;
+    for (bad, says) in [
+        ("op,pass\n".to_string(), "starts with"),
+        (
+            format!("{h}\npytorch-eager,copy,forward,1,1,1,1,1,1\n"),
+            "line 2: unknown peer",
+        ),
+        (
+            format!("{h}\ntorch-jit,copy,forward,1,1,1,1,1,1\n"),
+            "line 2: unknown peer",
+        ),
+        (
+            format!("{h}\ntorch-eager,copy,backward,1,1,1,1,1,1\n"),
+            "line 2: pass",
+        ),
+        (
+            format!("{h}\ntorch-eager,copy,forward,1,1,x,1,1,1\n"),
+            "line 2: slots",
+        ),
+        (
+            format!("{h}\n\ntorch-eager,copy,forward,1,1,1,1\n"),
+            "line 3: 7 fields",
+        ),
+    ] {
+        let e = parse_peer_csv(&bad).unwrap_err();
+        assert!(e.contains(says), "{bad:?}: {e}");
+    }
+    let h = CSV_HEADER;
+    for (bad, says) in [
+        (format!("{}\n", &h[3..]), "starts with"),
+        (
+            format!("{h}\nread,dense,forward,f32,1,1,1,1,1,1,1,1,1\n"),
+            "line 2: access",
+        ),
+        (
+            format!("{h}\nread,soft,both2,f32,1,1,1,1,1,1,1,1,1\n"),
+            "line 2: pass",
+        ),
+        (
+            format!("{h}\nread,soft,forward,bf16,1,1,1,1,1,1,1,1,1\n"),
+            "line 2: dtype",
+        ),
+        (
+            format!("{h}\nread,soft,forward,f32,1,1,1,1,1,1,1,1\n"),
+            "line 2: 12 fields",
+        ),
+        (
+            format!("{h}\nread,soft,forward,f32,1,1,1,1,fast,1,1,1,1\n"),
+            "line 2: median_us",
+        ),
+    ] {
+        let e = parse_report_csv(&bad).unwrap_err();
+        assert!(e.contains(says), "{bad:?}: {e}");
+    }
+}
+
+/// The stored H200 run (docs/h200.csv, docs/h200-torch.csv: the README's H200 tables) gives
+/// the verdicts the README states.
+#[test]
+fn the_stored_h200_run_gives_the_readme_verdicts() {
+    let read = |f: &str| {
+        std::fs::read_to_string(format!("{}/docs/{f}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    };
+    let cmp = compare(
+        &parse_report_csv(&read("h200.csv")).unwrap(),
+        &parse_peer_csv(&read("h200-torch.csv")).unwrap(),
+    );
+    let detail = |start: &str| {
+        let t = cmp
+            .targets
+            .iter()
+            .find(|t| t.name.starts_with(start))
+            .unwrap();
+        (t.met, t.detail.clone())
+    };
+    let (met, d) = detail("roofline >= 90%");
+    assert_eq!(met, Some(true), "{d}");
+    assert!(
+        d.contains("closest met: 93% at B=16 H=1 N=262144 W=64"),
+        "{d}"
+    );
+    let (met, d) = detail("every soft op (forward, f+b) faster than torch eager");
+    assert_eq!(met, Some(false));
+    assert!(d.starts_with("39 of 40 met; missed: soft read forward at B=1 H=1 N=1048576 W=64 0.91x (91.5 / 83.6 us)"), "{d}");
+    let (_, d) = detail("soft ops faster than torch.compile");
+    assert!(d.starts_with("19 of 23 met"), "{d}");
+    assert_eq!(
+        d.matches("soft write").count(),
+        5,
+        "four missed and the closest met: {d}"
+    );
+    let (met, d) = detail("content addressing forward >= 3x");
+    assert_eq!(met, Some(true));
+    assert!(
+        d.contains("3.49x (211 / 735 us) at B=16 H=1 N=65536 W=64"),
+        "{d}"
+    );
+    let (met, d) = detail("the same bytes");
+    assert_eq!(met, Some(true), "{d}");
+    let (met, d) = detail("discrete access");
+    assert_eq!(met, Some(false));
+    assert!(d.starts_with("0 of 5 met"), "{d}");
 }

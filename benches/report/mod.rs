@@ -5,6 +5,8 @@
 //! same code.
 #![allow(dead_code)] // each includer uses part of it
 
+pub mod peer;
+
 use std::fmt::Write as _;
 use std::time::Instant;
 
