@@ -9,6 +9,8 @@
 //! `NTM_BENCH_EW_ROWS=<1..8>` the rows per thread of the elementwise kernels
 //! (`Gpu::set_elementwise_rows`) and `NTM_BENCH_EW_GROUP=<1..4>` how many of them the
 //! head-specialised ones load before storing (`Gpu::set_elementwise_row_group`);
+//! `NTM_BENCH_REDUCTION_WG=<n>` the workgroups the reductions aim for
+//! (`Gpu::set_reduction_workgroups`);
 //! `NTM_BENCH_FILTER=<substring>` selects ops; `NTM_BENCH_REPS`
 //! sets repetitions per row; `NTM_BENCH_WARM_MS` the milliseconds of each row's own work run
 //! before it is timed (default 50); `NTM_BENCH_SOFT_MIB` caps the memory size of soft rows (default:
@@ -111,6 +113,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "elementwise rows per thread: {}, loaded {} at a time",
         gpu.elementwise_rows(),
         gpu.elementwise_row_group()
+    );
+    if let Some(v) = env("NTM_BENCH_REDUCTION_WG") {
+        let n = v
+            .parse()
+            .map_err(|_| format!("NTM_BENCH_REDUCTION_WG={v}: a count of workgroups"))?;
+        gpu.set_reduction_workgroups(n)?;
+    }
+    println!(
+        "reductions over slots aim for {} workgroups",
+        gpu.reduction_workgroups()
     );
     let report = run(&gpu, &cfg)?;
     print!("{}", report.text);

@@ -7,7 +7,10 @@
 mod common;
 use common::*;
 use ntm_kernels::reference::{self as r, Shape};
-use ntm_kernels::{Error, Gpu, RowSums, Tensor, MAX_ELEMENTWISE_ROWS, MAX_ELEMENTWISE_ROW_GROUP};
+use ntm_kernels::{
+    Error, Gpu, RowSums, Tensor, MAX_ELEMENTWISE_ROWS, MAX_ELEMENTWISE_ROW_GROUP,
+    MAX_REDUCTION_WORKGROUPS,
+};
 
 const ATOL: f64 = 2e-5;
 const RTOL: f64 = 1e-4;
@@ -336,7 +339,7 @@ fn every_op_at_each_elementwise_rows_count() {
     let g = own_gpu();
     type Setter = fn(&Gpu, u32) -> Result<(), Error>;
     type Getter = fn(&Gpu) -> u32;
-    let settings: [(&str, u32, Setter, Getter); 2] = [
+    let settings: [(&str, u32, Setter, Getter); 3] = [
         (
             "set_elementwise_rows",
             MAX_ELEMENTWISE_ROWS,
@@ -348,6 +351,12 @@ fn every_op_at_each_elementwise_rows_count() {
             MAX_ELEMENTWISE_ROW_GROUP,
             Gpu::set_elementwise_row_group,
             Gpu::elementwise_row_group,
+        ),
+        (
+            "set_reduction_workgroups",
+            MAX_REDUCTION_WORKGROUPS,
+            Gpu::set_reduction_workgroups,
+            Gpu::reduction_workgroups,
         ),
     ];
     for (name, max, set, get) in settings {
@@ -365,6 +374,59 @@ fn every_op_at_each_elementwise_rows_count() {
             }
             assert_eq!(get(&g), before, "{name}({bad}) changed the setting");
         }
+    }
+}
+
+/// Every soft op against the reference at reduction workgroup targets from 1 (the longest
+/// blocks of rows: one per 4,096 rows) to the most (the shortest blocks), the default among
+/// them: shapes of one block and of several, N past one longest block, whole and bound in
+/// 256 KiB windows (where a longest block would not fit one binding); each target the same
+/// bits on a second run.
+#[test]
+fn every_op_at_each_reduction_workgroup_target() {
+    let default = own_gpu().reduction_workgroups();
+    let mut seed = 2400;
+    for target in [1, 3, default, 5000, MAX_REDUCTION_WORKGROUPS] {
+        let g = own_gpu();
+        g.set_reduction_workgroups(target).unwrap();
+        assert_eq!(g.reduction_workgroups(), target);
+        for (b, h, n, w) in [
+            (1, 1, 1, 64),
+            (1, 2, 129, 20),
+            (3, 5, 700, 7),
+            (2, 1, 5000, 64),
+            (1, 4, 4100, 3),
+        ] {
+            seed += 1;
+            run_on(&g, &Case::new(Shape::new(b, h, n, w), seed), ATOL);
+        }
+        let (device, queue) = device_with(|l| l.max_storage_buffer_binding_size = 256 << 10);
+        let gw = Gpu::from_wgpu(device, queue).unwrap();
+        gw.set_reduction_workgroups(target).unwrap();
+        for s in [Shape::new(2, 2, 3000, 64), Shape::new(1, 5, 2000, 65)] {
+            seed += 1;
+            run_on(&gw, &Case::new(s, seed), ATOL);
+        }
+        // The same bits on a second run at this target.
+        let s = Shape::new(2, 3, 2100, 20);
+        let c = Case::new(s, 2500);
+        let (mem_s, vec_s, wt_s) = ([s.b, s.n, s.w], [s.b, s.h, s.w], [s.b, s.h, s.n]);
+        let bits = || -> Vec<Vec<u32>> {
+            let m = up(&g, &mem_s, &c.m);
+            let w = up(&g, &wt_s, &c.w);
+            let k = up(&g, &vec_s, &c.k);
+            let beta = up(&g, &[s.b, s.h], &c.beta);
+            let read = g.soft_read(&m, &w).unwrap();
+            let address = g.content_address(&m, &k, &beta).unwrap();
+            let gr = g
+                .soft_read_backward(&m, &w, &up(&g, &vec_s, &c.g_r))
+                .unwrap();
+            [&read, &address, &gr.memory, &gr.weights]
+                .iter()
+                .map(|t| g.download(t).unwrap().iter().map(|x| x.to_bits()).collect())
+                .collect()
+        };
+        assert_eq!(bits(), bits(), "target {target}: two runs differ");
     }
 }
 

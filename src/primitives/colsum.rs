@@ -37,7 +37,7 @@ pub(crate) struct ColLayout {
     /// Column tiles.
     pub nct: u64,
     /// Rows per block: the largest power of two up to `MAX_RB` (at least `MIN_RB`) that still
-    /// gives the adapter's target of workgroups ([`Gpu::parallel_units`]), or a quarter of it
+    /// gives the target of workgroups ([`Gpu::reduction_workgroups`]), or a quarter of it
     /// where more blocks would leave each row lane fewer than `LANE_ROWS` rows.
     pub rb: u64,
     /// Row blocks.
@@ -67,9 +67,10 @@ pub(crate) fn col_layout(gpu: &Gpu, d: Dims, lanes: u32) -> ColLayout {
     let nct = cols.div_ceil(tw);
     let nhg = (d.h as u64).div_ceil(HG as u64);
     let units = |rb: u64| d.b as u64 * (d.n as u64).div_ceil(rb) * nct * nhg;
-    let target = gpu.parallel_units();
+    let target = gpu.reduction_workgroups() as u64;
     let row_lanes = CW as u64 / tw;
-    let mut rb = MAX_RB;
+    // No longer than a binding holds (f32 rows: the widest element), where that is possible.
+    let mut rb = MAX_RB.min(gpu.rows_per_binding(d.w as u64 * 4)).max(MIN_RB);
     while rb > MIN_RB && units(rb) < target {
         // Each row lane keeps at least LANE_ROWS rows while the device still gets a quarter
         // of its target: fewer rows per lane leave the block's reduction to dominate (the

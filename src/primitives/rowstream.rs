@@ -59,8 +59,10 @@ impl StreamLayout {
         let min_rb = ((WG as u64 / tw) * KR as u64).max(TR as u64);
         let nhg = (d.h as u64).div_ceil(HG as u64);
         let units = |rb: u64| d.b as u64 * (d.n as u64).div_ceil(rb) * nhg;
-        let target = gpu.parallel_units();
-        let mut rb = MAX_RB.max(min_rb);
+        let target = gpu.reduction_workgroups() as u64;
+        // No longer than a binding holds (f32 rows: the widest element), where possible.
+        let fit = gpu.rows_per_binding(d.w as u64 * 4);
+        let mut rb = MAX_RB.min(fit).max(min_rb);
         while rb > min_rb && units(rb) < target {
             rb /= 2;
         }

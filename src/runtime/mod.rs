@@ -106,6 +106,8 @@ pub struct Gpu {
     elementwise_rows: AtomicU32,
     /// Rows of those loaded before any is stored ([`Gpu::set_elementwise_row_group`]).
     elementwise_row_group: AtomicU32,
+    /// Workgroups the reductions' layouts aim for ([`Gpu::set_reduction_workgroups`]).
+    reduction_workgroups: AtomicU32,
 }
 
 /// The most memory rows a thread of the elementwise kernels may take
@@ -116,6 +118,12 @@ const ELEMENTWISE_ROWS_CPU: u32 = 8;
 /// The most rows a head-specialised elementwise kernel loads before storing any
 /// ([`Gpu::set_elementwise_row_group`]).
 pub const MAX_ELEMENTWISE_ROW_GROUP: u32 = 4;
+
+/// The most workgroups the reductions' layouts may aim for
+/// ([`Gpu::set_reduction_workgroups`]).
+pub const MAX_REDUCTION_WORKGROUPS: u32 = 1 << 20;
+/// The reductions' workgroup target on GPUs (see [`Gpu::set_reduction_workgroups`]).
+const REDUCTION_WORKGROUPS_GPU: u32 = 4096;
 
 /// Stores `count` in `setting` if it is 1 to `max`; else an [`Error::Invalid`] of `op` saying
 /// what was counted, the range and the count given, the setting unchanged.
@@ -257,6 +265,13 @@ impl Gpu {
         let cpu = info.device_type == wgpu::DeviceType::Cpu;
         let elementwise_rows = if cpu { ELEMENTWISE_ROWS_CPU } else { 1 };
         let elementwise_row_group = if cpu { 1 } else { MAX_ELEMENTWISE_ROW_GROUP };
+        let reduction_workgroups = if cpu {
+            // A few workgroups per core: each one more costs a barrier tree and a partial.
+            let cores = std::thread::available_parallelism().map_or(4, |c| c.get()) as u32;
+            16 * cores
+        } else {
+            REDUCTION_WORKGROUPS_GPU
+        };
         let features = device.features();
         let slot_bytes =
             PARAM_BYTES.next_multiple_of(limits.min_uniform_buffer_offset_alignment as u64);
@@ -287,6 +302,7 @@ impl Gpu {
             row_sums_subgroup: AtomicBool::new(false),
             elementwise_rows: AtomicU32::new(elementwise_rows),
             elementwise_row_group: AtomicU32::new(elementwise_row_group),
+            reduction_workgroups: AtomicU32::new(reduction_workgroups),
         })
     }
 
@@ -413,6 +429,47 @@ impl Gpu {
         )
     }
 
+    /// How many workgroups the reductions spread over (at least, where their rows allow),
+    /// to keep the device busy; see [`Gpu::set_reduction_workgroups`].
+    pub fn reduction_workgroups(&self) -> u32 {
+        self.reduction_workgroups.load(Ordering::Relaxed)
+    }
+
+    /// Chooses how many workgroups (1 to [`MAX_REDUCTION_WORKGROUPS`]) the reductions over
+    /// the memory's slots aim for from now on: the soft read and the column sums of the
+    /// gradients (row blocks of one partial each, then a fixed-order combine), and the
+    /// streaming row kernels (content addressing, the soft read's and write's backward). Each
+    /// takes the longest blocks of rows (up to its maximum) that still give this many
+    /// workgroups: fewer workgroups mean longer-lived threads and fewer partials to combine,
+    /// more keep more of a large device busy. Another count is an [`Error::Invalid`]. The
+    /// default is 4,096 on GPUs (the count measured on an H200) and 16 per core on CPU
+    /// adapters, which run a few workgroups at a time per core. The blocks set the order of
+    /// the sums, so results at two counts agree within the tests' tolerances, not bit for
+    /// bit; each count gives the same bits every run.
+    pub fn set_reduction_workgroups(&self, workgroups: u32) -> Result<()> {
+        set_count(
+            &self.reduction_workgroups,
+            "set_reduction_workgroups",
+            "workgroups",
+            workgroups,
+            MAX_REDUCTION_WORKGROUPS,
+        )
+    }
+
+    /// The most rows of `row_bytes` each, as a power of two (at least 1), that one storage
+    /// binding holds from any start (aligned down): a block of a reduction's rows longer than
+    /// this could not be bound.
+    pub(crate) fn rows_per_binding(&self, row_bytes: u64) -> u64 {
+        let max_bind = self.limits.max_storage_buffer_binding_size;
+        let align = self.limits.min_storage_buffer_offset_alignment as u64;
+        let rows = max_bind.saturating_sub(align) / row_bytes.max(1);
+        if rows == 0 {
+            1
+        } else {
+            1 << rows.ilog2()
+        }
+    }
+
     /// Whether the device has WGSL `f16` (`SHADER_F16`).
     pub(crate) fn has_f16(&self) -> bool {
         self.features.contains(wgpu::Features::SHADER_F16)
@@ -460,18 +517,6 @@ impl Gpu {
     pub(crate) fn any_packed(&self, ts: &[&tensor::Tensor]) -> bool {
         ts.iter()
             .any(|t| self.form(t.dtype) == pipelines::Form::Packed)
-    }
-
-    /// How many workgroups a reduction should spread over to keep this adapter busy: a large
-    /// GPU needs thousands in flight; a CPU adapter (lavapipe, llvmpipe) runs workgroups a few
-    /// at a time per core, where each extra one costs a barrier tree and a partial to combine.
-    pub(crate) fn parallel_units(&self) -> u64 {
-        if self.info.device_type == wgpu::DeviceType::Cpu {
-            let cores = std::thread::available_parallelism().map_or(4, |c| c.get()) as u64;
-            16 * cores
-        } else {
-            4096
-        }
     }
 
     /// Runs `f` inside error scopes for validation, out-of-memory and internal errors; what
