@@ -252,38 +252,26 @@ fn the_peer_comparison_pairs_rows_and_judges_each_target() {
     }
     let rows = parse_report_csv(&ours).unwrap();
     let mut theirs = format!("{PEER_CSV_HEADER}\n");
+    let (eager, compile, fwd, fb) = (
+        "torch-eager",
+        "torch-compile",
+        "forward",
+        "forward+backward",
+    );
     for (peer, op, pass, s, med) in [
-        ("torch-eager", "copy", "forward", s1, 95.0),
-        ("torch-eager", "copy", "forward", s2, 80.0),
-        ("torch-eager", "content_address", "forward", s1, 700.0),
-        ("torch-eager", "content_address", "forward", s2, 590.0),
-        (
-            "torch-eager",
-            "content_address",
-            "forward+backward",
-            s1,
-            2000.0,
-        ),
-        ("torch-eager", "soft_read", "forward", s1, 100.0),
-        ("torch-eager", "soft_read", "forward", s2, 85.0),
-        (
-            "torch-eager",
-            "location_address",
-            "forward+backward",
-            s2,
-            1000.0,
-        ),
-        ("torch-compile", "soft_write", "forward", s1, 110.0),
-        ("torch-compile", "soft_read", "forward", s1, 200.0),
-        ("torch-eager-f16", "soft_read", "forward", s1, 50.0),
+        (eager, "copy", fwd, s1, 95.0),
+        (eager, "copy", fwd, s2, 80.0),
+        (eager, "content_address", fwd, s1, 700.0),
+        (eager, "content_address", fwd, s2, 590.0),
+        (eager, "content_address", fb, s1, 2000.0),
+        (eager, "soft_read", fwd, s1, 100.0),
+        (eager, "soft_read", fwd, s2, 85.0),
+        (eager, "location_address", fb, s2, 1000.0),
+        (compile, "soft_write", fwd, s1, 110.0),
+        (compile, "soft_read", fwd, s1, 200.0),
+        ("torch-eager-f16", "soft_read", fwd, s1, 50.0),
         // no counterpart: left out
-        (
-            "torch-eager",
-            "discrete_write_functional",
-            "forward",
-            s1,
-            50.0,
-        ),
+        (eager, "discrete_write_functional", fwd, s1, 50.0),
     ] {
         theirs.push_str(&peer_line(peer, op, pass, s, med));
     }

@@ -68,28 +68,47 @@ fn field<T: std::str::FromStr>(line: usize, name: &str, v: &str) -> Result<T, St
         .map_err(|_| format!("line {line}: {name} {v:?} is not a number"))
 }
 
-/// Parses the PyTorch peer's CSV ([`PEER_CSV_HEADER`]).
-pub fn parse_peer_csv(text: &str) -> Result<Vec<PeerRow>, String> {
+/// The records of a CSV that must start with `header` (blank lines skipped): each line's
+/// number and its `header`'s count of fields.
+fn records<'a>(
+    text: &'a str,
+    header: &str,
+    what: &str,
+) -> Result<Vec<(usize, Vec<&'a str>)>, String> {
     let mut lines = text
         .lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty());
     match lines.next() {
-        Some((_, h)) if h.trim() == PEER_CSV_HEADER => {}
+        Some((_, h)) if h.trim() == header => {}
         other => {
             return Err(format!(
-                "the PyTorch peer's CSV starts with {PEER_CSV_HEADER:?}, not {:?}",
+                "{what} starts with {header:?}, not {:?}",
                 other.map_or("", |(_, h)| h)
             ))
         }
     }
+    let n = header.split(',').count();
+    lines
+        .map(|(i, l)| {
+            let f: Vec<&str> = l.split(',').map(str::trim).collect();
+            if f.len() == n {
+                Ok((i + 1, f))
+            } else {
+                Err(format!(
+                    "line {}: {} fields, not {n}: {l:?}",
+                    i + 1,
+                    f.len()
+                ))
+            }
+        })
+        .collect()
+}
+
+/// Parses the PyTorch peer's CSV ([`PEER_CSV_HEADER`]).
+pub fn parse_peer_csv(text: &str) -> Result<Vec<PeerRow>, String> {
     let mut out = Vec::new();
-    for (i, l) in lines {
-        let line = i + 1;
-        let f: Vec<&str> = l.split(',').map(str::trim).collect();
-        if f.len() != 9 {
-            return Err(format!("line {line}: {} fields, not 9: {l:?}", f.len()));
-        }
+    for (line, f) in records(text, PEER_CSV_HEADER, "the PyTorch peer's CSV")? {
         let unknown = || {
             format!(
                 "line {line}: unknown peer {:?} (torch-eager or torch-compile, -<dtype> optional)",
@@ -129,26 +148,8 @@ pub fn parse_peer_csv(text: &str) -> Result<Vec<PeerRow>, String> {
 
 /// Parses the bench's CSV ([`CSV_HEADER`]) back into rows, to compare a stored run.
 pub fn parse_report_csv(text: &str) -> Result<Vec<Row>, String> {
-    let mut lines = text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty());
-    match lines.next() {
-        Some((_, h)) if h.trim() == CSV_HEADER => {}
-        other => {
-            return Err(format!(
-                "the bench's CSV starts with {CSV_HEADER:?}, not {:?}",
-                other.map_or("", |(_, h)| h)
-            ))
-        }
-    }
     let mut out = Vec::new();
-    for (i, l) in lines {
-        let line = i + 1;
-        let f: Vec<&str> = l.split(',').map(str::trim).collect();
-        if f.len() != 13 {
-            return Err(format!("line {line}: {} fields, not 13: {l:?}", f.len()));
-        }
+    for (line, f) in records(text, CSV_HEADER, "the bench's CSV")? {
         let access = match f[1] {
             "soft" => "soft",
             "discrete" => "discrete",
