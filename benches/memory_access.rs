@@ -20,8 +20,9 @@
 //!
 //! Side by side with PyTorch (`report::peer`): `NTM_BENCH_PEER=<torch.csv>` names the CSV of
 //! `../shared/peers/torch_ntm_ops.py` run on the same GPU; its rows are paired with the bench's
-//! and the speed targets judged from both (`comparison.txt` and `comparison.csv` beside the
-//! report; without a peer, the targets that need only the bench's rows).
+//! and the speed targets judged from both (`comparison.txt`, `comparison.csv` and the
+//! README-style table `comparison.md` beside the report; without a peer, the targets that
+//! need only the bench's rows).
 //! `NTM_BENCH_FROM=<memory_access.csv>` compares a stored run instead of measuring: no device.
 
 mod report;
@@ -152,6 +153,10 @@ fn write_comparison(
     std::fs::create_dir_all(dir).map_err(io)?;
     std::fs::write(dir.join("comparison.txt"), &cmp.text).map_err(io)?;
     std::fs::write(dir.join("comparison.csv"), &cmp.csv).map_err(io)?;
-    println!("wrote {}/comparison.txt and comparison.csv", dir.display());
+    std::fs::write(dir.join("comparison.md"), &cmp.markdown).map_err(io)?;
+    println!(
+        "wrote {}/comparison.txt, comparison.csv and comparison.md",
+        dir.display()
+    );
     Ok(())
 }

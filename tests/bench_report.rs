@@ -477,18 +477,19 @@ fn the_comparison_refuses_malformed_csv() {
 /// the verdicts the README states.
 #[test]
 fn the_stored_h200_run_gives_the_readme_verdicts() {
-    // Cargo runs tests in the package root; a copied test binary, wherever the docs are now.
-    let read = |f: &str| {
-        let local = std::path::Path::new("docs").join(f);
+    // Cargo runs tests in the package root; a copied test binary finds the repository's files
+    // where it runs, or else where it was built.
+    let repo_file = |rel: &str| {
+        let local = std::path::Path::new(rel).to_path_buf();
         let path = if local.exists() {
             local
         } else {
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("docs")
-                .join(f)
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
         };
         std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
     };
+    let read = |f: &str| repo_file(&format!("docs/{f}"));
+    let readme = repo_file("README.md");
     let cmp = compare(
         &parse_report_csv(&read("h200.csv")).unwrap(),
         &parse_peer_csv(&read("h200-torch.csv")).unwrap(),
@@ -528,4 +529,12 @@ fn the_stored_h200_run_gives_the_readme_verdicts() {
     let (met, d) = detail("discrete access");
     assert_eq!(met, Some(false));
     assert!(d.starts_with("0 of 5 met"), "{d}");
+    // The README's H200 table is this table, line for line.
+    assert_eq!(cmp.markdown.lines().count(), 2 + 15, "{}", cmp.markdown);
+    for line in cmp.markdown.lines() {
+        assert!(
+            readme.contains(line),
+            "README lacks the table line {line:?}"
+        );
+    }
 }

@@ -290,6 +290,9 @@ pub struct Comparison {
     pub text: String,
     /// The paired rows as CSV ([`VS_CSV_HEADER`]).
     pub csv: String,
+    /// The f32 rows PyTorch timed as a Markdown table, a column per shape, each cell "this
+    /// crate / eager / `torch.compile`" in µs (the README's form).
+    pub markdown: String,
 }
 
 const MIB: u64 = 1 << 20;
@@ -427,11 +430,13 @@ pub fn compare(rows: &[Row], peer: &[PeerRow]) -> Comparison {
             opt(l.compile_us.map(|c| c / l.ours_us), 4),
         );
     }
+    let markdown = markdown(&lines);
     Comparison {
         lines,
         targets,
         text,
         csv,
+        markdown,
     }
 }
 
@@ -445,6 +450,100 @@ fn us(v: f64) -> String {
     } else {
         format!("{v:.1}")
     }
+}
+
+/// A number's digits before the point grouped by three with commas (the README's tables).
+fn grouped(plain: &str) -> String {
+    let (int, frac) = plain.split_once('.').unwrap_or((plain, ""));
+    let mut out = String::new();
+    for (k, c) in int.chars().enumerate() {
+        if k > 0 && (int.len() - k) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if !frac.is_empty() {
+        out.push('.');
+        out.push_str(frac);
+    }
+    out
+}
+
+/// `us`, grouped.
+fn us_grouped(v: f64) -> String {
+    grouped(&us(v))
+}
+
+/// The f32 lines PyTorch timed, a row per op and pass and a column per shape: "ours / eager"
+/// or "ours / eager / compile" where `torch.compile` timed that op and that shape at all
+/// (a missing time "-").
+fn markdown(lines: &[Line]) -> String {
+    let timed: Vec<&Line> = lines
+        .iter()
+        .filter(|l| l.dtype == "f32" && (l.eager_us.is_some() || l.compile_us.is_some()))
+        .collect();
+    let mut shapes: Vec<(Shape4, u64)> = Vec::new();
+    let mut rows: Vec<(&str, &str)> = Vec::new();
+    for l in &timed {
+        if !shapes.iter().any(|(s, _)| *s == l.shape) {
+            shapes.push((l.shape, l.memory_bytes));
+        }
+        if !rows.contains(&(l.label, l.pass)) {
+            rows.push((l.label, l.pass));
+        }
+    }
+    if timed.is_empty() {
+        return String::new();
+    }
+    let same_hw = shapes
+        .iter()
+        .all(|((_, h, _, w), _)| (*h, *w) == (shapes[0].0 .1, shapes[0].0 .3));
+    let count = |n: usize| grouped(&n.to_string());
+    let mut s = String::from("| op | pass |");
+    for &((b, h, n, w), bytes) in &shapes {
+        if same_hw {
+            let _ = write!(
+                s,
+                " B = {}, N = {} ({}) |",
+                count(b),
+                count(n),
+                mib_name(bytes)
+            );
+        } else {
+            let _ = write!(
+                s,
+                " B = {}, H = {h}, N = {}, W = {w} ({}) |",
+                count(b),
+                count(n),
+                mib_name(bytes)
+            );
+        }
+    }
+    s.push_str("\n| --- | --- |");
+    s.push_str(&" --- |".repeat(shapes.len()));
+    s.push('\n');
+    let compiled = |f: &dyn Fn(&Line) -> bool| timed.iter().any(|l| l.compile_us.is_some() && f(l));
+    let cell = |x: Option<f64>| x.map_or("-".to_string(), us_grouped);
+    for (label, pass) in rows {
+        let _ = write!(s, "| {label} | {pass} |");
+        for &(shape, _) in &shapes {
+            let l = timed
+                .iter()
+                .find(|l| (l.label, l.pass, l.shape) == (label, pass, shape));
+            let Some(l) = l else {
+                s.push_str(" |");
+                continue;
+            };
+            let _ = write!(s, " {} / {}", us_grouped(l.ours_us), cell(l.eager_us));
+            if compiled(&|o| (o.label, o.pass) == (label, pass)) && compiled(&|o| o.shape == shape)
+            {
+                let _ = write!(s, " / {}", cell(l.compile_us));
+            }
+            s.push_str(" |");
+        }
+        s.push('\n');
+    }
+    s
 }
 
 /// Rows that move the same bytes: (op, access, pass, H, W, B·N).
