@@ -15,6 +15,20 @@ use super::tensor::DType;
 use super::Gpu;
 use crate::error::{Error, Result};
 
+/// Whether a pipeline's workgroup memory is zeroed before its workgroups run (WebGPU's
+/// default, which wgpu implements by a zeroing prologue where the driver cannot: on GL one
+/// invocation per workgroup stores every element, measured on llvmpipe to make location
+/// addressing 21-34x and sampling 5-6x slower than the same kernels without it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum WorkgroupMemory {
+    /// Zeroed: kernels the crate did not write (`Gpu::kernel`) keep WebGPU's guarantee.
+    Zeroed,
+    /// Left as it is: the crate's kernels write every workgroup slot before they read it
+    /// (each reduction tree over slots all of its threads stored, each staged tile whole,
+    /// zeros included), so the zeroing is never observed.
+    WrittenBeforeRead,
+}
+
 /// One `.wgsl` file of the crate and the primitive shaders it uses.
 pub(crate) struct Shader {
     /// File name, for errors and the pipeline cache.
@@ -479,6 +493,7 @@ impl Gpu {
             def.entry,
             PARAM_BYTES,
             &slots,
+            WorkgroupMemory::WrittenBeforeRead,
         )?);
         Ok(self.lock_cache().entry(key).or_insert(built).clone())
     }
@@ -490,7 +505,8 @@ impl Gpu {
     /// Reflects `entry` of `source`, derives its bind-group layout (the uniform at binding 0
     /// is `uniform_bytes` long), and builds the pipeline. Every failure is an
     /// [`Error::Invalid`] naming the shader and entry point.
-    /// `slots` are the memory-shaped bindings the composer specialised (by variable name).
+    /// `slots` are the memory-shaped bindings the composer specialised (by variable name);
+    /// `workgroup` says whether the kernel needs its workgroup memory zeroed.
     pub(crate) fn build_pipeline(
         &self,
         name: &str,
@@ -498,6 +514,7 @@ impl Gpu {
         entry: &str,
         uniform_bytes: u64,
         slots: &[(String, Form)],
+        workgroup: WorkgroupMemory,
     ) -> Result<Pipeline> {
         let op = "pipeline";
         let fail = |message: String| Error::Invalid {
@@ -559,7 +576,10 @@ impl Gpu {
                 layout: Some(&pl),
                 module: &module,
                 entry_point: Some(entry),
-                compilation_options: Default::default(),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    zero_initialize_workgroup_memory: workgroup == WorkgroupMemory::Zeroed,
+                    ..Default::default()
+                },
                 cache: None,
             });
         if let Some(e) = pollster::block_on(scope.pop()) {

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use super::pipelines::Pipeline;
+use super::pipelines::{Pipeline, WorkgroupMemory};
 use super::tensor::Tensor;
 use super::Gpu;
 use crate::error::{Error, Result};
@@ -107,6 +107,7 @@ impl Gpu {
                     entry,
                     4 * MAX_PARAM_WORDS as u64,
                     &[],
+                    WorkgroupMemory::Zeroed,
                 )?);
                 self.pipelines
                     .lock()
