@@ -171,6 +171,57 @@ fn user_kernels_run_in_order_with_crate_ops() {
     assert_eq!(k2.name(), "scale_shift");
 }
 
+const READS_WORKGROUP: &str = "
+@group(0) @binding(0) var<uniform> p: array<vec4<u32>, 4>;
+@group(0) @binding(1) var<storage, read_write> t: array<f32>;
+var<workgroup> scratch: array<vec4<f32>, 1024>;
+@compute @workgroup_size(256)
+fn main(@builtin(local_invocation_index) i: u32, @builtin(workgroup_id) wg: vec3<u32>) {
+    // Reads the workgroup's memory without writing it: WebGPU zeroes it first.
+    for (var k = 0u; k < 4u; k += 1u) {
+        let v = scratch[k * 256u + i];
+        t[(wg.x * 4u + k) * 256u + i] = v.x + v.y + v.z + v.w;
+    }
+}";
+
+/// A user kernel that reads workgroup memory it never wrote sees zeros (WebGPU's guarantee,
+/// which the crate's own kernels do without), also right after crate kernels that filled
+/// theirs with other values, in the same batch.
+#[test]
+fn user_kernels_see_zeroed_workgroup_memory() {
+    let g = &own_gpu();
+    let k = g
+        .kernel(
+            "reads_workgroup",
+            READS_WORKGROUP,
+            "main",
+            &[Access::ReadWrite],
+        )
+        .unwrap();
+    let s = Shape::new(2, 4, 4096, 64);
+    let mut rng = Rng(77);
+    let m = up(g, &[s.b, s.n, s.w], &rng.vec(s.b * s.n * s.w, 1.0, 2.0));
+    let w = up(g, &[s.b, s.h, s.n], &rng.weights(s.b * s.h, s.n, 1.0));
+    let groups = 64u32;
+    let out = up(
+        g,
+        &[groups as usize * 1024],
+        &vec![7.0; groups as usize * 1024],
+    );
+    for _ in 0..3 {
+        let _ = g.soft_read(&m, &w).unwrap(); // column partials: 16 KiB of workgroup memory
+        g.dispatch(&k, [groups, 1, 1], &[&out], &[]).unwrap();
+    }
+    let got = g.download(&out).unwrap();
+    let bad = got.iter().position(|&v| v != 0.0);
+    assert_eq!(
+        bad,
+        None,
+        "workgroup memory not zeroed: {:?}",
+        bad.map(|i| got[i])
+    );
+}
+
 /// `wrap` puts an application's buffer under the crate: crate ops read and write it, and the
 /// application reads what they wrote.
 #[test]
