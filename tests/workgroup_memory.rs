@@ -90,23 +90,24 @@ fn outputs(
         }
     };
     let mut out: Vec<(String, Vec<u32>)> = Vec::new();
-    let mut keep = |what: &str, t: &Tensor| out.push((what.to_string(), bits(g, t)));
+    let mut keep = |what: &str, t: &[u32]| out.push((what.to_string(), t.to_vec()));
+    let f = |t: &Tensor| bits(g, t);
 
     before();
     let ca = g.content_address(&mem, &keys, &beta).unwrap();
-    keep("content_address", &ca);
+    keep("content_address", &f(&ca));
     before();
     let cg = g
         .content_address_backward(&mem, &keys, &beta, &ca, &dw)
         .unwrap();
-    keep("content_address_backward memory", &cg.memory);
-    keep("content_address_backward keys", &cg.keys);
-    keep("content_address_backward beta", &cg.beta);
+    keep("content_address_backward memory", &f(&cg.memory));
+    keep("content_address_backward keys", &f(&cg.keys));
+    keep("content_address_backward beta", &f(&cg.beta));
     before();
     let la = g
         .location_address(&ca, &prev, &gate, &shift, &gamma)
         .unwrap();
-    keep("location_address", &la);
+    keep("location_address", &f(&la));
     before();
     let lg = g
         .location_address_backward(&ca, &prev, &gate, &shift, &gamma, &dw)
@@ -118,40 +119,39 @@ fn outputs(
         ("shift", &lg.shift),
         ("gamma", &lg.gamma),
     ] {
-        keep(&format!("location_address_backward {what}"), t);
+        keep(&format!("location_address_backward {what}"), &f(t));
     }
     before();
-    keep("soft_read", &g.soft_read(&mem, &wts).unwrap());
+    keep("soft_read", &f(&g.soft_read(&mem, &wts).unwrap()));
     before();
     let rg = g.soft_read_backward(&mem, &wts, &dr).unwrap();
-    keep("soft_read_backward memory", &rg.memory);
-    keep("soft_read_backward weights", &rg.weights);
+    keep("soft_read_backward memory", &f(&rg.memory));
+    keep("soft_read_backward weights", &f(&rg.weights));
     before();
     let mut written = g.copy(&mem).unwrap();
     g.soft_write(&mut written, &wts, &erase, &add).unwrap();
-    keep("soft_write", &written);
+    keep("soft_write", &f(&written));
     before();
     let wg = g
         .soft_write_backward(&mem, &wts, &erase, &add, &dm)
         .unwrap();
-    keep("soft_write_backward memory", &wg.memory);
-    keep("soft_write_backward weights", &wg.weights);
-    keep("soft_write_backward erase", &wg.erase);
-    keep("soft_write_backward add", &wg.add);
+    keep("soft_write_backward memory", &f(&wg.memory));
+    keep("soft_write_backward weights", &f(&wg.weights));
+    keep("soft_write_backward erase", &f(&wg.erase));
+    keep("soft_write_backward add", &f(&wg.add));
     before();
     let drawn = g.sample(&wts, 5).unwrap();
     let greedy = g.argmax(&wts).unwrap();
-    out.push(("sample".into(), g.download_indices(&drawn).unwrap()));
-    out.push(("argmax".into(), g.download_indices(&greedy).unwrap()));
+    keep("sample", &g.download_indices(&drawn).unwrap());
+    keep("argmax", &g.download_indices(&greedy).unwrap());
     before();
     let rz = g.reinforce_grad(&wts, &drawn, &adv, 0.01).unwrap();
-    let mut keep = |what: &str, t: &Tensor| out.push((what.to_string(), bits(g, t)));
-    keep("reinforce_grad", &rz);
+    keep("reinforce_grad", &f(&rz));
     before();
     let mut dmem = g.copy(&dm).unwrap();
     let rd = g.discrete_read_backward(&mem, &ix, &dr, &mut dmem).unwrap();
-    keep("discrete_read_backward weight", &rd);
-    keep("discrete_read_backward memory", &dmem);
+    keep("discrete_read_backward weight", &f(&rd));
+    keep("discrete_read_backward memory", &f(&dmem));
     let mut m2 = g.copy(&mem).unwrap();
     let undo = g.discrete_write(&mut m2, &ix, &erase, &add).unwrap();
     before();
@@ -159,10 +159,10 @@ fn outputs(
     let wgd = g
         .discrete_write_backward(&undo, &erase, &add, &mut dmem2)
         .unwrap();
-    keep("discrete_write_backward erase", &wgd.erase);
-    keep("discrete_write_backward add", &wgd.add);
-    keep("discrete_write_backward weight", &wgd.weight_at_idx);
-    keep("discrete_write_backward memory", &dmem2);
+    keep("discrete_write_backward erase", &f(&wgd.erase));
+    keep("discrete_write_backward add", &f(&wgd.add));
+    keep("discrete_write_backward weight", &f(&wgd.weight_at_idx));
+    keep("discrete_write_backward memory", &f(&dmem2));
     out
 }
 
