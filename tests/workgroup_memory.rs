@@ -8,7 +8,7 @@
 //! the result.
 mod common;
 use common::*;
-use ntm_kernels::{Access, Gpu, Indices, Kernel, Tensor};
+use ntm_kernels::{Access, Gpu, Indices, Kernel, RowSums, Tensor};
 
 const POISON: &str = "
 @group(0) @binding(0) var<uniform> p: array<vec4<u32>, 4>;
@@ -168,27 +168,38 @@ fn outputs(
 
 /// Every op gives the same bits after the poison kernel as without it: soft and discrete,
 /// streaming rows (W ≤ 1,024) and row tiles (W = 1,100), several heads and head groups, shapes
-/// of one and of many blocks.
+/// of one and of many blocks, with each way of summing streaming rows the adapter has.
 #[test]
 fn every_op_gives_the_same_bits_after_workgroup_memory_is_poisoned() {
-    let g = own_gpu();
-    let poison = Poison::new(&g);
+    for sums in [RowSums::Workgroup, RowSums::Subgroup] {
+        let g = own_gpu();
+        if g.set_row_sums(sums).is_err() {
+            continue; // no subgroups on this adapter
+        }
+        poisoned_and_clean_agree(&g);
+    }
+}
+
+fn poisoned_and_clean_agree(g: &Gpu) {
+    let poison = Poison::new(g);
     for shape in [
         (2, 1, 3000, 64),
         (1, 5, 700, 20),
         (3, 2, 129, 7),
+        (2, 3, 500, 32),
         (1, 3, 300, 300),
         (1, 2, 40, 1100),
     ] {
-        let clean = outputs(&g, shape, None);
-        let poisoned = outputs(&g, shape, Some(&poison));
+        let clean = outputs(g, shape, None);
+        let poisoned = outputs(g, shape, Some(&poison));
         assert_eq!(clean.len(), poisoned.len());
         for ((what, a), (_, b)) in clean.iter().zip(&poisoned) {
             let diff = a.iter().zip(b).position(|(x, y)| x != y);
             assert_eq!(
                 diff,
                 None,
-                "{shape:?} {what}: element {diff:?} differs after the poison ({:?} against {:?})",
+                "{:?} {shape:?} {what}: element {diff:?} differs after the poison ({:?} against {:?})",
+                g.row_sums(),
                 diff.map(|i| f32::from_bits(a[i])),
                 diff.map(|i| f32::from_bits(b[i]))
             );
