@@ -394,8 +394,9 @@ impl Gpu {
 
 /// The backward's tile sums at every lane count a shift allows, against the CPU reference.
 /// CPU adapters (those CI runs on) pick a serial sum per column and GPUs as many lanes as fit
-/// (`tile_lanes`); here each count is forced, so the lanes' tree is tested on every adapter.
-/// The public paths are tested in `tests/location.rs`.
+/// (`tile_lanes`); here each count is forced, so the lanes' tree is tested on every adapter,
+/// also right after a kernel filled workgroup memory with NaN (tests/workgroup_memory.rs
+/// does that for the public paths). The public paths are tested in `tests/location.rs`.
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -456,6 +457,23 @@ mod tests {
     #[test]
     fn tile_sums_at_every_lane_count() {
         let gpu = Gpu::new().unwrap_or_else(|e| panic!("this test needs an adapter: {e}"));
+        let poison = gpu
+            .kernel(
+                "poison",
+                "@group(0) @binding(0) var<uniform> p: array<vec4<u32>, 4>;
+                 @group(0) @binding(1) var<storage, read_write> sink: array<f32>;
+                 var<workgroup> junk: array<vec4<f32>, 1024>;
+                 @compute @workgroup_size(256)
+                 fn main(@builtin(local_invocation_index) i: u32, @builtin(workgroup_id) g: vec3<u32>) {
+                     for (var k = 0u; k < 4u; k += 1u) { junk[k * 256u + i] = vec4<f32>(bitcast<f32>(p[0].x)); }
+                     workgroupBarrier();
+                     if i == 0u { sink[g.x] = junk[(g.x * 17u) % 1024u].x; }
+                 }",
+                "main",
+                &[crate::Access::ReadWrite],
+            )
+            .unwrap();
+        let sink = gpu.zeros(&[256]).unwrap();
         let mut rng = Rng(7);
         // S = 1, 3, 41, 101, 125: the lanes that fit go from 64 down to 2.
         for (b, h, n, taps) in [
@@ -531,6 +549,37 @@ mod tests {
                     .unwrap();
                 let tag = format!("B={b} H={h} N={n} S={taps} lanes={lanes}");
                 let dl = |x: &Tensor| gpu.download(x).unwrap();
+                // The same bits after a kernel filled workgroup memory with NaN: the kernels
+                // write every workgroup slot they read (their memory is not zeroed).
+                gpu.dispatch(&poison, [256, 1, 1], &[&sink], &[0x7fc0_0000])
+                    .unwrap();
+                let again = gpu
+                    .location_backward(
+                        OP,
+                        ds,
+                        &t.0,
+                        &t.1,
+                        &t.2,
+                        &t.3,
+                        &t.4,
+                        Start::Scores(&t.5),
+                        Some(lanes),
+                    )
+                    .unwrap();
+                for (what, x, y) in [
+                    ("dcontent", &got.content, &again.content),
+                    ("dprev", &got.prev, &again.prev),
+                    ("dgate", &got.gate, &again.gate),
+                    ("dshift", &got.shift, &again.shift),
+                    ("dgamma", &got.gamma, &again.gamma),
+                ] {
+                    let bits =
+                        |t: &Tensor| -> Vec<u32> { dl(t).iter().map(|v| v.to_bits()).collect() };
+                    assert!(
+                        bits(x) == bits(y),
+                        "{tag} {what}: other bits after the poison"
+                    );
+                }
                 check(
                     &format!("{tag} dshift"),
                     &dl(&got.shift),
