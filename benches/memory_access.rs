@@ -98,29 +98,30 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         None => {}
     }
     println!("streaming row sums: {:?}", gpu.row_sums());
-    if let Some(v) = env("NTM_BENCH_EW_ROWS") {
-        let rows = v
-            .parse()
-            .map_err(|_| format!("NTM_BENCH_EW_ROWS={v}: a count of rows"))?;
-        gpu.set_elementwise_rows(rows)?;
-    }
-    if let Some(v) = env("NTM_BENCH_EW_GROUP") {
-        let rows = v
-            .parse()
-            .map_err(|_| format!("NTM_BENCH_EW_GROUP={v}: a count of rows"))?;
-        gpu.set_elementwise_row_group(rows)?;
+    // The count settings: each variable, when set, passes its count to its setter.
+    type Setter = fn(&Gpu, u32) -> ntm_kernels::Result<()>;
+    let settings: [(&str, &str, Setter); 3] = [
+        ("NTM_BENCH_EW_ROWS", "rows", Gpu::set_elementwise_rows),
+        ("NTM_BENCH_EW_GROUP", "rows", Gpu::set_elementwise_row_group),
+        (
+            "NTM_BENCH_REDUCTION_WG",
+            "workgroups",
+            Gpu::set_reduction_workgroups,
+        ),
+    ];
+    for (var, what, set) in settings {
+        if let Some(v) = env(var) {
+            let n = v
+                .parse()
+                .map_err(|_| format!("{var}={v}: a count of {what}"))?;
+            set(&gpu, n)?;
+        }
     }
     println!(
         "elementwise rows per thread: {}, loaded {} at a time",
         gpu.elementwise_rows(),
         gpu.elementwise_row_group()
     );
-    if let Some(v) = env("NTM_BENCH_REDUCTION_WG") {
-        let n = v
-            .parse()
-            .map_err(|_| format!("NTM_BENCH_REDUCTION_WG={v}: a count of workgroups"))?;
-        gpu.set_reduction_workgroups(n)?;
-    }
     println!(
         "reductions over slots aim for {} workgroups",
         gpu.reduction_workgroups()

@@ -534,38 +534,19 @@ mod tests {
             while lanes <= most {
                 const OP: &str = "tile_sums_at_every_lane_count";
                 let ds = inputs(&gpu, OP, &t.0, &t.1, &t.2, &t.3, &t.4).unwrap();
-                let got = gpu
-                    .location_backward(
-                        OP,
-                        ds,
-                        &t.0,
-                        &t.1,
-                        &t.2,
-                        &t.3,
-                        &t.4,
-                        Start::Scores(&t.5),
-                        Some(lanes),
-                    )
-                    .unwrap();
+                let backward = || {
+                    let (c, p, g, s, gm) = (&t.0, &t.1, &t.2, &t.3, &t.4);
+                    gpu.location_backward(OP, ds, c, p, g, s, gm, Start::Scores(&t.5), Some(lanes))
+                        .unwrap()
+                };
+                let got = backward();
                 let tag = format!("B={b} H={h} N={n} S={taps} lanes={lanes}");
                 let dl = |x: &Tensor| gpu.download(x).unwrap();
                 // The same bits after a kernel filled workgroup memory with NaN: the kernels
                 // write every workgroup slot they read (their memory is not zeroed).
                 gpu.dispatch(&poison, [256, 1, 1], &[&sink], &[0x7fc0_0000])
                     .unwrap();
-                let again = gpu
-                    .location_backward(
-                        OP,
-                        ds,
-                        &t.0,
-                        &t.1,
-                        &t.2,
-                        &t.3,
-                        &t.4,
-                        Start::Scores(&t.5),
-                        Some(lanes),
-                    )
-                    .unwrap();
+                let again = backward();
                 for (what, x, y) in [
                     ("dcontent", &got.content, &again.content),
                     ("dprev", &got.prev, &again.prev),
