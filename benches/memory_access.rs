@@ -10,7 +10,8 @@
 //! (`Gpu::set_elementwise_rows`) and `NTM_BENCH_EW_GROUP=<1..4>` how many of them the
 //! head-specialised ones load before storing (`Gpu::set_elementwise_row_group`);
 //! `NTM_BENCH_REDUCTION_WG=<n>` the workgroups the reductions aim for
-//! (`Gpu::set_reduction_workgroups`);
+//! (`Gpu::set_reduction_workgroups`); `NTM_BENCH_STREAM_GROUP=<1..4>` the rows the streaming
+//! kernels' subgroup loops load before summing any (`Gpu::set_stream_row_group`);
 //! `NTM_BENCH_FILTER=<substring>` selects ops; `NTM_BENCH_REPS`
 //! sets repetitions per row; `NTM_BENCH_WARM_MS` the milliseconds of each row's own work run
 //! before it is timed (default 50); `NTM_BENCH_SOFT_MIB` caps the memory size of soft rows (default:
@@ -97,12 +98,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         None => {}
     }
-    println!("streaming row sums: {:?}", gpu.row_sums());
     // The count settings: each variable, when set, passes its count to its setter.
     type Setter = fn(&Gpu, u32) -> ntm_kernels::Result<()>;
-    let settings: [(&str, &str, Setter); 3] = [
+    let settings: [(&str, &str, Setter); 4] = [
         ("NTM_BENCH_EW_ROWS", "rows", Gpu::set_elementwise_rows),
         ("NTM_BENCH_EW_GROUP", "rows", Gpu::set_elementwise_row_group),
+        ("NTM_BENCH_STREAM_GROUP", "rows", Gpu::set_stream_row_group),
         (
             "NTM_BENCH_REDUCTION_WG",
             "workgroups",
@@ -125,6 +126,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "reductions over slots aim for {} workgroups",
         gpu.reduction_workgroups()
+    );
+    println!(
+        "streaming row sums: {:?}, subgroup loops load {} rows at a time",
+        gpu.row_sums(),
+        gpu.stream_row_group()
     );
     let report = run(&gpu, &cfg)?;
     print!("{}", report.text);

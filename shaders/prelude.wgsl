@@ -229,6 +229,44 @@ fn row_lanes_sum(x: f32, tw: u32) -> f32 {
     return s;
 }
 
+fn row_lanes_sum3(x: vec3<f32>, tw: u32) -> vec3<f32> {
+    var s = x;
+    for (var m = 1u; m < tw; m = m << 1u) {
+        s += xor_lanes3(s, m);
+    }
+    return s;
+}
+
+fn row_lanes_sum2(x: vec2<f32>, tw: u32) -> vec2<f32> {
+    var s = x;
+    for (var m = 1u; m < tw; m = m << 1u) {
+        s += xor_lanes2(s, m);
+    }
+    return s;
+}
+
+// row_lanes_sum4 of the first nh lanes of x only (a group's present heads), the others
+// returned as they are: each summed lane gets row_lanes_sum4's operations (the same bits),
+// with a shuffle per present head where a vec4 shuffle moves four (on NVIDIA, one 32-bit
+// shuffle per lane: at one head a quarter of them). Call in uniform control flow, with the
+// same nh in every lane of the subgroup.
+fn row_lanes_sum_heads(x: vec4<f32>, nh: u32, tw: u32) -> vec4<f32> {
+    switch nh {
+        case 1u: {
+            return vec4<f32>(row_lanes_sum(x.x, tw), x.yzw);
+        }
+        case 2u: {
+            return vec4<f32>(row_lanes_sum2(x.xy, tw), x.zw);
+        }
+        case 3u: {
+            return vec4<f32>(row_lanes_sum3(x.xyz, tw), x.w);
+        }
+        default: {
+            return row_lanes_sum4(x, tw);
+        }
+    }
+}
+
 // Streaming rows (primitives/rowstream.wgsl, write.wgsl bwd_heads): the workgroup-memory slot
 // of row lane r's share at column lane c, with tw column lanes (a power of two). The columns
 // are XOR-swizzled by row, so that both the staging stores (a row's lanes, consecutive

@@ -545,134 +545,222 @@ fn pick(v0: V, v1: V, v2: V, v3: V, k: u32) -> V {
     }
 }
 
+// A thread's constants in bwd_heads: its unit's batch element, head group and block end, its
+// column, and the group's erase and add vectors at that column (absent heads 0: factor 1).
+struct HeadsCtx {
+    b: u32,
+    h0: u32,
+    nh: u32,
+    nhg: u32,
+    i_end: u32,
+    c: u32,
+    col_ok: bool,
+    e0: V,
+    e1: V,
+    e2: V,
+    e3: V,
+    a0: V,
+    a1: V,
+    a2: V,
+    a3: V,
+}
+
+// A thread's column sums of de_h and da_h over its rows.
+struct HeadsSums {
+    de0: V,
+    de1: V,
+    de2: V,
+    de3: V,
+    da0: V,
+    da1: V,
+    da2: V,
+    da3: V,
+}
+
+// Row i's loads at a thread's column: M's and dM''s V's and the group's weights (0 where the
+// row is past the block or the column past the row: ok false).
+struct HeadsRow {
+    i: u32,
+    ok: bool,
+    el: u32,
+    m: V,
+    g: V,
+    wv: vec4<f32>,
+}
+
+fn heads_row(x: HeadsCtx, i: u32) -> HeadsRow {
+    var r: HeadsRow;
+    r.i = i;
+    r.ok = i < x.i_end && x.col_ok;
+    r.el = (x.b * p.dims.z + i) * (p.dims.w / LANES) + x.c;
+    r.m = V(0.0);
+    r.g = V(0.0);
+    r.wv = vec4<f32>(0.0);
+    if r.ok {
+        r.m = smem_ld(r.el - p.base0.x / LANES);
+        r.g = sgrad_ld(r.el - p.base1.x / LANES);
+        r.wv = group_w(x.b, i, x.h0, x.nh);
+    }
+    return r;
+}
+
+// Row r's share of dw at the thread's column (the group's heads in lanes; 0 where not ok),
+// its terms of the column sums, and with ACC its dM stored over dM' (the element the thread
+// loaded).
+fn heads_grads(x: HeadsCtx, r: HeadsRow, sums: ptr<function, HeadsSums>) -> vec4<f32> {
+    if !r.ok {
+        return vec4<f32>(0.0);
+    }
+    let m = r.m;
+    let g = r.g;
+    let wv = r.wv;
+    let f0 = 1.0 - wv.x * x.e0;
+    let f1 = 1.0 - wv.y * x.e1;
+    let f2 = 1.0 - wv.z * x.e2;
+    let f3 = 1.0 - wv.w * x.e3;
+    var out = V(1.0);
+    if x.nhg > 1u {
+        out = keep_outside(x.b, r.i, x.c, x.h0, x.nh);
+    }
+    let q0 = out * f1 * f2 * f3;
+    let q1 = out * f0 * f2 * f3;
+    let q2 = out * f0 * f1 * f3;
+    let q3 = out * f0 * f1 * f2;
+    let gm = g * m;
+    (*sums).de0 -= gm * wv.x * q0;
+    (*sums).de1 -= gm * wv.y * q1;
+    (*sums).de2 -= gm * wv.z * q2;
+    (*sums).de3 -= gm * wv.w * q3;
+    (*sums).da0 += g * wv.x;
+    (*sums).da1 += g * wv.y;
+    (*sums).da2 += g * wv.z;
+    (*sums).da3 += g * wv.w;
+    if ACC {
+        sgrad_st(r.el - p.base1.x / LANES, g * (f0 * f1 * f2 * f3));
+    }
+    return vec4<f32>(
+        vsum(g * (x.a0 - m * x.e0 * q0)),
+        vsum(g * (x.a1 - m * x.e1 * q1)),
+        vsum(g * (x.a2 - m * x.e2 * q2)),
+        vsum(g * (x.a3 - m * x.e3 * q3)),
+    );
+}
+
+// SUB_ROWS: row r's dw, its share s summed over the row's lanes (the present heads' lanes;
+// uniform control flow: every lane takes part), stored by the row's first lane.
+fn heads_dw(x: HeadsCtx, r: HeadsRow, s: vec4<f32>) {
+    let sum = row_lanes_sum_heads(s, x.nh, p.extra.x);
+    if x.c == 0u && r.i < x.i_end {
+        let N = p.dims.z;
+        let o = (x.b * heads() + x.h0) * N + r.i - p.base1.y;
+        for (var hh = 0u; hh < x.nh; hh += 1u) {
+            sdw[o + hh * N] = sum[hh];
+        }
+    }
+}
+
 @compute @workgroup_size(WG)
 fn bwd_heads(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
     let u = unit_id(wg);
     if u >= p.unit_end {
         return; // the whole workgroup: no barrier is skipped by part of it
     }
-    let H = p.dims.y;
+    let H = heads(); // a constant where one group holds every head: absent heads fold away
     let N = p.dims.z;
     let WL = p.dims.w / LANES;
     let tw = p.extra.x;
     let nblk = p.extra.y;
     let rb = p.extra.z;
     let rl = WG / tw;
-    let nhg = (H + HG - 1u) / HG;
-    let hg = u % nhg;
-    let blk = (u / nhg) % nblk;
-    let b = (u / nhg) / nblk;
-    let h0 = hg * HG;
-    let nh = min(HG, H - h0);
-    let c = t % tw;
+    var x: HeadsCtx;
+    x.nhg = (H + HG - 1u) / HG;
+    let hg = u % x.nhg;
+    let blk = (u / x.nhg) % nblk;
+    x.b = (u / x.nhg) / nblk;
+    x.h0 = hg * HG;
+    x.nh = min(HG, H - x.h0);
+    x.c = t % tw;
     let r = t / tw;
-    let col_ok = c < WL;
-    // The group's erase and add vectors at this thread's column (absent heads 0: factor 1).
-    let jc = min(c, WL - 1u);
-    let eo = (b * H + h0) * WL + jc;
-    var e0 = se[eo];
-    var a0 = sa[eo];
-    var e1 = V(0.0);
-    var a1 = V(0.0);
-    var e2 = V(0.0);
-    var a2 = V(0.0);
-    var e3 = V(0.0);
-    var a3 = V(0.0);
-    if nh > 1u {
-        e1 = se[eo + WL];
-        a1 = sa[eo + WL];
+    x.col_ok = x.c < WL;
+    let jc = min(x.c, WL - 1u);
+    let eo = (x.b * H + x.h0) * WL + jc;
+    x.e0 = se[eo];
+    x.a0 = sa[eo];
+    x.e1 = V(0.0);
+    x.a1 = V(0.0);
+    x.e2 = V(0.0);
+    x.a2 = V(0.0);
+    x.e3 = V(0.0);
+    x.a3 = V(0.0);
+    if x.nh > 1u {
+        x.e1 = se[eo + WL];
+        x.a1 = sa[eo + WL];
     }
-    if nh > 2u {
-        e2 = se[eo + 2u * WL];
-        a2 = sa[eo + 2u * WL];
+    if x.nh > 2u {
+        x.e2 = se[eo + 2u * WL];
+        x.a2 = sa[eo + 2u * WL];
     }
-    if nh > 3u {
-        e3 = se[eo + 3u * WL];
-        a3 = sa[eo + 3u * WL];
+    if x.nh > 3u {
+        x.e3 = se[eo + 3u * WL];
+        x.a3 = sa[eo + 3u * WL];
     }
-    var de0 = V(0.0);
-    var de1 = V(0.0);
-    var de2 = V(0.0);
-    var de3 = V(0.0);
-    var da0 = V(0.0);
-    var da1 = V(0.0);
-    var da2 = V(0.0);
-    var da3 = V(0.0);
+    var sums: HeadsSums;
+    sums.de0 = V(0.0);
+    sums.de1 = V(0.0);
+    sums.de2 = V(0.0);
+    sums.de3 = V(0.0);
+    sums.da0 = V(0.0);
+    sums.da1 = V(0.0);
+    sums.da2 = V(0.0);
+    sums.da3 = V(0.0);
     let i_begin = blk * rb;
-    let i_end = min(i_begin + rb, N);
-    // SUB_ROWS: a row per row lane at a time, its dw summed over the row's lanes by subgroup
-    // shuffles (as primitives/rowstream.wgsl `lane_row`), stored by its first lane: no
-    // workgroup memory or barrier in the loop. Else KR rows per row lane, summed in
-    // workgroup memory between two barriers.
-    let per = select(KR, 1u, SUB_ROWS);
-    for (var c0 = i_begin; c0 < i_end; c0 += rl * per) {
-        for (var k = 0u; k < per; k += 1u) {
-            let i = c0 + k * rl + r;
-            var s = vec4<f32>(0.0);
-            if i < i_end && col_ok {
-                let el = (b * N + i) * WL + c;
-                let m = smem_ld(el - p.base0.x / LANES);
-                let g = sgrad_ld(el - p.base1.x / LANES);
-                let wv = group_w(b, i, h0, nh);
-                let f0 = 1.0 - wv.x * e0;
-                let f1 = 1.0 - wv.y * e1;
-                let f2 = 1.0 - wv.z * e2;
-                let f3 = 1.0 - wv.w * e3;
-                var out = V(1.0);
-                if nhg > 1u {
-                    out = keep_outside(b, i, c, h0, nh);
-                }
-                let q0 = out * f1 * f2 * f3;
-                let q1 = out * f0 * f2 * f3;
-                let q2 = out * f0 * f1 * f3;
-                let q3 = out * f0 * f1 * f2;
-                let gm = g * m;
-                de0 -= gm * wv.x * q0;
-                de1 -= gm * wv.y * q1;
-                de2 -= gm * wv.z * q2;
-                de3 -= gm * wv.w * q3;
-                da0 += g * wv.x;
-                da1 += g * wv.y;
-                da2 += g * wv.z;
-                da3 += g * wv.w;
-                s = vec4<f32>(
-                    vsum(g * (a0 - m * e0 * q0)),
-                    vsum(g * (a1 - m * e1 * q1)),
-                    vsum(g * (a2 - m * e2 * q2)),
-                    vsum(g * (a3 - m * e3 * q3)),
-                );
-                if ACC {
-                    sgrad_st(el - p.base1.x / LANES, g * (f0 * f1 * f2 * f3));
-                }
+    x.i_end = min(i_begin + rb, N);
+    let nh = x.nh;
+    let c = x.c;
+    let col_ok = x.col_ok;
+    if SUB_ROWS {
+        // ROW_GROUP rows per row lane at a time, all loaded (M, dM' and weights) before the
+        // first row's shuffles, as primitives/rowstream.wgsl `lane_row`; rows are finished in
+        // the row-by-row order (the same bits). No workgroup memory or barrier in the loop.
+        for (var c0 = i_begin; c0 < x.i_end; c0 += ROW_GROUP * rl) {
+            // Rows past ROW_GROUP are past the block: not loaded, and their calls fold away.
+            let k = vec4<u32>(0u, 1u, 2u, 3u);
+            let rows = select(vec4<u32>(x.i_end), c0 + k * rl + r, k < vec4<u32>(ROW_GROUP));
+            let ra = heads_row(x, rows.x);
+            let rb1 = heads_row(x, rows.y);
+            let rc = heads_row(x, rows.z);
+            let rd = heads_row(x, rows.w);
+            heads_dw(x, ra, heads_grads(x, ra, &sums));
+            if ROW_GROUP > 1u {
+                heads_dw(x, rb1, heads_grads(x, rb1, &sums));
             }
-            if SUB_ROWS {
-                s = row_lanes_sum4(s, tw); // uniform control flow: every lane takes part
-                if c == 0u && i < i_end {
-                    let o = (b * H + h0) * N + i - p.base1.y;
-                    for (var hh = 0u; hh < nh; hh += 1u) {
-                        sdw[o + hh * N] = s[hh];
-                    }
-                }
-            } else {
-                red_dw[k * WG + stage_slot(r, c, tw)] = s;
+            if ROW_GROUP > 2u {
+                heads_dw(x, rc, heads_grads(x, rc, &sums));
+            }
+            if ROW_GROUP > 3u {
+                heads_dw(x, rd, heads_grads(x, rd, &sums));
             }
         }
-        if SUB_ROWS {
-            continue;
+    }
+    // Else KR rows per row lane, summed in workgroup memory between two barriers.
+    for (var c0 = i_begin; c0 < x.i_end && !SUB_ROWS; c0 += rl * KR) {
+        for (var k = 0u; k < KR; k += 1u) {
+            let row = heads_row(x, c0 + k * rl + r);
+            red_dw[k * WG + stage_slot(r, c, tw)] = heads_grads(x, row, &sums);
         }
         workgroupBarrier();
         // Threads sum rows (k, rl) over the column lanes, in a fixed order (RL * KR rows:
         // more than WG when rows are narrower than KR V's).
-        for (var x = t; x < rl * KR; x += WG) {
-            let k = x / rl;
-            let rr = x % rl;
+        for (var q = t; q < rl * KR; q += WG) {
+            let k = q / rl;
+            let rr = q % rl;
             let i = c0 + k * rl + rr;
-            if i < i_end {
+            if i < x.i_end {
                 var s = vec4<f32>(0.0);
                 for (var cc = 0u; cc < tw; cc += 1u) {
                     s += red_dw[k * WG + stage_slot(rr, cc, tw)];
                 }
-                let o = (b * H + h0) * N + i - p.base1.y;
+                let o = (x.b * H + x.h0) * N + i - p.base1.y;
                 for (var hh = 0u; hh < nh; hh += 1u) {
                     sdw[o + hh * N] = s[hh];
                 }
@@ -684,9 +772,9 @@ fn bwd_heads(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
     for (var q = 0u; q < 2u * nh; q += 1u) {
         let hh = q / 2u;
         if q % 2u == 0u {
-            red_col[t] = pick(de0, de1, de2, de3, hh);
+            red_col[t] = pick(sums.de0, sums.de1, sums.de2, sums.de3, hh);
         } else {
-            red_col[t] = pick(da0, da1, da2, da3, hh);
+            red_col[t] = pick(sums.da0, sums.da1, sums.da2, sums.da3, hh);
         }
         for (var s = rl / 2u; s > 0u; s = s / 2u) {
             workgroupBarrier();
@@ -696,7 +784,7 @@ fn bwd_heads(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
         }
         workgroupBarrier();
         if r == 0u && col_ok {
-            let o = ((b * nblk + blk) * H + h0 + hh) * WL + c;
+            let o = ((x.b * nblk + blk) * H + x.h0 + hh) * WL + c;
             if q % 2u == 0u {
                 spart_de[o - p.base1.z / LANES] = red_col[t];
             } else {

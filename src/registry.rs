@@ -43,6 +43,8 @@ mod tests {
                     (false, true, 3, 2, 4),
                     (true, true, HG, MAX_ELEMENTWISE_ROWS, 1),
                     (false, false, 2, MAX_ELEMENTWISE_ROWS, 4),
+                    (true, true, 1, 1, 3),
+                    (false, true, 0, 1, 2),
                 ] {
                     for (m, g, d) in forms
                         .iter()

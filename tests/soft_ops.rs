@@ -9,7 +9,7 @@ use common::*;
 use ntm_kernels::reference::{self as r, Shape};
 use ntm_kernels::{
     Error, Gpu, RowSums, Tensor, MAX_ELEMENTWISE_ROWS, MAX_ELEMENTWISE_ROW_GROUP,
-    MAX_REDUCTION_WORKGROUPS,
+    MAX_REDUCTION_WORKGROUPS, MAX_STREAM_ROW_GROUP,
 };
 
 const ATOL: f64 = 2e-5;
@@ -220,14 +220,17 @@ fn row_sum_gpus() -> Vec<Gpu> {
 
 /// Rows of 1 to 32 column lanes with each way of summing rows the adapter has: subgroup
 /// shuffles where a row's lanes fit the smallest subgroup (lavapipe's is 8, NVIDIA's 32),
-/// scalar and vec4 columns, one head group or several; and workgroup memory.
+/// scalar and vec4 columns, each head count of one head group and several groups; and
+/// workgroup memory.
 #[test]
 fn every_op_on_narrow_rows_both_row_sums() {
     for g in row_sum_gpus() {
         eprintln!("row sums: {:?} on {}", g.row_sums(), g.adapter());
         let mut seed = 900;
         for b in [1, 3] {
-            for h in [1, 2, 5] {
+            // 1 to 4 heads: one group, kernels specialised for each count (a subgroup
+            // butterfly of 1, 2, 3 or 4 lanes); 5: two groups of the any-count kernels.
+            for h in [1, 2, 3, 4, 5] {
                 for n in [7, 129, 1000] {
                     for w in [3, 6, 8, 20, 28, 64, 100] {
                         seed += 1;
@@ -339,7 +342,7 @@ fn every_op_at_each_elementwise_rows_count() {
     let g = own_gpu();
     type Setter = fn(&Gpu, u32) -> Result<(), Error>;
     type Getter = fn(&Gpu) -> u32;
-    let settings: [(&str, u32, Setter, Getter); 3] = [
+    let settings: [(&str, u32, Setter, Getter); 4] = [
         (
             "set_elementwise_rows",
             MAX_ELEMENTWISE_ROWS,
@@ -358,6 +361,12 @@ fn every_op_at_each_elementwise_rows_count() {
             Gpu::set_reduction_workgroups,
             Gpu::reduction_workgroups,
         ),
+        (
+            "set_stream_row_group",
+            MAX_STREAM_ROW_GROUP,
+            Gpu::set_stream_row_group,
+            Gpu::stream_row_group,
+        ),
     ];
     for (name, max, set, get) in settings {
         let before = get(&g);
@@ -373,6 +382,124 @@ fn every_op_at_each_elementwise_rows_count() {
                 other => panic!("{name}({bad}): {other:?}"),
             }
             assert_eq!(get(&g), before, "{name}({bad}) changed the setting");
+        }
+    }
+}
+
+/// The streaming kernels' subgroup loops at each count of rows loaded before summing any
+/// (1 to 4, whatever the adapter's default: 4 on GPUs, 1 on CPU adapters), where the adapter
+/// sums rows by subgroup shuffles (elsewhere the count is kept and the workgroup sums run):
+/// every op against the reference on rows that fit a subgroup, one to five heads (each count
+/// of one head group, and two groups), N = 1 and blocks that end within a group of rows,
+/// whole and bound in 256 KiB windows; and every count's outputs bit for bit those of 1 row
+/// (the rows are finished in the same order).
+#[test]
+fn every_op_at_each_stream_row_group() {
+    // Subgroup row sums where the adapter has them; else the workgroup sums stay.
+    let subgroup_sums = |g: &Gpu| match g.set_row_sums(RowSums::Subgroup) {
+        Ok(()) | Err(Error::Unsupported { .. }) => {}
+        Err(e) => panic!("set_row_sums: {e}"),
+    };
+    let sub_gpu = |group: u32| -> Gpu {
+        let g = own_gpu();
+        subgroup_sums(&g);
+        g.set_stream_row_group(group).unwrap();
+        assert_eq!(g.stream_row_group(), group);
+        g
+    };
+    let mut seed = 2600;
+    for group in 1..=MAX_STREAM_ROW_GROUP {
+        let g = sub_gpu(group);
+        for b in [1, 2] {
+            for h in [1, 2, 3, 4, 5] {
+                for n in [1, 7, 129, 1000] {
+                    for w in [3, 8, 20, 32] {
+                        seed += 1;
+                        run_on(&g, &Case::new(Shape::new(b, h, n, w), seed), ATOL);
+                    }
+                }
+            }
+        }
+        let (device, queue) = device_with(|l| l.max_storage_buffer_binding_size = 256 << 10);
+        let gw = Gpu::from_wgpu(device, queue).unwrap();
+        subgroup_sums(&gw);
+        gw.set_stream_row_group(group).unwrap();
+        for s in [Shape::new(2, 2, 3000, 32), Shape::new(1, 3, 5000, 20)] {
+            seed += 1;
+            run_on(&gw, &Case::new(s, seed), ATOL);
+        }
+    }
+    // The same bits at every count.
+    let outputs = |group: u32, s: Shape, seed: u64| -> Vec<(&'static str, Vec<u32>)> {
+        let g = sub_gpu(group);
+        let c = Case::new(s, seed);
+        let (mem_s, vec_s, wt_s) = ([s.b, s.n, s.w], [s.b, s.h, s.w], [s.b, s.h, s.n]);
+        let m = up(&g, &mem_s, &c.m);
+        let w = up(&g, &wt_s, &c.w);
+        let (e, a) = (up(&g, &vec_s, &c.e), up(&g, &vec_s, &c.a));
+        let k = up(&g, &vec_s, &c.k);
+        let beta = up(&g, &[s.b, s.h], &c.beta);
+        let dz = up(&g, &wt_s, &c.g_w);
+        let scores = g.content_address(&m, &k, &beta).unwrap();
+        let gc = g
+            .content_address_backward_scores(&m, &k, &beta, &dz)
+            .unwrap();
+        let mut acc = up(&g, &mem_s, &c.g_m);
+        let gca = g
+            .content_address_backward_scores_into(&m, &k, &beta, &dz, &mut acc)
+            .unwrap();
+        let gr = g
+            .soft_read_backward(&m, &w, &up(&g, &vec_s, &c.g_r))
+            .unwrap();
+        let gw = g
+            .soft_write_backward(&m, &w, &e, &a, &up(&g, &mem_s, &c.g_m))
+            .unwrap();
+        let mut in_place = up(&g, &mem_s, &c.g_m);
+        let gwi = g
+            .soft_write_backward_into(&m, &w, &e, &a, &mut in_place)
+            .unwrap();
+        [
+            ("content_address", &scores),
+            ("content dM", &gc.memory),
+            ("content dk", &gc.keys),
+            ("content dbeta", &gc.beta),
+            ("content dM added", &acc),
+            ("content dk (added dM)", &gca.keys),
+            ("read dw", &gr.weights),
+            ("read dM", &gr.memory),
+            ("write dM", &gw.memory),
+            ("write dw", &gw.weights),
+            ("write de", &gw.erase),
+            ("write da", &gw.add),
+            ("write dM in place", &in_place),
+            ("write dw (in place)", &gwi.weights),
+        ]
+        .into_iter()
+        .map(|(what, t)| {
+            let bits = g.download(t).unwrap().iter().map(|x| x.to_bits()).collect();
+            (what, bits)
+        })
+        .collect()
+    };
+    for (k, s) in [
+        Shape::new(3, 1, 129, 32),
+        Shape::new(2, 3, 77, 20),
+        Shape::new(1, 4, 1000, 8),
+        Shape::new(2, 5, 50, 7),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let one = outputs(1, s, 2700 + k as u64);
+        for group in 2..=MAX_STREAM_ROW_GROUP {
+            let other = outputs(group, s, 2700 + k as u64);
+            for ((what, x), (_, y)) in one.iter().zip(&other) {
+                let diff = x.iter().zip(y).position(|(p, q)| p != q);
+                assert_eq!(
+                    diff, None,
+                    "{s:?} {what}: {group} rows at a time differ from 1"
+                );
+            }
         }
     }
 }

@@ -12,7 +12,8 @@
 // rows are summed over the column lanes in a fixed order (the same bits every run). With
 // SUB_ROWS (a row's TW lanes lie within one subgroup) each row's shares are summed instead by
 // a butterfly of subgroup shuffles, which leaves the sums in every lane of the row, in a fixed
-// order: the chunk loops then need no workgroup memory and no barrier.
+// order: the chunk loops then need no workgroup memory and no barrier, and each thread loads
+// ROW_GROUP rows before summing any (lane_row).
 // Where one group holds every head the kernels are specialised for the head count (heads()),
 // so a thread computes the dots of the present heads only.
 // Params.extra: x = TW, y = blocks per batch, z = rows per block (a multiple of RL * KR).
@@ -93,6 +94,14 @@ fn vecs_of(ln: Lane) -> Vecs {
     return vs;
 }
 
+// Row i's V at this thread's column (0 past the block or the row).
+fn row_v(ln: Lane, i: u32) -> V {
+    if i < ln.i_end && ln.col_ok {
+        return smem_ld((ln.b * p.dims.z + i) * (p.dims.w / LANES) + ln.c - p.base0.x / LANES);
+    }
+    return V(0.0);
+}
+
 // Row i's V at this thread's column (0 past the block or the row), and this thread's shares
 // of its dots with the group's vectors and of |M_i|^2.
 struct LaneRow {
@@ -101,13 +110,13 @@ struct LaneRow {
     sq: f32,
 }
 
-fn lane_share(ln: Lane, vs: Vecs, i: u32) -> LaneRow {
+// The shares of row i from its V m (row_v).
+fn share_of(ln: Lane, vs: Vecs, i: u32, m: V) -> LaneRow {
     var lr: LaneRow;
     lr.m = V(0.0);
     lr.dot = vec4<f32>(0.0);
     lr.sq = 0.0;
     if i < ln.i_end && ln.col_ok {
-        let m = smem_ld((ln.b * p.dims.z + i) * (p.dims.w / LANES) + ln.c - p.base0.x / LANES);
         lr.m = m;
         // Only the group's heads: with heads() specialised the count is a constant.
         lr.dot = vec4<f32>(vsum(m * vs.v0), 0.0, 0.0, 0.0);
@@ -123,6 +132,10 @@ fn lane_share(ln: Lane, vs: Vecs, i: u32) -> LaneRow {
         lr.sq = vsum(m * m);
     }
     return lr;
+}
+
+fn lane_share(ln: Lane, vs: Vecs, i: u32) -> LaneRow {
+    return share_of(ln, vs, i, row_v(ln, i));
 }
 
 // This thread's shares of the chunk's rows c0 + k RL + r, k < KR: dots and |M_i|^2 into
@@ -154,12 +167,29 @@ fn vec_sq_norms(vs: Vecs, t: u32) -> vec4<f32> {
     return ksq;
 }
 
-// SUB_ROWS: as lane_share, with the dots and |M_i|^2 summed over the row's lanes (in every
-// lane; prelude: row_lanes_sum). Call in uniform control flow.
-fn lane_row(ln: Lane, vs: Vecs, i: u32) -> LaneRow {
-    var lr = lane_share(ln, vs, i);
-    lr.dot = row_lanes_sum4(lr.dot, p.extra.x);
-    lr.sq = row_lanes_sum(lr.sq, p.extra.x);
+// SUB_ROWS: the shares of row i from its V m, with the present heads' dots (and, where
+// `with_sq`, |M_i|^2) summed over the row's lanes (in every lane; prelude: row_lanes_sum).
+// Call in uniform control flow, with a constant `with_sq`.
+//
+// The SUB_ROWS loops take ROW_GROUP (1 to 4, `Gpu::stream_row_group`) rows per row lane at a
+// time and load all of them before the first row's shuffles: with 4 a thread has four loads in
+// flight (as colsum's partial), where row by row each load waits behind the previous row's
+// butterfly. Rows are finished in the row-by-row order whatever the group, so every sum keeps
+// its order (the same bits). A group's rows past ROW_GROUP are past the block (group_rows):
+// their loads are skipped, and their finishing calls fold away.
+// The rows of the group that starts at row i0 of the row lanes (row lane r takes i0 + k RL + r),
+// in lanes k = 0..3; a lane k >= ROW_GROUP holds a row past the block.
+fn group_rows(ln: Lane, i0: u32) -> vec4<u32> {
+    let k = vec4<u32>(0u, 1u, 2u, 3u);
+    return select(vec4<u32>(ln.i_end), i0 + k * ln.rl + ln.r, k < vec4<u32>(ROW_GROUP));
+}
+
+fn lane_row(ln: Lane, vs: Vecs, i: u32, m: V, with_sq: bool) -> LaneRow {
+    var lr = share_of(ln, vs, i, m);
+    lr.dot = row_lanes_sum_heads(lr.dot, ln.nh, p.extra.x);
+    if with_sq {
+        lr.sq = row_lanes_sum(lr.sq, p.extra.x);
+    }
     return lr;
 }
 
@@ -188,6 +218,15 @@ fn row_sum(ln: Lane, c0: u32, x: u32) -> RowSum {
 
 @group(0) @binding(3) var<storage, read_write> dots_out: array<f32>; // [B, H, N]
 
+// SUB_ROWS: row i's dots from its first lane.
+fn store_dots(ln: Lane, i: u32, lr: LaneRow) {
+    if ln.c == 0u && i < ln.i_end {
+        for (var hh = 0u; hh < ln.nh; hh += 1u) {
+            dots_out[(ln.b * heads() + ln.h0 + hh) * p.dims.z + i - p.base0.z] = lr.dot[hh];
+        }
+    }
+}
+
 @compute @workgroup_size(WG)
 fn dots(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
     let u = unit_id(wg);
@@ -199,14 +238,23 @@ fn dots(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
     let H = heads();
     let N = p.dims.z;
     if SUB_ROWS {
-        // Each row's first lane stores its dots.
-        for (var i0 = ln.i_begin; i0 < ln.i_end; i0 += ln.rl) {
-            let i = i0 + ln.r;
-            let lr = lane_row(ln, vs, i);
-            if ln.c == 0u && i < ln.i_end {
-                for (var hh = 0u; hh < ln.nh; hh += 1u) {
-                    dots_out[(ln.b * H + ln.h0 + hh) * N + i - p.base0.z] = lr.dot[hh];
-                }
+        // ROW_GROUP rows per row lane at a time (lane_row); each row's first lane stores its
+        // dots.
+        for (var i0 = ln.i_begin; i0 < ln.i_end; i0 += ROW_GROUP * ln.rl) {
+            let rows = group_rows(ln, i0);
+            let ma = row_v(ln, rows.x);
+            let mb = row_v(ln, rows.y);
+            let mc = row_v(ln, rows.z);
+            let md = row_v(ln, rows.w);
+            store_dots(ln, rows.x, lane_row(ln, vs, rows.x, ma, false));
+            if ROW_GROUP > 1u {
+                store_dots(ln, rows.y, lane_row(ln, vs, rows.y, mb, false));
+            }
+            if ROW_GROUP > 2u {
+                store_dots(ln, rows.z, lane_row(ln, vs, rows.z, mc, false));
+            }
+            if ROW_GROUP > 3u {
+                store_dots(ln, rows.w, lane_row(ln, vs, rows.w, md, false));
             }
         }
         return;
@@ -240,6 +288,29 @@ fn group_beta(ln: Lane) -> vec4<f32> {
     return bet;
 }
 
+// What `scores` finishes every row with: the keys' norms, the strengths, and 1 in the lanes of
+// present heads.
+struct ScoreConsts {
+    kn: vec4<f32>,
+    bet: vec4<f32>,
+    one: vec4<f32>,
+}
+
+// SUB_ROWS: row i's first lane finishes it: its scores, and its place in the running pairs.
+fn score_row(ln: Lane, sc: ScoreConsts, i: u32, lr: LaneRow, pm: ptr<function, vec4<f32>>, ps: ptr<function, vec4<f32>>) {
+    if ln.c == 0u && i < ln.i_end {
+        let P = sc.kn * sqrt(lr.sq + EPS);
+        let z = sc.bet * (lr.dot / (P + EPS));
+        for (var hh = 0u; hh < ln.nh; hh += 1u) {
+            scores_out[(ln.b * heads() + ln.h0 + hh) * p.dims.z + i - p.base0.w] = z[hh];
+        }
+        let zm = select(vec4<f32>(NEG_BIG), z, sc.one > vec4<f32>(0.0));
+        let m = max(*pm, zm);
+        *ps = *ps * exp(*pm - m) + sc.one * exp(zm - m);
+        *pm = m;
+    }
+}
+
 @compute @workgroup_size(WG)
 fn scores(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
     let u = unit_id(wg);
@@ -259,20 +330,23 @@ fn scores(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
     var pm = vec4<f32>(NEG_BIG);
     var ps = vec4<f32>(0.0);
     if SUB_ROWS {
-        // Each row's first lane finishes it: its scores, and its place in the running pairs.
-        for (var i0 = ln.i_begin; i0 < ln.i_end; i0 += ln.rl) {
-            let i = i0 + ln.r;
-            let lr = lane_row(ln, vs, i);
-            if ln.c == 0u && i < ln.i_end {
-                let P = kn * sqrt(lr.sq + EPS);
-                let z = bet * (lr.dot / (P + EPS));
-                for (var hh = 0u; hh < ln.nh; hh += 1u) {
-                    scores_out[(ln.b * H + ln.h0 + hh) * N + i - p.base0.w] = z[hh];
-                }
-                let zm = select(vec4<f32>(NEG_BIG), z, one > vec4<f32>(0.0));
-                let m = max(pm, zm);
-                ps = ps * exp(pm - m) + one * exp(zm - m);
-                pm = m;
+        // ROW_GROUP rows per row lane at a time (lane_row); each row's first lane finishes it.
+        let sc = ScoreConsts(kn, bet, one);
+        for (var i0 = ln.i_begin; i0 < ln.i_end; i0 += ROW_GROUP * ln.rl) {
+            let rows = group_rows(ln, i0);
+            let ma = row_v(ln, rows.x);
+            let mb = row_v(ln, rows.y);
+            let mc = row_v(ln, rows.z);
+            let md = row_v(ln, rows.w);
+            score_row(ln, sc, rows.x, lane_row(ln, vs, rows.x, ma, true), &pm, &ps);
+            if ROW_GROUP > 1u {
+                score_row(ln, sc, rows.y, lane_row(ln, vs, rows.y, mb, true), &pm, &ps);
+            }
+            if ROW_GROUP > 2u {
+                score_row(ln, sc, rows.z, lane_row(ln, vs, rows.z, mc, true), &pm, &ps);
+            }
+            if ROW_GROUP > 3u {
+                score_row(ln, sc, rows.w, lane_row(ln, vs, rows.w, md, true), &pm, &ps);
             }
         }
     }
@@ -334,18 +408,96 @@ fn scores(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
 var<workgroup> red_col: array<V, 256>; // WG column partials
 
 // Row i's dM at this thread's V: sum_h [dD_hi k_h + (dP_hi norm(k_h) / norm(M_i)) M_i], from
-// the row's coefficients cd = dD and cm = dP norm(k) / norm(M) in head lanes; added to the
-// stored gradient with ACC.
-fn store_dm(ln: Lane, vs: Vecs, i: u32, m: V, cd: vec4<f32>, cm: vec4<f32>) {
+// the row's coefficients cd = dD and cm = dP norm(k) / norm(M) in head lanes; with ACC added
+// to `old`, the stored gradient (dm_old).
+fn store_dm(ln: Lane, vs: Vecs, i: u32, m: V, cd: vec4<f32>, cm: vec4<f32>, old: V) {
     let el = (ln.b * p.dims.z + i) * (p.dims.w / LANES) + ln.c;
     var dm = cd.x * vs.v0 + cm.x * m;
     dm += cd.y * vs.v1 + cm.y * m;
     dm += cd.z * vs.v2 + cm.z * m;
     dm += cd.w * vs.v3 + cm.w * m;
     if ACC {
-        dm += cb_dmem_ld(el - p.base1.x / LANES);
+        dm += old;
     }
     cb_dmem_st(el - p.base1.x / LANES, dm);
+}
+
+// With ACC, the stored gradient at row i's V of this thread's column (0 past the block or the
+// row); else 0, unused.
+fn dm_old(ln: Lane, i: u32) -> V {
+    if ACC && i < ln.i_end && ln.col_ok {
+        return cb_dmem_ld((ln.b * p.dims.z + i) * (p.dims.w / LANES) + ln.c - p.base1.x / LANES);
+    }
+    return V(0.0);
+}
+
+// A thread's running sums: its column's dD M per head (dk's first term), and over the rows it
+// finishes, dP norm(M) and dz K per head.
+struct CbSums {
+    dk0: V,
+    dk1: V,
+    dk2: V,
+    dk3: V,
+    sp: vec4<f32>,
+    sb: vec4<f32>,
+}
+
+// The keys' norms and the strengths, in head lanes.
+struct CbConsts {
+    kn: vec4<f32>,
+    bet: vec4<f32>,
+}
+
+// SUB_ROWS: what row i needs from memory before its shuffles: its V, dz of the group's heads,
+// and the stored gradient (dm_old).
+struct CbRow {
+    i: u32,
+    m: V,
+    g: vec4<f32>,
+    old: V,
+}
+
+fn cb_row(ln: Lane, i: u32) -> CbRow {
+    var r: CbRow;
+    r.i = i;
+    r.m = row_v(ln, i);
+    r.g = vec4<f32>(0.0);
+    if i < ln.i_end {
+        for (var hh = 0u; hh < ln.nh; hh += 1u) {
+            r.g[hh] = cb_dz[(ln.b * heads() + ln.h0 + hh) * p.dims.z + i - p.base0.w];
+        }
+    }
+    r.old = dm_old(ln, i);
+    return r;
+}
+
+// SUB_ROWS: every lane of a row has its sums, so each computes the row's coefficients itself
+// and its column of dM and dk; the row's first lane keeps the row's block sums. Call in
+// uniform control flow.
+fn cb_finish(ln: Lane, vs: Vecs, cc: CbConsts, r: CbRow, acc: ptr<function, CbSums>) {
+    let lr = lane_row(ln, vs, r.i, r.m, true);
+    if r.i < ln.i_end {
+        let g = r.g;
+        let nm = sqrt(lr.sq + EPS);
+        let P = cc.kn * nm + EPS;
+        let K = lr.dot / P;
+        let dK = cc.bet * g;
+        let cdv = dK / P;
+        let dP = -dK * lr.dot / (P * P);
+        let cmv = dP * cc.kn / nm;
+        if ln.c == 0u {
+            (*acc).sp += dP * nm;
+            (*acc).sb += g * K;
+        }
+        if ln.col_ok {
+            let m = lr.m;
+            store_dm(ln, vs, r.i, m, cdv, cmv, r.old);
+            (*acc).dk0 += cdv.x * m;
+            (*acc).dk1 += cdv.y * m;
+            (*acc).dk2 += cdv.z * m;
+            (*acc).dk3 += cdv.w * m;
+        }
+    }
 }
 
 @compute @workgroup_size(WG)
@@ -363,43 +515,33 @@ fn content_bwd(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
     let ksq = vec_sq_norms(vs, t);
     let kn = sqrt(ksq + EPS);
     let bet = group_beta(ln);
-    var dk0 = V(0.0);
-    var dk1 = V(0.0);
-    var dk2 = V(0.0);
-    var dk3 = V(0.0);
-    var sp = vec4<f32>(0.0); // sums of dP norm(M) over the rows this thread finishes
-    var sb = vec4<f32>(0.0); // ... and of dz K
+    var acc: CbSums;
+    acc.dk0 = V(0.0);
+    acc.dk1 = V(0.0);
+    acc.dk2 = V(0.0);
+    acc.dk3 = V(0.0);
+    acc.sp = vec4<f32>(0.0);
+    acc.sb = vec4<f32>(0.0);
     let rows = ln.rl * KR; // at most WG / 2: a row's coefficients fit red_dot twice over
     if SUB_ROWS {
-        // Every lane of a row has its sums, so each computes the row's coefficients itself
-        // and its column of dM and dk; the row's first lane keeps the row's block sums.
-        for (var i0 = ln.i_begin; i0 < ln.i_end; i0 += ln.rl) {
-            let i = i0 + ln.r;
-            let lr = lane_row(ln, vs, i);
-            if i < ln.i_end {
-                var g = vec4<f32>(0.0);
-                for (var hh = 0u; hh < ln.nh; hh += 1u) {
-                    g[hh] = cb_dz[(ln.b * H + ln.h0 + hh) * N + i - p.base0.w];
-                }
-                let nm = sqrt(lr.sq + EPS);
-                let P = kn * nm + EPS;
-                let K = lr.dot / P;
-                let dK = bet * g;
-                let cdv = dK / P;
-                let dP = -dK * lr.dot / (P * P);
-                let cmv = dP * kn / nm;
-                if ln.c == 0u {
-                    sp += dP * nm;
-                    sb += g * K;
-                }
-                if ln.col_ok {
-                    let m = lr.m;
-                    store_dm(ln, vs, i, m, cdv, cmv);
-                    dk0 += cdv.x * m;
-                    dk1 += cdv.y * m;
-                    dk2 += cdv.z * m;
-                    dk3 += cdv.w * m;
-                }
+        // ROW_GROUP rows per row lane at a time (lane_row), each row's loads (its V, dz, the
+        // stored gradient with ACC) before the first row's shuffles.
+        let cc = CbConsts(kn, bet);
+        for (var i0 = ln.i_begin; i0 < ln.i_end; i0 += ROW_GROUP * ln.rl) {
+            let rows = group_rows(ln, i0);
+            let ra = cb_row(ln, rows.x);
+            let rb = cb_row(ln, rows.y);
+            let rc = cb_row(ln, rows.z);
+            let rd = cb_row(ln, rows.w);
+            cb_finish(ln, vs, cc, ra, &acc);
+            if ROW_GROUP > 1u {
+                cb_finish(ln, vs, cc, rb, &acc);
+            }
+            if ROW_GROUP > 2u {
+                cb_finish(ln, vs, cc, rc, &acc);
+            }
+            if ROW_GROUP > 3u {
+                cb_finish(ln, vs, cc, rd, &acc);
             }
         }
     }
@@ -423,8 +565,8 @@ fn content_bwd(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
                 cd = dK / P;
                 let dP = -dK * s.dot / (P * P);
                 cm = dP * kn / nm;
-                sp += dP * nm;
-                sb += g * K;
+                acc.sp += dP * nm;
+                acc.sb += g * K;
             }
         }
         workgroupBarrier();
@@ -440,11 +582,11 @@ fn content_bwd(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
                 let cdv = red_dot[x];
                 let cmv = red_dot[WG + x];
                 let m = ms[k];
-                store_dm(ln, vs, i, m, cdv, cmv);
-                dk0 += cdv.x * m;
-                dk1 += cdv.y * m;
-                dk2 += cdv.z * m;
-                dk3 += cdv.w * m;
+                store_dm(ln, vs, i, m, cdv, cmv, dm_old(ln, i));
+                acc.dk0 += cdv.x * m;
+                acc.dk1 += cdv.y * m;
+                acc.dk2 += cdv.z * m;
+                acc.dk3 += cdv.w * m;
             }
         }
         workgroupBarrier();
@@ -454,16 +596,16 @@ fn content_bwd(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
     for (var hh = 0u; hh < ln.nh; hh += 1u) {
         switch hh {
             case 0u: {
-                red_col[t] = dk0;
+                red_col[t] = acc.dk0;
             }
             case 1u: {
-                red_col[t] = dk1;
+                red_col[t] = acc.dk1;
             }
             case 2u: {
-                red_col[t] = dk2;
+                red_col[t] = acc.dk2;
             }
             default: {
-                red_col[t] = dk3;
+                red_col[t] = acc.dk3;
             }
         }
         for (var s = ln.rl / 2u; s > 0u; s = s / 2u) {
@@ -479,8 +621,8 @@ fn content_bwd(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
         workgroupBarrier();
     }
     // The block's sums of dP norm(M) and dz K per head: a fixed-order tree over the threads.
-    red_dot[t] = sp;
-    red_dot[WG + t] = sb;
+    red_dot[t] = acc.sp;
+    red_dot[WG + t] = acc.sb;
     for (var s = WG / 2u; s > 0u; s = s / 2u) {
         workgroupBarrier();
         if t < s {

@@ -209,9 +209,8 @@ impl Gpu {
             g_mem.is_none() && l.nhg == 1 && !(l.lanes == 1 && self.any_packed(&[d_after]))
         });
         let kernel = match layout {
-            Some(l) => BWD_HEADS
-                .lanes(l.lanes)
-                .sub_rows(l.sub_rows)
+            Some(l) => l
+                .kernel(BWD_HEADS, d)
                 .acc(fused_dm)
                 .forms(fm, fg, Form::F32),
             None => BWD_DW.forms(fm, fg, Form::F32),

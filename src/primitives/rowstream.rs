@@ -44,6 +44,9 @@ pub(crate) struct StreamLayout {
     /// Whether a row's `tw` lanes fit one subgroup: the row sums are then subgroup shuffles
     /// (`SUB_ROWS`; `dots`, `scores` and `content_bwd`).
     pub sub_rows: bool,
+    /// With `sub_rows`, the rows a thread loads before summing any
+    /// (`Gpu::stream_row_group`); 1 otherwise.
+    pub row_group: u32,
 }
 
 impl StreamLayout {
@@ -66,14 +69,25 @@ impl StreamLayout {
         while rb > min_rb && units(rb) < target {
             rb /= 2;
         }
+        let sub_rows = gpu.subgroup_holds(tw);
         Some(StreamLayout {
             lanes,
             tw,
             rb,
             nblk: (d.n as u64).div_ceil(rb),
             nhg,
-            sub_rows: gpu.subgroup_holds(tw),
+            sub_rows,
+            row_group: if sub_rows { gpu.stream_row_group() } else { 1 },
         })
+    }
+
+    /// A streaming kernel specialised for this layout: its `V`, its way of summing rows (with
+    /// the rows loaded at a time), and the head count where one group holds every head.
+    pub fn kernel(&self, def: KernelDef, d: Dims) -> KernelDef {
+        def.lanes(self.lanes)
+            .sub_rows(self.sub_rows)
+            .row_group(self.row_group)
+            .one_group_heads(d.h)
     }
 
     /// Workgroups to dispatch.
@@ -108,10 +122,7 @@ pub(crate) fn dots(
     gpu.launch(
         rec,
         op,
-        &DOTS
-            .lanes(l.lanes)
-            .sub_rows(l.sub_rows)
-            .one_group_heads(d.h)
+        &l.kernel(DOTS, d)
             .forms(gpu.form(mem.dtype), Form::F32, Form::F32),
         Params::new(d.arr(), l.extra(), [0.0; 4]),
         l.units(d),
@@ -146,10 +157,7 @@ pub(crate) fn scores(
     gpu.launch(
         rec,
         op,
-        &SCORES
-            .lanes(l.lanes)
-            .sub_rows(l.sub_rows)
-            .one_group_heads(d.h)
+        &l.kernel(SCORES, d)
             .forms(gpu.form(mem.dtype), Form::F32, Form::F32),
         Params::new(d.arr(), l.extra(), [0.0; 4]),
         l.units(d),
@@ -208,12 +216,11 @@ pub(crate) fn content_backward(
     gpu.launch(
         rec,
         op,
-        &CONTENT_BWD
-            .lanes(l.lanes)
-            .sub_rows(l.sub_rows)
-            .one_group_heads(d.h)
-            .acc(acc)
-            .forms(gpu.form(mem.dtype), Form::F32, gpu.form(g_mem.dtype)),
+        &l.kernel(CONTENT_BWD, d).acc(acc).forms(
+            gpu.form(mem.dtype),
+            Form::F32,
+            gpu.form(g_mem.dtype),
+        ),
         Params::new(d.arr(), l.extra(), [0.0; 4]),
         l.units(d),
         &[

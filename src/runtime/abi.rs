@@ -94,7 +94,8 @@ pub(crate) fn divisor(d: u32) -> [u32; 2] {
 /// `SUB_ROWS` and `xor_lanes`, the subgroup shuffles of rows that fit a subgroup; `ACC`, whether a kernel that writes a
 /// memory gradient adds to its output; `WORDS`, whether stores must own whole packed f16
 /// words, see [`Spec::words`]; `EW_ROWS`, the rows per thread of the elementwise kernels, and
-/// `ROW_GROUP`, how many of them a head-specialised one loads before storing any;
+/// `ROW_GROUP`, how many of them a head-specialised one loads before storing any (or a
+/// streaming kernel's subgroup loop before summing any);
 /// `heads()`, a head-specialised kernel's head count or else `Params.dims.y`), `Params` and
 /// its binding, then
 /// `shaders/prelude.wgsl` (the unit prologue and the elementwise mapping).
@@ -120,9 +121,13 @@ pub(crate) fn prelude(spec: Spec) -> String {
     // functions exist (so both variants of a kernel validate) but SUB_ROWS keeps them unused.
     let xor = if spec.sub_rows {
         "fn xor_lanes4(x: vec4<f32>, m: u32) -> vec4<f32> { return subgroupShuffleXor(x, m); }\n\
+         fn xor_lanes3(x: vec3<f32>, m: u32) -> vec3<f32> { return subgroupShuffleXor(x, m); }\n\
+         fn xor_lanes2(x: vec2<f32>, m: u32) -> vec2<f32> { return subgroupShuffleXor(x, m); }\n\
          fn xor_lanes(x: f32, m: u32) -> f32 { return subgroupShuffleXor(x, m); }\n"
     } else {
         "fn xor_lanes4(x: vec4<f32>, m: u32) -> vec4<f32> { return x; }\n\
+         fn xor_lanes3(x: vec3<f32>, m: u32) -> vec3<f32> { return x; }\n\
+         fn xor_lanes2(x: vec2<f32>, m: u32) -> vec2<f32> { return x; }\n\
          fn xor_lanes(x: f32, m: u32) -> f32 { return x; }\n"
     };
     let sub_rows = spec.sub_rows;

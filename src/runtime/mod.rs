@@ -108,6 +108,9 @@ pub struct Gpu {
     elementwise_row_group: AtomicU32,
     /// Workgroups the reductions' layouts aim for ([`Gpu::set_reduction_workgroups`]).
     reduction_workgroups: AtomicU32,
+    /// Rows the streaming kernels' subgroup loops load before summing any
+    /// ([`Gpu::set_stream_row_group`]).
+    stream_row_group: AtomicU32,
 }
 
 /// The most memory rows a thread of the elementwise kernels may take
@@ -118,6 +121,10 @@ const ELEMENTWISE_ROWS_CPU: u32 = 8;
 /// The most rows a head-specialised elementwise kernel loads before storing any
 /// ([`Gpu::set_elementwise_row_group`]).
 pub const MAX_ELEMENTWISE_ROW_GROUP: u32 = 4;
+
+/// The most rows a thread of the streaming kernels' subgroup row sums loads before summing any
+/// ([`Gpu::set_stream_row_group`]).
+pub const MAX_STREAM_ROW_GROUP: u32 = 4;
 
 /// The most workgroups the reductions' layouts may aim for
 /// ([`Gpu::set_reduction_workgroups`]).
@@ -265,6 +272,7 @@ impl Gpu {
         let cpu = info.device_type == wgpu::DeviceType::Cpu;
         let elementwise_rows = if cpu { ELEMENTWISE_ROWS_CPU } else { 1 };
         let elementwise_row_group = if cpu { 1 } else { MAX_ELEMENTWISE_ROW_GROUP };
+        let stream_row_group = if cpu { 1 } else { MAX_STREAM_ROW_GROUP };
         let reduction_workgroups = if cpu {
             // A few workgroups per core: each one more costs a barrier tree and a partial.
             let cores = std::thread::available_parallelism().map_or(4, |c| c.get()) as u32;
@@ -303,6 +311,7 @@ impl Gpu {
             elementwise_rows: AtomicU32::new(elementwise_rows),
             elementwise_row_group: AtomicU32::new(elementwise_row_group),
             reduction_workgroups: AtomicU32::new(reduction_workgroups),
+            stream_row_group: AtomicU32::new(stream_row_group),
         })
     }
 
@@ -427,6 +436,29 @@ impl Gpu {
             rows,
             MAX_ELEMENTWISE_ROW_GROUP,
         )
+    }
+
+    /// Rows of the memory each thread of the streaming kernels' subgroup row sums loads before
+    /// summing any; see [`Gpu::set_stream_row_group`].
+    pub fn stream_row_group(&self) -> u32 {
+        self.stream_row_group.load(Ordering::Relaxed)
+    }
+
+    /// Chooses how many rows (1 to [`MAX_STREAM_ROW_GROUP`]) a thread of the streaming kernels
+    /// (content addressing's forward and backward, the soft read's and the soft write's heads'
+    /// gradients) loads before it sums any, from now on, where rows are summed by subgroup
+    /// shuffles ([`RowSums::Subgroup`]); another count is an [`Error::Invalid`]. A row's sum
+    /// is a butterfly of shuffles that waits on the row's load, so row by row a thread has one
+    /// load in flight; with 4 it has four (the copy kernel's and the soft read's column
+    /// sums'). The default is 4 on GPUs, not yet measured on one (`NTM_BENCH_STREAM_GROUP`),
+    /// and 1 on CPU adapters, whose cores reorder loads themselves: on lavapipe 4 and 1 were
+    /// within the machine's run-to-run scatter (W = 32, its subgroup rows; H = 1 and 4). Rows are
+    /// finished in the same order whatever the group, so results keep their bits (the tests
+    /// check them). Workgroup row sums ([`RowSums::Workgroup`]) stage two rows per thread
+    /// between barriers whatever this count.
+    pub fn set_stream_row_group(&self, rows: u32) -> Result<()> {
+        let (op, what) = ("set_stream_row_group", "rows loaded before summing");
+        set_count(&self.stream_row_group, op, what, rows, MAX_STREAM_ROW_GROUP)
     }
 
     /// How many workgroups the reductions spread over (at least, where their rows allow),

@@ -88,7 +88,8 @@ pub(crate) struct Spec {
     /// takes (`Gpu::elementwise_rows`; 1 for other kernels).
     pub ew_rows: u32,
     /// `ROW_GROUP`: rows a head-specialised elementwise kernel loads before it stores any
-    /// (`Gpu::elementwise_row_group`; 1 elsewhere).
+    /// (`Gpu::elementwise_row_group`), or a streaming kernel's subgroup loop before it sums
+    /// any (`Gpu::stream_row_group`); 1 elsewhere.
     pub row_group: u32,
 }
 
@@ -160,7 +161,7 @@ impl KernelDef {
         self
     }
     /// The same entry point loading `row_group` rows before storing any (head-specialised
-    /// elementwise kernels).
+    /// elementwise kernels) or summing any (streaming kernels with subgroup row sums).
     pub const fn row_group(mut self, row_group: u32) -> Self {
         self.spec.row_group = row_group;
         self
