@@ -588,6 +588,16 @@ struct HeadsRow {
     wv: vec4<f32>,
 }
 
+// Head k of a group's erase (group_vec_e) or add (group_vec_a) vector at offset eo (its first
+// head's V at a column of [B, H, W]); 0 for an absent head (k >= nh).
+fn group_vec_e(eo: u32, k: u32, nh: u32) -> V {
+    return select(V(0.0), se[eo + min(k, nh - 1u) * (p.dims.w / LANES)], k < nh);
+}
+
+fn group_vec_a(eo: u32, k: u32, nh: u32) -> V {
+    return select(V(0.0), sa[eo + min(k, nh - 1u) * (p.dims.w / LANES)], k < nh);
+}
+
 fn heads_row(x: HeadsCtx, i: u32) -> HeadsRow {
     var r: HeadsRow;
     r.i = i;
@@ -682,37 +692,18 @@ fn bwd_heads(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
     x.c = t % tw;
     let r = t / tw;
     x.col_ok = x.c < WL;
-    let jc = min(x.c, WL - 1u);
-    let eo = (x.b * H + x.h0) * WL + jc;
-    x.e0 = se[eo];
-    x.a0 = sa[eo];
-    x.e1 = V(0.0);
-    x.a1 = V(0.0);
-    x.e2 = V(0.0);
-    x.a2 = V(0.0);
-    x.e3 = V(0.0);
-    x.a3 = V(0.0);
-    if x.nh > 1u {
-        x.e1 = se[eo + WL];
-        x.a1 = sa[eo + WL];
-    }
-    if x.nh > 2u {
-        x.e2 = se[eo + 2u * WL];
-        x.a2 = sa[eo + 2u * WL];
-    }
-    if x.nh > 3u {
-        x.e3 = se[eo + 3u * WL];
-        x.a3 = sa[eo + 3u * WL];
-    }
-    var sums: HeadsSums;
-    sums.de0 = V(0.0);
-    sums.de1 = V(0.0);
-    sums.de2 = V(0.0);
-    sums.de3 = V(0.0);
-    sums.da0 = V(0.0);
-    sums.da1 = V(0.0);
-    sums.da2 = V(0.0);
-    sums.da3 = V(0.0);
+    // The group's erase and add vectors at this thread's column (absent heads 0: factor 1).
+    let eo = (x.b * H + x.h0) * WL + min(x.c, WL - 1u);
+    x.e0 = group_vec_e(eo, 0u, x.nh);
+    x.e1 = group_vec_e(eo, 1u, x.nh);
+    x.e2 = group_vec_e(eo, 2u, x.nh);
+    x.e3 = group_vec_e(eo, 3u, x.nh);
+    x.a0 = group_vec_a(eo, 0u, x.nh);
+    x.a1 = group_vec_a(eo, 1u, x.nh);
+    x.a2 = group_vec_a(eo, 2u, x.nh);
+    x.a3 = group_vec_a(eo, 3u, x.nh);
+    let z = V(0.0);
+    var sums = HeadsSums(z, z, z, z, z, z, z, z);
     let i_begin = blk * rb;
     x.i_end = min(i_begin + rb, N);
     let nh = x.nh;

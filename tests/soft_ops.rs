@@ -46,6 +46,25 @@ impl Case {
     }
 }
 
+/// A tensor's elements as bits.
+fn bits(g: &Gpu, t: &Tensor) -> Vec<u32> {
+    g.download(t).unwrap().iter().map(|x| x.to_bits()).collect()
+}
+
+/// Named outputs of a setting against those of the first one, bit for bit: the first element
+/// that differs is named.
+fn assert_same_bits(first: &[(&str, Vec<u32>)], other: &[(&str, Vec<u32>)], what: &str) {
+    assert_eq!(first.len(), other.len());
+    for ((name, x), (_, y)) in first.iter().zip(other) {
+        assert_eq!(x.len(), y.len(), "{what}: {name} has another length");
+        let diff = x.iter().zip(y).position(|(p, q)| p != q);
+        assert_eq!(
+            diff, None,
+            "{what}: {name} differs from the first setting's"
+        );
+    }
+}
+
 fn up(g: &Gpu, shape: &[usize], x: &[f32]) -> Tensor {
     g.upload(shape, x).unwrap()
 }
@@ -290,7 +309,7 @@ fn every_op_at_each_elementwise_rows_count() {
         }
     }
     // The same bits at every count: each element is computed by the same operations.
-    let outputs = |setting: (u32, u32), s: Shape, seed: u64| -> Vec<Vec<u32>> {
+    let outputs = |setting: (u32, u32), s: Shape, seed: u64| -> Vec<(&'static str, Vec<u32>)> {
         let g = own_gpu();
         set(&g, setting);
         let c = Case::new(s, seed);
@@ -310,10 +329,15 @@ fn every_op_at_each_elementwise_rows_count() {
         let gc = g
             .content_address_backward_scores(&m, &k, &beta, &up(&g, &wt_s, &c.g_w))
             .unwrap();
-        [&written, &gw.memory, &gr.memory, &gc.memory]
-            .iter()
-            .map(|t| g.download(t).unwrap().iter().map(|x| x.to_bits()).collect())
-            .collect()
+        [
+            ("soft_write", &written),
+            ("write dM", &gw.memory),
+            ("read dM", &gr.memory),
+            ("content dM", &gc.memory),
+        ]
+        .into_iter()
+        .map(|(what, t)| (what, bits(&g, t)))
+        .collect()
     };
     for (k, s) in [
         Shape::new(3, 1, 129, 64),
@@ -327,16 +351,9 @@ fn every_op_at_each_elementwise_rows_count() {
         let one = outputs(settings[0], s, 2300 + k as u64);
         for setting in &settings[1..] {
             let other = outputs(*setting, s, 2300 + k as u64);
-            for (what, (x, y)) in ["soft_write", "write dM", "read dM", "content dM"]
-                .iter()
-                .zip(one.iter().zip(&other))
-            {
-                let diff = x.iter().zip(y).position(|(p, q)| p != q);
-                assert_eq!(
-                    diff, None,
-                    "{s:?} {what}: (rows per thread, rows loaded before storing) {setting:?} differ from 1 row"
-                );
-            }
+            let what =
+                format!("{s:?} at (rows per thread, rows loaded before storing) {setting:?}");
+            assert_same_bits(&one, &other, &what);
         }
     }
     let g = own_gpu();
@@ -475,10 +492,7 @@ fn every_op_at_each_stream_row_group() {
             ("write dw (in place)", &gwi.weights),
         ]
         .into_iter()
-        .map(|(what, t)| {
-            let bits = g.download(t).unwrap().iter().map(|x| x.to_bits()).collect();
-            (what, bits)
-        })
+        .map(|(what, t)| (what, bits(&g, t)))
         .collect()
     };
     for (k, s) in [
@@ -493,13 +507,7 @@ fn every_op_at_each_stream_row_group() {
         let one = outputs(1, s, 2700 + k as u64);
         for group in 2..=MAX_STREAM_ROW_GROUP {
             let other = outputs(group, s, 2700 + k as u64);
-            for ((what, x), (_, y)) in one.iter().zip(&other) {
-                let diff = x.iter().zip(y).position(|(p, q)| p != q);
-                assert_eq!(
-                    diff, None,
-                    "{s:?} {what}: {group} rows at a time differ from 1"
-                );
-            }
+            assert_same_bits(&one, &other, &format!("{s:?} at {group} rows at a time"));
         }
     }
 }
@@ -538,7 +546,7 @@ fn every_op_at_each_reduction_workgroup_target() {
         let s = Shape::new(2, 3, 2100, 20);
         let c = Case::new(s, 2500);
         let (mem_s, vec_s, wt_s) = ([s.b, s.n, s.w], [s.b, s.h, s.w], [s.b, s.h, s.n]);
-        let bits = || -> Vec<Vec<u32>> {
+        let run = || -> Vec<Vec<u32>> {
             let m = up(&g, &mem_s, &c.m);
             let w = up(&g, &wt_s, &c.w);
             let k = up(&g, &vec_s, &c.k);
@@ -550,10 +558,10 @@ fn every_op_at_each_reduction_workgroup_target() {
                 .unwrap();
             [&read, &address, &gr.memory, &gr.weights]
                 .iter()
-                .map(|t| g.download(t).unwrap().iter().map(|x| x.to_bits()).collect())
+                .map(|t| bits(&g, t))
                 .collect()
         };
-        assert_eq!(bits(), bits(), "target {target}: two runs differ");
+        assert_eq!(run(), run(), "target {target}: two runs differ");
     }
 }
 

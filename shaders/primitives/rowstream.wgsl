@@ -184,6 +184,20 @@ fn group_rows(ln: Lane, i0: u32) -> vec4<u32> {
     return select(vec4<u32>(ln.i_end), i0 + k * ln.rl + ln.r, k < vec4<u32>(ROW_GROUP));
 }
 
+// A group's rows (group_rows) and their V's at this thread's column, loaded together.
+struct GroupVs {
+    rows: vec4<u32>,
+    ma: V,
+    mb: V,
+    mc: V,
+    md: V,
+}
+
+fn group_vs(ln: Lane, i0: u32) -> GroupVs {
+    let rows = group_rows(ln, i0);
+    return GroupVs(rows, row_v(ln, rows.x), row_v(ln, rows.y), row_v(ln, rows.z), row_v(ln, rows.w));
+}
+
 fn lane_row(ln: Lane, vs: Vecs, i: u32, m: V, with_sq: bool) -> LaneRow {
     var lr = share_of(ln, vs, i, m);
     lr.dot = row_lanes_sum_heads(lr.dot, ln.nh, p.extra.x);
@@ -241,20 +255,16 @@ fn dots(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
         // ROW_GROUP rows per row lane at a time (lane_row); each row's first lane stores its
         // dots.
         for (var i0 = ln.i_begin; i0 < ln.i_end; i0 += ROW_GROUP * ln.rl) {
-            let rows = group_rows(ln, i0);
-            let ma = row_v(ln, rows.x);
-            let mb = row_v(ln, rows.y);
-            let mc = row_v(ln, rows.z);
-            let md = row_v(ln, rows.w);
-            store_dots(ln, rows.x, lane_row(ln, vs, rows.x, ma, false));
+            let g = group_vs(ln, i0);
+            store_dots(ln, g.rows.x, lane_row(ln, vs, g.rows.x, g.ma, false));
             if ROW_GROUP > 1u {
-                store_dots(ln, rows.y, lane_row(ln, vs, rows.y, mb, false));
+                store_dots(ln, g.rows.y, lane_row(ln, vs, g.rows.y, g.mb, false));
             }
             if ROW_GROUP > 2u {
-                store_dots(ln, rows.z, lane_row(ln, vs, rows.z, mc, false));
+                store_dots(ln, g.rows.z, lane_row(ln, vs, g.rows.z, g.mc, false));
             }
             if ROW_GROUP > 3u {
-                store_dots(ln, rows.w, lane_row(ln, vs, rows.w, md, false));
+                store_dots(ln, g.rows.w, lane_row(ln, vs, g.rows.w, g.md, false));
             }
         }
         return;
@@ -333,20 +343,16 @@ fn scores(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
         // ROW_GROUP rows per row lane at a time (lane_row); each row's first lane finishes it.
         let sc = ScoreConsts(kn, bet, one);
         for (var i0 = ln.i_begin; i0 < ln.i_end; i0 += ROW_GROUP * ln.rl) {
-            let rows = group_rows(ln, i0);
-            let ma = row_v(ln, rows.x);
-            let mb = row_v(ln, rows.y);
-            let mc = row_v(ln, rows.z);
-            let md = row_v(ln, rows.w);
-            score_row(ln, sc, rows.x, lane_row(ln, vs, rows.x, ma, true), &pm, &ps);
+            let g = group_vs(ln, i0);
+            score_row(ln, sc, g.rows.x, lane_row(ln, vs, g.rows.x, g.ma, true), &pm, &ps);
             if ROW_GROUP > 1u {
-                score_row(ln, sc, rows.y, lane_row(ln, vs, rows.y, mb, true), &pm, &ps);
+                score_row(ln, sc, g.rows.y, lane_row(ln, vs, g.rows.y, g.mb, true), &pm, &ps);
             }
             if ROW_GROUP > 2u {
-                score_row(ln, sc, rows.z, lane_row(ln, vs, rows.z, mc, true), &pm, &ps);
+                score_row(ln, sc, g.rows.z, lane_row(ln, vs, g.rows.z, g.mc, true), &pm, &ps);
             }
             if ROW_GROUP > 3u {
-                score_row(ln, sc, rows.w, lane_row(ln, vs, rows.w, md, true), &pm, &ps);
+                score_row(ln, sc, g.rows.w, lane_row(ln, vs, g.rows.w, g.md, true), &pm, &ps);
             }
         }
     }
