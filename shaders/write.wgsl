@@ -11,9 +11,10 @@
 // of up to WG V's), or for wider rows from `bwd_dw`, on row tiles (as primitives/rowtile.wgsl,
 // staging dM' beside M): each thread takes a row for dw, then a (column, head) of the same
 // staged tiles for the tile's partial sums of de and da. Both leave de and da as per-block
-// partials in the layout of primitives/colsum.wgsl, whose `combine` sums them. So the backward
-// reads M once and dM' once (in place, with one head group: `bwd_heads` stores dM too) or twice
-// (here, and for dM in `bwd_mem`/`bwd_mem_inplace`).
+// partials side by side, [B, blocks, H, 2, W] (one binding for both), which
+// primitives/colsum.wgsl's `combine` sums, one quantity at a time. So the backward reads M once
+// and dM' once (with one head group `bwd_heads` stores dM too, in place or into its own
+// output) or twice (here, and for dM in `bwd_mem`/`bwd_mem_inplace`).
 // Memory-shaped bindings may be f32 or f16 (slots MemV/MemS, GradV/GradS, DMemV): values are
 // read as f32 and rounded once on store. With WORDS the elementwise kernels take a packed word
 // (two elements) per thread (prelude: ew_item), so each thread stores whole words.
@@ -304,8 +305,7 @@ fn bwd_mem_inplace(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocati
 @group(0) @binding(4) var<storage, read> ra: array<f32>;
 @group(0) @binding(5) var<storage, read> rgrad: array<GradS>;
 @group(0) @binding(6) var<storage, read_write> rdw: array<f32>;
-@group(0) @binding(7) var<storage, read_write> rpart_de: array<f32>; // [B, tiles, H, W]
-@group(0) @binding(8) var<storage, read_write> rpart_da: array<f32>;
+@group(0) @binding(7) var<storage, read_write> rpart: array<f32>; // [B, tiles, H, 2, W]: de, da
 
 var<workgroup> tile_m: array<f32, 1088>; // TR * TS
 var<workgroup> tile_g: array<f32, 1088>;
@@ -471,9 +471,9 @@ fn bwd_dw(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
                 de -= g * m * w4[hh] * q[hh];
                 da += g * w4[hh];
             }
-            let o = ((b * nblk + blk) * H + h0 + hh) * W + jc;
-            rpart_de[o - p.base1.z] = de;
-            rpart_da[o - p.base1.w] = da;
+            let o = ((b * nblk + blk) * H + h0 + hh) * 2u * W + jc - p.base1.z;
+            rpart[o] = de;
+            rpart[o + W] = da;
         }
         workgroupBarrier();
     }
@@ -495,10 +495,10 @@ fn bwd_dw(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
 //     over the row lanes at the end of the block into the colsum partial layout);
 //   - leaves its part of dw_h(i) = sum_j dM'(a_h - M e_h Q_h) in workgroup memory, where KR
 //     rows of every row lane are summed over the column lanes after each barrier;
-//   - with ACC (one head group, no packed words), stores dM = dM' prod_h f_h over dM' in
-//     place: the thread that read the element writes it.
-// So the heads' gradients read M and dM' once each, and the in-place backward writes dM in the
-// same pass. With SUB_ROWS the dw row sums are subgroup shuffles instead (no barrier per
+//   - with ACC (one head group, no packed words), stores dM = dM' prod_h f_h into `sdm`: its
+//     own output, or dM' itself (the in-place backward binds dM' there too; the thread that
+//     read an element is the one that writes it, after reading it).
+// So the heads' gradients read M and dM' once each, and write dM in the same pass. With SUB_ROWS the dw row sums are subgroup shuffles instead (no barrier per
 // chunk). Params.extra: x = TW, y = blocks per batch, z = rows per block (a multiple of
 // RL * KR).
 
@@ -506,10 +506,12 @@ fn bwd_dw(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
 // Binding 2, the weights, is `rw` (declared above for bwd_dw; group_w reads it).
 @group(0) @binding(3) var<storage, read> se: array<V>;
 @group(0) @binding(4) var<storage, read> sa: array<V>;
+// read_write, so that the in-place backward may bind dM' both here and as `sdm` (read_write
+// bindings of one buffer may share a dispatch; a read binding may not share one with them).
 @group(0) @binding(5) var<storage, read_write> sgrad: array<GradV>;
 @group(0) @binding(6) var<storage, read_write> sdw: array<f32>;
-@group(0) @binding(7) var<storage, read_write> spart_de: array<V>; // [B, blocks, H, W]
-@group(0) @binding(8) var<storage, read_write> spart_da: array<V>;
+@group(0) @binding(7) var<storage, read_write> spart: array<V>; // [B, blocks, H, 2, W]: de, da
+@group(0) @binding(8) var<storage, read_write> sdm: array<DMemV>; // f32 or f16
 
 var<workgroup> red_dw: array<vec4<f32>, 512>; // KR * WG partial dw's, the group's heads in lanes
 var<workgroup> red_col: array<V, 256>; // WG column partials
@@ -615,7 +617,7 @@ fn heads_row(x: HeadsCtx, i: u32) -> HeadsRow {
 }
 
 // Row r's share of dw at the thread's column (the group's heads in lanes; 0 where not ok),
-// its terms of the column sums, and with ACC its dM stored over dM' (the element the thread
+// its terms of the column sums, and with ACC its dM stored (at the element the thread
 // loaded).
 fn heads_grads(x: HeadsCtx, r: HeadsRow, sums: ptr<function, HeadsSums>) -> vec4<f32> {
     if !r.ok {
@@ -646,7 +648,7 @@ fn heads_grads(x: HeadsCtx, r: HeadsRow, sums: ptr<function, HeadsSums>) -> vec4
     (*sums).da2 += g * wv.z;
     (*sums).da3 += g * wv.w;
     if ACC {
-        sgrad_st(r.el - p.base1.x / LANES, g * (f0 * f1 * f2 * f3));
+        sdm_st(r.el - p.base1.w / LANES, g * (f0 * f1 * f2 * f3));
     }
     return vec4<f32>(
         vsum(g * (x.a0 - m * x.e0 * q0)),
@@ -775,12 +777,9 @@ fn bwd_heads(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
         }
         workgroupBarrier();
         if r == 0u && col_ok {
-            let o = ((x.b * nblk + blk) * H + x.h0 + hh) * WL + c;
-            if q % 2u == 0u {
-                spart_de[o - p.base1.z / LANES] = red_col[t];
-            } else {
-                spart_da[o - p.base1.w / LANES] = red_col[t];
-            }
+            // de (q even) then da: the two quantities of the head side by side.
+            let o = ((x.b * nblk + blk) * H + x.h0 + hh) * 2u * WL + (q % 2u) * WL + c;
+            spart[o - p.base1.z / LANES] = red_col[t];
         }
         workgroupBarrier();
     }

@@ -4,11 +4,13 @@
 //            threads along columns (coalesced), several rows in flight when W is narrow,
 //            up to HG heads per workgroup
 //   combine: out[b, h, j] = sum_blk part[b, blk, h, j], in a fixed order (deterministic);
-//            also sums the partials other kernels write in the same layout (write.wgsl bwd_cols)
+//            also sums the partials other kernels write in the same layout, or with S
+//            quantities per head, part[b, blk, h, q, j] (write.wgsl: de and da, S = 2)
 // Where one group holds every head, partial is specialised for the head count (heads()), so
 // the one-head and several-head paths below are chosen at build time.
 // Params.extra: partial: x = TW (column tile), y = row blocks, z = column tiles, w = rows per block
-//               combine: y = blocks, z = lanes per output (a power of two)
+//               combine: x = S (quantities per head), y = blocks, z = lanes per output (a
+//                        power of two), w = the quantity q summed
 // Composed behind the prelude (src/runtime/abi.rs, shaders/prelude.wgsl).
 
 @group(0) @binding(1) var<storage, read> mem: array<MemV>; // f32 or f16
@@ -125,7 +127,7 @@ fn partial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index
 
 var<workgroup> csum: array<f32, 256>;
 
-// out[b, h, j] = sum over blocks of part[b, blk, h, j]. Each output gets `lanes` threads
+// out[b, h, j] = sum over blocks of part[b, blk, h, q, j]. Each output gets `lanes` threads
 // (lane k sums blocks k, k + lanes, ...), then a fixed-order tree over the lanes: parallel
 // for long block lists, and the same bits every run. Consecutive threads take consecutive
 // outputs, so loads of one block are coalesced.
@@ -147,8 +149,12 @@ fn combine(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index
     if ok {
         let b = e / hw;
         let rem = e % hw;
+        // Element (h, j) of quantity q in a block's H x S x W partials (rem = h W + j).
+        let S = p.extra.x;
+        let W = p.dims.w;
+        let at = rem + ((rem / W) * (S - 1u) + p.extra.w) * W - p.base0.x;
         for (var blk = lane; blk < nblk; blk += lanes) {
-            s += cparts[(b * nblk + blk) * hw + rem - p.base0.x];
+            s += cparts[(b * nblk + blk) * hw * S + at];
         }
     }
     csum[t] = s;

@@ -3,7 +3,7 @@
 
 use crate::check::{self, Dims};
 use crate::error::Result;
-use crate::primitives::colsum::combine_blocks;
+use crate::primitives::colsum::combine_slot;
 use crate::primitives::rowstream::StreamLayout;
 use crate::primitives::spans::{Elementwise, Rows};
 use crate::runtime::abi::{Params, HG, TR};
@@ -188,31 +188,48 @@ impl Gpu {
         let (fm, fg) = (self.form(memory_before.dtype), self.form(d_after.dtype));
 
         // The heads' gradients: one streaming pass where rows fit a workgroup (any NTM's),
-        // else row tiles. Both leave per-block partial sums of de and da, [B, blocks, H, W].
+        // else row tiles. Both leave per-block partial sums of de and da side by side,
+        // [B, blocks, H, 2, W].
         let layout = StreamLayout::new(self, d);
         let (nblk, rb) = layout.map_or((n.div_ceil(TR as u64), TR as u64), |l| (l.nblk, l.rb));
         let nhg = h.div_ceil(HG as u64);
         let rows = |u0, u1| Rows::of_blocks(u0, u1, nhg, nblk, rb, n);
         let t_mem = |u0, u1| rows(u0, u1).bnw(n, wd);
         let t_w = |u0, u1| rows(u0, u1).bhn(h, n);
-        let part_len = b * nblk * h * wd;
+        let part_len = b * nblk * h * 2 * wd;
         let t_part = |u0, u1| {
             let r = rows(u0, u1);
             let (t0, t1) = (r.i0 / rb, (r.i1 - 1) / rb);
-            ((r.b0 * nblk + t0) * h * wd, (r.b1 * nblk + t1 + 1) * h * wd)
+            let per_block = h * 2 * wd;
+            (
+                (r.b0 * nblk + t0) * per_block,
+                (r.b1 * nblk + t1 + 1) * per_block,
+            )
         };
-        let part_de = self.scratch(op, &mut rec, part_len)?;
-        let part_da = self.scratch(op, &mut rec, part_len)?;
-        // In place, with one head group and no packed words, `bwd_heads` also turns dM' into
-        // dM (each thread stores what it read), so no second pass reads dM'.
-        let fused_dm = layout.is_some_and(|l| {
-            g_mem.is_none() && l.nhg == 1 && !(l.lanes == 1 && self.any_packed(&[d_after]))
-        });
+        let parts = self.scratch(op, &mut rec, part_len)?;
+        // With one head group and no packed words, `bwd_heads` also stores dM (each thread
+        // what it read): into g_mem, or in place over dM', so no second pass reads dM'.
+        let dm_out = g_mem.unwrap_or(d_after);
+        let fused_dm = layout
+            .is_some_and(|l| l.nhg == 1 && !(l.lanes == 1 && self.any_packed(&[d_after, dm_out])));
+        let mut args = vec![
+            Arg::window(memory_before, &t_mem),
+            Arg::window(w, &t_w),
+            Arg::whole(erase),
+            Arg::whole(add),
+            Arg::window(d_after, &t_mem),
+            Arg::window(&g_w, &t_w),
+            Arg::raw(&parts, part_len, Span::Window(&t_part)),
+        ];
         let kernel = match layout {
-            Some(l) => l
-                .kernel(BWD_HEADS, d)
-                .acc(fused_dm)
-                .forms(fm, fg, Form::F32),
+            Some(l) => {
+                // dM's output (unwritten without ACC); in place dM' is bound twice, both
+                // read_write (which one dispatch allows).
+                args.push(Arg::window(dm_out, &t_mem));
+                l.kernel(BWD_HEADS, d)
+                    .acc(fused_dm)
+                    .forms(fm, fg, self.form(dm_out.dtype))
+            }
             None => BWD_DW.forms(fm, fg, Form::F32),
         };
         let extra = layout.map_or([0; 4], |l| l.extra());
@@ -222,37 +239,20 @@ impl Gpu {
             &kernel,
             Params::new(d.arr(), extra, [0.0; 4]),
             b * nblk * nhg,
-            &[
-                Arg::window(memory_before, &t_mem),
-                Arg::window(w, &t_w),
-                Arg::whole(erase),
-                Arg::whole(add),
-                Arg::window(d_after, &t_mem),
-                Arg::window(&g_w, &t_w),
-                Arg::raw(&part_de, part_len, Span::Window(&t_part)),
-                Arg::raw(&part_da, part_len, Span::Window(&t_part)),
-            ],
+            &args,
         )?;
-        combine_blocks(
-            self,
-            &mut rec,
-            op,
-            d,
-            nblk,
-            &part_de,
-            (&g_e.buf, b * h * wd),
-        )?;
-        combine_blocks(
-            self,
-            &mut rec,
-            op,
-            d,
-            nblk,
-            &part_da,
-            (&g_a.buf, b * h * wd),
-        )?;
-        self.release(&mut rec, part_de);
-        self.release(&mut rec, part_da);
+        for (slot, out) in [(0, &g_e), (1, &g_a)] {
+            let gpu_parts = (&parts, 2, slot);
+            combine_slot(
+                self,
+                &mut rec,
+                op,
+                (d, nblk),
+                gpu_parts,
+                (&out.buf, b * h * wd),
+            )?;
+        }
+        self.release(&mut rec, parts);
         if fused_dm {
             return Ok(HeadGrads {
                 weights: g_w,

@@ -114,8 +114,23 @@ pub(crate) fn combine_blocks(
     parts: &wgpu::Buffer,
     out: (&wgpu::Buffer, u64),
 ) -> Result<()> {
+    combine_slot(gpu, rec, op, (d, nblk), (parts, 1, 0), out)
+}
+
+/// Sums slot `slot` of partials that hold `slots` quantities per head, [B, blocks, H, slots,
+/// W] (a kernel that sums two quantities, such as soft write's erase and add gradients, leaves
+/// both in one buffer), over blocks into `out` [B, H, W].
+pub(crate) fn combine_slot(
+    gpu: &Gpu,
+    rec: &mut Recorder,
+    op: &'static str,
+    (d, nblk): (Dims, u64),
+    (parts, slots, slot): (&wgpu::Buffer, u64, u64),
+    out: (&wgpu::Buffer, u64),
+) -> Result<()> {
     let (b, h, w) = (d.b as u64, d.h as u64, d.w as u64);
     let total = b * h * w;
+    let per_batch = nblk * h * slots * w;
     // Lanes per output: about 8 blocks each, up to the whole workgroup.
     let lanes = nblk.div_ceil(8).next_power_of_two().min(WG as u64);
     let per_wg = WG as u64 / lanes;
@@ -123,18 +138,22 @@ pub(crate) fn combine_blocks(
     let part_span = |u0, u1| {
         let (e0, e1) = flat(u0, u1, per_wg, total);
         (
-            (e0 / (h * w)) * nblk * h * w,
-            ((e1 - 1) / (h * w) + 1) * nblk * h * w,
+            (e0 / (h * w)) * per_batch,
+            ((e1 - 1) / (h * w) + 1) * per_batch,
         )
     };
     gpu.launch(
         rec,
         op,
         &COMBINE,
-        Params::new(d.arr(), [0, nblk as u32, lanes as u32, 0], [0.0; 4]),
+        Params::new(
+            d.arr(),
+            [slots as u32, nblk as u32, lanes as u32, slot as u32],
+            [0.0; 4],
+        ),
         total.div_ceil(per_wg),
         &[
-            Arg::raw(parts, b * nblk * h * w, Span::Window(&part_span)),
+            Arg::raw(parts, b * per_batch, Span::Window(&part_span)),
             Arg::raw(out.0, out.1, Span::Window(&out_span)),
         ],
     )
