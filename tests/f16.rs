@@ -14,6 +14,7 @@ use half::f16;
 use ntm_kernels::reference::{self as r, Shape};
 use ntm_kernels::{
     DType, Error, F16Path, Gpu, RowSums, Tensor, MAX_ELEMENTWISE_ROWS, MAX_ELEMENTWISE_ROW_GROUP,
+    MAX_READ_BACKWARD_PASSES,
 };
 
 const ATOL: f64 = 2e-5;
@@ -317,6 +318,41 @@ fn soft_ops_with_f16_memory_at_each_elementwise_rows_count() {
                 soft_ops(&g, &Case::new(Shape::new(b, h, n, w), seed));
             }
         }
+    }
+}
+
+/// Soft ops with f16 memories with the soft read's backward in one pass and in two (the
+/// adapter's default is among them), on each f16 path (packed words at odd W: two passes
+/// whatever the count) and each way of summing rows the adapter has, whole and in windows.
+#[test]
+fn soft_ops_with_f16_memory_at_each_read_backward_pass_count() {
+    let shapes = [
+        (2, 1, 7, 1),
+        (1, 2, 33, 20),
+        (3, 3, 129, 6),
+        (2, 4, 300, 64),
+        (2, 5, 200, 8),
+    ];
+    for (_, g) in paths() {
+        for passes in 1..=MAX_READ_BACKWARD_PASSES {
+            g.set_read_backward_passes(passes).unwrap();
+            for sums in [RowSums::Subgroup, RowSums::Workgroup] {
+                if g.set_row_sums(sums).is_err() {
+                    continue; // no SUBGROUP
+                }
+                let mut seed = 2500;
+                for (b, h, n, w) in shapes {
+                    seed += 1;
+                    soft_ops(&g, &Case::new(Shape::new(b, h, n, w), seed));
+                }
+            }
+        }
+    }
+    let (device, queue) = device_with(|l| l.max_storage_buffer_binding_size = 256 << 10);
+    let g = Gpu::from_wgpu(device, queue).unwrap();
+    for passes in 1..=MAX_READ_BACKWARD_PASSES {
+        g.set_read_backward_passes(passes).unwrap();
+        soft_ops(&g, &Case::new(Shape::new(2, 2, 1500, 64), 2600));
     }
 }
 

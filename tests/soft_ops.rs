@@ -9,7 +9,7 @@ use common::*;
 use ntm_kernels::reference::{self as r, Shape};
 use ntm_kernels::{
     Error, Gpu, RowSums, Tensor, MAX_ELEMENTWISE_ROWS, MAX_ELEMENTWISE_ROW_GROUP,
-    MAX_REDUCTION_WORKGROUPS, MAX_STREAM_ROW_GROUP,
+    MAX_READ_BACKWARD_PASSES, MAX_REDUCTION_WORKGROUPS, MAX_STREAM_ROW_GROUP,
 };
 
 const ATOL: f64 = 2e-5;
@@ -160,6 +160,28 @@ fn run_on(g: &Gpu, c: &Case, atol: f64) {
         atol,
         RTOL,
     );
+    // The memory gradient added to the caller's (c.g_m as what it held).
+    let mut added = up(g, &[s.b, s.n, s.w], &c.g_m);
+    let gw_into = g.soft_read_backward_into(&m, &w, &dr, &mut added).unwrap();
+    let want_added: Vec<f64> = want_m
+        .iter()
+        .zip(&c.g_m)
+        .map(|(x, y)| x + *y as f64)
+        .collect();
+    all_close(
+        &format!("{tag} soft_read_backward_into memory"),
+        &g.download(&added).unwrap(),
+        &want_added,
+        atol,
+        RTOL,
+    );
+    all_close(
+        &format!("{tag} soft_read_backward_into weights"),
+        &g.download(&gw_into).unwrap(),
+        &want_w,
+        atol,
+        RTOL,
+    );
 
     // soft write
     let mut mw = g.copy(&m).unwrap();
@@ -203,6 +225,25 @@ fn run_on(g: &Gpu, c: &Case, atol: f64) {
         atol,
         RTOL,
     );
+    // In place: dM' becomes dM.
+    let mut in_place = up(g, &[s.b, s.n, s.w], &c.g_m);
+    let gi = g
+        .soft_write_backward_into(&m, &w, &e, &a, &mut in_place)
+        .unwrap();
+    for (what, got, want) in [
+        ("memory", &in_place, &want.memory),
+        ("weights", &gi.weights, &want.weights),
+        ("erase", &gi.erase, &want.erase),
+        ("add", &gi.add, &want.add),
+    ] {
+        all_close(
+            &format!("{tag} soft_write_backward_into {what}"),
+            &g.download(got).unwrap(),
+            want,
+            atol,
+            RTOL,
+        );
+    }
 }
 
 #[test]
@@ -359,7 +400,7 @@ fn every_op_at_each_elementwise_rows_count() {
     let g = own_gpu();
     type Setter = fn(&Gpu, u32) -> Result<(), Error>;
     type Getter = fn(&Gpu) -> u32;
-    let settings: [(&str, u32, Setter, Getter); 4] = [
+    let settings: [(&str, u32, Setter, Getter); 5] = [
         (
             "set_elementwise_rows",
             MAX_ELEMENTWISE_ROWS,
@@ -383,6 +424,12 @@ fn every_op_at_each_elementwise_rows_count() {
             MAX_STREAM_ROW_GROUP,
             Gpu::set_stream_row_group,
             Gpu::stream_row_group,
+        ),
+        (
+            "set_read_backward_passes",
+            MAX_READ_BACKWARD_PASSES,
+            Gpu::set_read_backward_passes,
+            Gpu::read_backward_passes,
         ),
     ];
     for (name, max, set, get) in settings {
@@ -417,16 +464,24 @@ fn every_op_at_each_stream_row_group() {
         Ok(()) | Err(Error::Unsupported { .. }) => {}
         Err(e) => panic!("set_row_sums: {e}"),
     };
-    let sub_gpu = |group: u32| -> Gpu {
+    // One workgroup target (the longest blocks, so that every row of a group of 4 occurs: a
+    // block of the shortest kind holds 2 rows per row lane), or the adapter's default.
+    let sub_gpu = |group: u32, longest: bool| -> Gpu {
         let g = own_gpu();
         subgroup_sums(&g);
         g.set_stream_row_group(group).unwrap();
         assert_eq!(g.stream_row_group(), group);
+        // The soft read's backward through the streaming pass (`read_bwd`), and at 5 heads
+        // through `dots`.
+        g.set_read_backward_passes(1).unwrap();
+        if longest {
+            g.set_reduction_workgroups(1).unwrap();
+        }
         g
     };
     let mut seed = 2600;
-    for group in 1..=MAX_STREAM_ROW_GROUP {
-        let g = sub_gpu(group);
+    for (group, longest) in (1..=MAX_STREAM_ROW_GROUP).flat_map(|k| [(k, false), (k, true)]) {
+        let g = sub_gpu(group, longest);
         for b in [1, 2] {
             for h in [1, 2, 3, 4, 5] {
                 for n in [1, 7, 129, 1000] {
@@ -441,6 +496,7 @@ fn every_op_at_each_stream_row_group() {
         let gw = Gpu::from_wgpu(device, queue).unwrap();
         subgroup_sums(&gw);
         gw.set_stream_row_group(group).unwrap();
+        gw.set_read_backward_passes(1).unwrap();
         for s in [Shape::new(2, 2, 3000, 32), Shape::new(1, 3, 5000, 20)] {
             seed += 1;
             run_on(&gw, &Case::new(s, seed), ATOL);
@@ -448,7 +504,7 @@ fn every_op_at_each_stream_row_group() {
     }
     // The same bits at every count.
     let outputs = |group: u32, s: Shape, seed: u64| -> Vec<(&'static str, Vec<u32>)> {
-        let g = sub_gpu(group);
+        let g = sub_gpu(group, true);
         let c = Case::new(s, seed);
         let (mem_s, vec_s, wt_s) = ([s.b, s.n, s.w], [s.b, s.h, s.w], [s.b, s.h, s.n]);
         let m = up(&g, &mem_s, &c.m);
@@ -508,6 +564,40 @@ fn every_op_at_each_stream_row_group() {
         for group in 2..=MAX_STREAM_ROW_GROUP {
             let other = outputs(group, s, 2700 + k as u64);
             assert_same_bits(&one, &other, &format!("{s:?} at {group} rows at a time"));
+        }
+    }
+}
+
+/// The soft read's backward in one pass over the memory and in two, whatever the adapter's
+/// default, with each way of summing rows the adapter has: every op against the reference on
+/// the grid (one to four heads take one pass, five always two; scalar and vec4 rows, rows too
+/// wide to stream), whole and bound in 256 KiB windows.
+#[test]
+fn every_op_at_each_read_backward_pass_count() {
+    let mut seed = 2800;
+    for passes in 1..=MAX_READ_BACKWARD_PASSES {
+        for g in row_sum_gpus() {
+            g.set_read_backward_passes(passes).unwrap();
+            assert_eq!(g.read_backward_passes(), passes);
+            for b in [1, 3] {
+                for h in [1, 2, 4, 5] {
+                    for n in [1, 7, 129, 1000] {
+                        for w in [1, 8, 19, 64] {
+                            seed += 1;
+                            run_on(&g, &Case::new(Shape::new(b, h, n, w), seed), ATOL);
+                        }
+                    }
+                }
+            }
+            seed += 1;
+            run_on(&g, &Case::new(Shape::new(2, 2, 70, 1100), seed), ATOL);
+        }
+        let (device, queue) = device_with(|l| l.max_storage_buffer_binding_size = 256 << 10);
+        let gw = Gpu::from_wgpu(device, queue).unwrap();
+        gw.set_read_backward_passes(passes).unwrap();
+        for s in [Shape::new(2, 2, 3000, 64), Shape::new(3, 4, 700, 65)] {
+            seed += 1;
+            run_on(&gw, &Case::new(s, seed), ATOL);
         }
     }
 }

@@ -1,6 +1,7 @@
 // Streaming row dots: the memory rows against a few vectors per head, for rows of up to WG V's
 // (any NTM's width), with every load a coalesced V.
 //   dots:   out[b,h,i] = V_h . M_i                                          (soft read's dw)
+//   read_bwd: dots, and beside them the soft read's dM from the same V's (one head group)
 //   scores: out[b,h,i] = z = beta_h V_h.M_i / (norm(V_h) norm(M_i) + EPS)   (V = keys),
 //           and the block's softmax pairs (max_i z, sum_i exp(z - max)) per head, combined
 //           afterwards by primitives/rowstat.wgsl, so content addressing reads the memory once
@@ -232,6 +233,19 @@ fn row_sum(ln: Lane, c0: u32, x: u32) -> RowSum {
 
 @group(0) @binding(3) var<storage, read_write> dots_out: array<f32>; // [B, H, N]
 
+// The staged chunk's rows (at c0) summed over the column lanes: thread x < RL * KR stores row
+// x's dots. Between barriers.
+fn store_chunk_dots(ln: Lane, c0: u32, t: u32) {
+    for (var x = t; x < ln.rl * KR; x += WG) {
+        let s = row_sum(ln, c0, x);
+        if s.i < ln.i_end {
+            for (var hh = 0u; hh < ln.nh; hh += 1u) {
+                dots_out[(ln.b * heads() + ln.h0 + hh) * p.dims.z + s.i - p.base0.z] = s.dot[hh];
+            }
+        }
+    }
+}
+
 // SUB_ROWS: row i's dots from its first lane.
 fn store_dots(ln: Lane, i: u32, lr: LaneRow) {
     if ln.c == 0u && i < ln.i_end {
@@ -249,8 +263,6 @@ fn dots(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
     }
     let ln = lane_of(u, t);
     let vs = vecs_of(ln);
-    let H = heads();
-    let N = p.dims.z;
     if SUB_ROWS {
         // ROW_GROUP rows per row lane at a time (lane_row); each row's first lane stores its
         // dots.
@@ -272,14 +284,96 @@ fn dots(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
     for (var c0 = ln.i_begin; c0 < ln.i_end; c0 += ln.rl * KR) {
         _ = stage_chunk(ln, vs, c0, t);
         workgroupBarrier();
-        for (var x = t; x < ln.rl * KR; x += WG) {
-            let s = row_sum(ln, c0, x);
-            if s.i < ln.i_end {
-                for (var hh = 0u; hh < ln.nh; hh += 1u) {
-                    dots_out[(ln.b * H + ln.h0 + hh) * N + s.i - p.base0.z] = s.dot[hh];
-                }
+        store_chunk_dots(ln, c0, t);
+        workgroupBarrier();
+    }
+}
+
+// ---- read_bwd: the soft read's backward in one pass (shapes with one head group) ----
+// dots (dw_h(i) = dr_h . M_i, with V = dr), and beside each row's dots its memory gradient
+//   dM(i, j) (+)= sum_h w_h(i) dr_h(j)          (read.wgsl bwd_mem's operations, head order)
+// from the dr vectors the thread holds for its column: the pass that reads M writes dM, where
+// `dots` and read.wgsl's `bwd_mem` take a pass each. With ACC the stored gradient is loaded
+// with the row (dm_old's role) and added.
+@group(0) @binding(4) var<storage, read> rb_w: array<f32>;             // [B, H, N]
+@group(0) @binding(5) var<storage, read_write> rb_dmem: array<DMemV>;  // [B, N, W], f32 or f16
+
+// With ACC, the stored gradient at row i's V of this thread's column (0 past the block or the
+// row); else 0, unused.
+fn read_old(ln: Lane, i: u32) -> V {
+    if ACC && i < ln.i_end && ln.col_ok {
+        return rb_dmem_ld((ln.b * p.dims.z + i) * (p.dims.w / LANES) + ln.c - p.base1.x / LANES);
+    }
+    return V(0.0);
+}
+
+// Row i's dM at this thread's V (0 past the block or the row: nothing stored).
+fn read_dm(ln: Lane, vs: Vecs, i: u32, old: V) {
+    if i < ln.i_end && ln.col_ok {
+        let N = p.dims.z;
+        let o = (ln.b * heads() + ln.h0) * N + i - p.base0.w;
+        var acc = V(0.0);
+        acc += rb_w[o] * vs.v0;
+        if ln.nh > 1u {
+            acc += rb_w[o + N] * vs.v1;
+        }
+        if ln.nh > 2u {
+            acc += rb_w[o + 2u * N] * vs.v2;
+        }
+        if ln.nh > 3u {
+            acc += rb_w[o + 3u * N] * vs.v3;
+        }
+        if ACC {
+            acc += old;
+        }
+        rb_dmem_st((ln.b * N + i) * (p.dims.w / LANES) + ln.c - p.base1.x / LANES, acc);
+    }
+}
+
+// SUB_ROWS: row i's dots (its V m) and its dM.
+fn read_row(ln: Lane, vs: Vecs, i: u32, m: V, old: V) {
+    store_dots(ln, i, lane_row(ln, vs, i, m, false));
+    read_dm(ln, vs, i, old);
+}
+
+@compute @workgroup_size(WG)
+fn read_bwd(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    let u = unit_id(wg);
+    if u >= p.unit_end {
+        return; // the whole workgroup
+    }
+    let ln = lane_of(u, t);
+    let vs = vecs_of(ln);
+    if SUB_ROWS {
+        // ROW_GROUP rows per row lane at a time (lane_row), with the stored gradients they add
+        // to.
+        for (var i0 = ln.i_begin; i0 < ln.i_end; i0 += ROW_GROUP * ln.rl) {
+            let g = group_vs(ln, i0);
+            let oa = read_old(ln, g.rows.x);
+            let ob = read_old(ln, g.rows.y);
+            let oc = read_old(ln, g.rows.z);
+            let od = read_old(ln, g.rows.w);
+            read_row(ln, vs, g.rows.x, g.ma, oa);
+            if ROW_GROUP > 1u {
+                read_row(ln, vs, g.rows.y, g.mb, ob);
+            }
+            if ROW_GROUP > 2u {
+                read_row(ln, vs, g.rows.z, g.mc, oc);
+            }
+            if ROW_GROUP > 3u {
+                read_row(ln, vs, g.rows.w, g.md, od);
             }
         }
+        return;
+    }
+    for (var c0 = ln.i_begin; c0 < ln.i_end; c0 += ln.rl * KR) {
+        _ = stage_chunk(ln, vs, c0, t);
+        for (var k = 0u; k < KR; k += 1u) {
+            let i = c0 + k * ln.rl + ln.r;
+            read_dm(ln, vs, i, read_old(ln, i));
+        }
+        workgroupBarrier();
+        store_chunk_dots(ln, c0, t);
         workgroupBarrier();
     }
 }

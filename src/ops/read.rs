@@ -4,6 +4,7 @@
 use crate::check::{self, Dims};
 use crate::error::Result;
 use crate::primitives::colsum::weighted_row_sums;
+use crate::primitives::rowstream;
 use crate::primitives::rowtile::row_dots;
 use crate::primitives::spans::Elementwise;
 use crate::runtime::dispatch::Arg;
@@ -114,6 +115,10 @@ impl Gpu {
     ) -> Result<Tensor> {
         let g_w = self.alloc(op, &[d.b, d.h, d.n])?;
         let mut rec = self.recorder();
+        let inputs = (memory, w, dr);
+        if rowstream::read_backward(self, &mut rec, op, d, inputs, &g_w, g_mem, acc)? {
+            return Ok(g_w);
+        }
         row_dots(self, &mut rec, op, d, memory, dr, &g_w)?;
         let (h, n) = (d.h as u64, d.n as u64);
         let ew = Elementwise::new(self, d, self.any_packed(&[g_mem]));

@@ -21,6 +21,7 @@ pub(crate) const SHADER: Shader = Shader {
     imports: &[],
 };
 const DOTS: KernelDef = KernelDef::new(&SHADER, "dots");
+const READ_BWD: KernelDef = KernelDef::new(&SHADER, "read_bwd");
 const SCORES: KernelDef = KernelDef::new(&SHADER, "scores");
 const CONTENT_BWD: KernelDef = KernelDef::new(&SHADER, "content_bwd");
 
@@ -132,6 +133,53 @@ pub(crate) fn dots(
             Arg::window(out, &out_span),
         ],
     )
+}
+
+/// The soft read's backward in one pass over the memory: `g_w[b,h,i] = dr[b,h] . M[b,i]`, and
+/// `dM[b,i] = sum_h w[b,h,i] dr[b,h]` stored (with `acc`, added) into `g_mem`, where rows
+/// stream, one head group holds every head, no packed f16 word of `g_mem` would be shared by
+/// two threads, and `Gpu::read_backward_passes` is 1. Returns whether it ran (else the caller
+/// takes the dots and a `dM` pass).
+#[allow(clippy::too_many_arguments)] // internal: one pass, its inputs spelled out
+pub(crate) fn read_backward(
+    gpu: &Gpu,
+    rec: &mut Recorder,
+    op: &'static str,
+    d: Dims,
+    (mem, w, dr): (&Tensor, &Tensor, &Tensor),
+    g_w: &Tensor,
+    g_mem: &Tensor,
+    acc: bool,
+) -> Result<bool> {
+    let Some(l) = StreamLayout::new(gpu, d) else {
+        return Ok(false);
+    };
+    let one_pass = gpu.read_backward_passes() == 1;
+    if !one_pass || l.nhg != 1 || (l.lanes == 1 && gpu.any_packed(&[g_mem])) {
+        return Ok(false);
+    }
+    let (n, w_len, h) = (d.n as u64, d.w as u64, d.h as u64);
+    let mem_span = |u0, u1| l.rows(d, u0, u1).bnw(n, w_len);
+    let bhn_span = |u0, u1| l.rows(d, u0, u1).bhn(h, n);
+    gpu.launch(
+        rec,
+        op,
+        &l.kernel(READ_BWD, d).acc(acc).forms(
+            gpu.form(mem.dtype),
+            Form::F32,
+            gpu.form(g_mem.dtype),
+        ),
+        Params::new(d.arr(), l.extra(), [0.0; 4]),
+        l.units(d),
+        &[
+            Arg::window(mem, &mem_span),
+            Arg::whole(dr),
+            Arg::window(g_w, &bhn_span),
+            Arg::window(w, &bhn_span),
+            Arg::window(g_mem, &mem_span),
+        ],
+    )?;
+    Ok(true)
 }
 
 /// The content scores `beta[b,h] K(keys[b,h], M[b,i])` into `out` [B, H, N], and each

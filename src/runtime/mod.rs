@@ -111,6 +111,8 @@ pub struct Gpu {
     /// Rows the streaming kernels' subgroup loops load before summing any
     /// ([`Gpu::set_stream_row_group`]).
     stream_row_group: AtomicU32,
+    /// Passes over the memory of the soft read's backward ([`Gpu::set_read_backward_passes`]).
+    read_backward_passes: AtomicU32,
 }
 
 /// The most memory rows a thread of the elementwise kernels may take
@@ -125,6 +127,10 @@ pub const MAX_ELEMENTWISE_ROW_GROUP: u32 = 4;
 /// The most rows a thread of the streaming kernels' subgroup row sums loads before summing any
 /// ([`Gpu::set_stream_row_group`]).
 pub const MAX_STREAM_ROW_GROUP: u32 = 4;
+
+/// The most passes over the memory the soft read's backward may take
+/// ([`Gpu::set_read_backward_passes`]).
+pub const MAX_READ_BACKWARD_PASSES: u32 = 2;
 
 /// The most workgroups the reductions' layouts may aim for
 /// ([`Gpu::set_reduction_workgroups`]).
@@ -273,6 +279,7 @@ impl Gpu {
         let elementwise_rows = if cpu { ELEMENTWISE_ROWS_CPU } else { 1 };
         let elementwise_row_group = if cpu { 1 } else { MAX_ELEMENTWISE_ROW_GROUP };
         let stream_row_group = if cpu { 1 } else { MAX_STREAM_ROW_GROUP };
+        let read_backward_passes = if cpu { MAX_READ_BACKWARD_PASSES } else { 1 };
         let reduction_workgroups = if cpu {
             // A few workgroups per core: each one more costs a barrier tree and a partial.
             let cores = std::thread::available_parallelism().map_or(4, |c| c.get()) as u32;
@@ -312,6 +319,7 @@ impl Gpu {
             elementwise_row_group: AtomicU32::new(elementwise_row_group),
             reduction_workgroups: AtomicU32::new(reduction_workgroups),
             stream_row_group: AtomicU32::new(stream_row_group),
+            read_backward_passes: AtomicU32::new(read_backward_passes),
         })
     }
 
@@ -459,6 +467,34 @@ impl Gpu {
     pub fn set_stream_row_group(&self, rows: u32) -> Result<()> {
         let (op, what) = ("set_stream_row_group", "rows loaded before summing");
         set_count(&self.stream_row_group, op, what, rows, MAX_STREAM_ROW_GROUP)
+    }
+
+    /// Passes over the memory that the soft read's backward takes; see
+    /// [`Gpu::set_read_backward_passes`].
+    pub fn read_backward_passes(&self) -> u32 {
+        self.read_backward_passes.load(Ordering::Relaxed)
+    }
+
+    /// Chooses how the soft read's backward computes the memory gradient from now on: with 1
+    /// pass, the streaming pass that reads the memory for the weights' gradient (`dr . M_i`)
+    /// also stores `dM = sum_h w_h dr_h` (shapes whose rows stream and whose heads fit one
+    /// group of 4; others take 2 passes whatever this count); with 2, an elementwise pass
+    /// stores it after that pass. Another count is an [`Error::Invalid`]. The bytes are the
+    /// same (the memory read once, its gradient written once); one pass saves a dispatch and
+    /// issues the stores beside the loads. The default is 1 on GPUs, not yet measured on one
+    /// (`NTM_BENCH_READ_PASSES`; the H200 took 176 µs for the weights' pass and 161 µs for the
+    /// `dM` pass at 256 MiB), and 2 on CPU adapters: on lavapipe the one pass took 19.4 ms
+    /// where the two took 13.9 + 2.1 (B = 1, N = 65,536, W = 64). Results agree within the
+    /// tests' tolerances.
+    pub fn set_read_backward_passes(&self, passes: u32) -> Result<()> {
+        let (op, what) = ("set_read_backward_passes", "passes");
+        set_count(
+            &self.read_backward_passes,
+            op,
+            what,
+            passes,
+            MAX_READ_BACKWARD_PASSES,
+        )
     }
 
     /// How many workgroups the reductions spread over (at least, where their rows allow),
