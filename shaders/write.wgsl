@@ -514,6 +514,7 @@ fn bwd_dw(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
 @group(0) @binding(8) var<storage, read_write> sdm: array<DMemV>; // f32 or f16
 
 var<workgroup> red_dw: array<vec4<f32>, 512>; // KR * WG partial dw's, the group's heads in lanes
+var<workgroup> red_dw1: array<f32, 512>; // ... of a one-head group: its lane alone
 var<workgroup> red_col: array<V, 256>; // WG column partials
 
 // prod over the heads outside [h0, h0 + nh) of (1 - w_h(i) e_h(j)) at V column j.
@@ -739,7 +740,12 @@ fn bwd_heads(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
     for (var c0 = i_begin; c0 < x.i_end && !SUB_ROWS; c0 += rl * KR) {
         for (var k = 0u; k < KR; k += 1u) {
             let row = heads_row(x, c0 + k * rl + r);
-            red_dw[k * WG + stage_slot(r, c, tw)] = heads_grads(x, row, &sums);
+            let share = heads_grads(x, row, &sums);
+            if nh == 1u {
+                red_dw1[k * WG + stage_slot(r, c, tw)] = share.x;
+            } else {
+                red_dw[k * WG + stage_slot(r, c, tw)] = share;
+            }
         }
         workgroupBarrier();
         // Threads sum rows (k, rl) over the column lanes, in a fixed order (RL * KR rows:
@@ -751,7 +757,11 @@ fn bwd_heads(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
             if i < x.i_end {
                 var s = vec4<f32>(0.0);
                 for (var cc = 0u; cc < tw; cc += 1u) {
-                    s += red_dw[k * WG + stage_slot(rr, cc, tw)];
+                    if nh == 1u {
+                        s.x += red_dw1[k * WG + stage_slot(rr, cc, tw)];
+                    } else {
+                        s += red_dw[k * WG + stage_slot(rr, cc, tw)];
+                    }
                 }
                 let o = (x.b * H + x.h0) * N + i - p.base1.y;
                 for (var hh = 0u; hh < nh; hh += 1u) {

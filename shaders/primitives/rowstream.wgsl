@@ -8,7 +8,8 @@
 // with norm(x) = sqrt(sum_j x_j^2 + EPS).
 // A unit is (batch b, block of rows, group of HG heads); its WG threads are RL = WG / TW row
 // lanes by TW column lanes (TW a power of two >= W / LANES). Each thread leaves, for KR rows of
-// its row lane, its V's share of the dots (and of |M_i|^2) in workgroup memory (at the
+// its row lane, its V's share of the dots (a vec4 of the group's heads; a one-head group's dot
+// alone, a quarter of the bytes) and of |M_i|^2 in workgroup memory (at the
 // prelude's stage_slot: columns swizzled by row, free of bank conflicts); after a barrier the
 // rows are summed over the column lanes in a fixed order (the same bits every run). With
 // SUB_ROWS (a row's TW lanes lie within one subgroup) each row's shares are summed instead by
@@ -25,6 +26,7 @@
 
 var<workgroup> red_dot: array<vec4<f32>, 512>; // KR * WG: the group's heads in lanes
 var<workgroup> red_sq: array<f32, 512>;
+var<workgroup> red_dot1: array<f32, 512>; // KR * WG: the dots of a one-head group
 
 struct Lane {
     b: u32,
@@ -147,7 +149,12 @@ fn stage_chunk(ln: Lane, vs: Vecs, c0: u32, t: u32) -> array<V, KR> {
         let lr = lane_share(ln, vs, c0 + k * ln.rl + ln.r);
         ms[k] = lr.m;
         let slot = k * WG + stage_slot(ln.r, ln.c, p.extra.x);
-        red_dot[slot] = lr.dot;
+        // A one-head group stages its dot alone: a quarter of the bytes of the vec4.
+        if ln.nh == 1u {
+            red_dot1[slot] = lr.dot.x;
+        } else {
+            red_dot[slot] = lr.dot;
+        }
         red_sq[slot] = lr.sq;
     }
     return ms;
@@ -225,7 +232,11 @@ fn row_sum(ln: Lane, c0: u32, x: u32) -> RowSum {
     s.sq = 0.0;
     for (var cc = 0u; cc < tw; cc += 1u) {
         let slot = k * WG + stage_slot(rr, cc, tw);
-        s.dot += red_dot[slot];
+        if ln.nh == 1u {
+            s.dot.x += red_dot1[slot];
+        } else {
+            s.dot += red_dot[slot];
+        }
         s.sq += red_sq[slot];
     }
     return s;
