@@ -175,16 +175,6 @@ fn vec_sq_norms(vs: Vecs, t: u32) -> vec4<f32> {
     return ksq;
 }
 
-// SUB_ROWS: the shares of row i from its V m, with the present heads' dots (and, where
-// `with_sq`, |M_i|^2) summed over the row's lanes (in every lane; prelude: row_lanes_sum).
-// Call in uniform control flow, with a constant `with_sq`.
-//
-// The SUB_ROWS loops take ROW_GROUP (1 to 4, `Gpu::stream_row_group`) rows per row lane at a
-// time and load all of them before the first row's shuffles: with 4 a thread has four loads in
-// flight (as colsum's partial), where row by row each load waits behind the previous row's
-// butterfly. Rows are finished in the row-by-row order whatever the group, so every sum keeps
-// its order (the same bits). A group's rows past ROW_GROUP are past the block (group_rows):
-// their loads are skipped, and their finishing calls fold away.
 // The rows of the group that starts at row i0 of the row lanes (row lane r takes i0 + k RL + r),
 // in lanes k = 0..3; a lane k >= ROW_GROUP holds a row past the block.
 fn group_rows(ln: Lane, i0: u32) -> vec4<u32> {
@@ -206,6 +196,16 @@ fn group_vs(ln: Lane, i0: u32) -> GroupVs {
     return GroupVs(rows, row_v(ln, rows.x), row_v(ln, rows.y), row_v(ln, rows.z), row_v(ln, rows.w));
 }
 
+// SUB_ROWS: the shares of row i from its V m, with the present heads' dots (and, where
+// `with_sq`, |M_i|^2) summed over the row's lanes (in every lane; prelude: row_lanes_sum).
+// Call in uniform control flow, with a constant `with_sq`.
+//
+// The SUB_ROWS loops take ROW_GROUP (1 to 4, `Gpu::stream_row_group`) rows per row lane at a
+// time and load all of them before the first row's shuffles: with 4 a thread has four loads in
+// flight (as colsum's partial), where row by row each load waits behind the previous row's
+// butterfly. Rows are finished in the row-by-row order whatever the group, so every sum keeps
+// its order (the same bits). A group's rows past ROW_GROUP are past the block (group_rows):
+// their loads are skipped, and their finishing calls fold away.
 fn lane_row(ln: Lane, vs: Vecs, i: u32, m: V, with_sq: bool) -> LaneRow {
     var lr = share_of(ln, vs, i, m);
     lr.dot = row_lanes_sum_heads(lr.dot, ln.nh, p.extra.x);
