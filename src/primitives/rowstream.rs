@@ -91,6 +91,21 @@ impl StreamLayout {
             .one_group_heads(d.h)
     }
 
+    /// A streaming kernel that reads `mem` and stores (with `acc`, adds) a memory gradient
+    /// into `g_mem`: [`Self::kernel`] with their storage forms.
+    fn grad_kernel(
+        &self,
+        gpu: &Gpu,
+        (def, d): (KernelDef, Dims),
+        (mem, g_mem): (&Tensor, &Tensor),
+        acc: bool,
+    ) -> KernelDef {
+        let forms = (gpu.form(mem.dtype), Form::F32, gpu.form(g_mem.dtype));
+        self.kernel(def, d)
+            .acc(acc)
+            .forms(forms.0, forms.1, forms.2)
+    }
+
     /// Workgroups to dispatch.
     pub fn units(&self, d: Dims) -> u64 {
         d.b as u64 * self.nblk * self.nhg
@@ -164,11 +179,7 @@ pub(crate) fn read_backward(
     gpu.launch(
         rec,
         op,
-        &l.kernel(READ_BWD, d).acc(acc).forms(
-            gpu.form(mem.dtype),
-            Form::F32,
-            gpu.form(g_mem.dtype),
-        ),
+        &l.grad_kernel(gpu, (READ_BWD, d), (mem, g_mem), acc),
         Params::new(d.arr(), l.extra(), [0.0; 4]),
         l.units(d),
         &[
@@ -264,11 +275,7 @@ pub(crate) fn content_backward(
     gpu.launch(
         rec,
         op,
-        &l.kernel(CONTENT_BWD, d).acc(acc).forms(
-            gpu.form(mem.dtype),
-            Form::F32,
-            gpu.form(g_mem.dtype),
-        ),
+        &l.grad_kernel(gpu, (CONTENT_BWD, d), (mem, g_mem), acc),
         Params::new(d.arr(), l.extra(), [0.0; 4]),
         l.units(d),
         &[
