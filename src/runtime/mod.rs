@@ -477,9 +477,10 @@ impl Gpu {
 
     /// Chooses how the soft read's backward computes the memory gradient from now on: with 1
     /// pass, the streaming pass that reads the memory for the weights' gradient (`dr . M_i`)
-    /// also stores `dM = sum_h w_h dr_h` (shapes whose rows stream, whose heads fit one
-    /// group of 4, and whose f16 gradient, if packed, has rows of whole words; others take 2
-    /// passes whatever this count); with 2, an elementwise pass stores it after that pass. Another count is an [`Error::Invalid`]. The bytes are the
+    /// also stores `dM = sum_h w_h dr_h` (shapes whose rows stream and whose heads fit one
+    /// group of 4, with a width that is a multiple of 4 where the gradient is packed f16;
+    /// others take 2 passes whatever this count); with 2, an elementwise pass stores it after
+    /// that pass. Another count is an [`Error::Invalid`]. The bytes are the
     /// same (the memory read once, its gradient written once); one pass saves a dispatch and
     /// issues the stores beside the loads. The default is 1 on GPUs, not yet measured on one
     /// (`NTM_BENCH_READ_PASSES`; the H200 took 176 µs for the weights' pass and 161 µs for the
