@@ -51,17 +51,87 @@ fn bits(g: &Gpu, t: &Tensor) -> Vec<u32> {
     g.download(t).unwrap().iter().map(|x| x.to_bits()).collect()
 }
 
-/// Named outputs of a setting against those of the first one, bit for bit: the first element
-/// that differs is named.
-fn assert_same_bits(first: &[(&str, Vec<u32>)], other: &[(&str, Vec<u32>)], what: &str) {
-    assert_eq!(first.len(), other.len());
-    for ((name, x), (_, y)) in first.iter().zip(other) {
-        assert_eq!(x.len(), y.len(), "{what}: {name} has another length");
-        let diff = x.iter().zip(y).position(|(p, q)| p != q);
-        assert_eq!(
-            diff, None,
-            "{what}: {name} differs from the first setting's"
-        );
+/// The soft ops' streamed and elementwise outputs at one case, named, as bits: soft write
+/// (in place), content addressing and its backward from the scores (also adding to a
+/// gradient), the soft read's and the soft write's backward (also in place).
+fn soft_output_bits(g: &Gpu, s: Shape, seed: u64) -> Vec<(&'static str, Vec<u32>)> {
+    let c = Case::new(s, seed);
+    let (mem_s, vec_s, wt_s) = ([s.b, s.n, s.w], [s.b, s.h, s.w], [s.b, s.h, s.n]);
+    let m = up(g, &mem_s, &c.m);
+    let w = up(g, &wt_s, &c.w);
+    let (e, a) = (up(g, &vec_s, &c.e), up(g, &vec_s, &c.a));
+    let k = up(g, &vec_s, &c.k);
+    let beta = up(g, &[s.b, s.h], &c.beta);
+    let dz = up(g, &wt_s, &c.g_w);
+    let mut written = g.copy(&m).unwrap();
+    g.soft_write(&mut written, &w, &e, &a).unwrap();
+    let scores = g.content_address(&m, &k, &beta).unwrap();
+    let gc = g
+        .content_address_backward_scores(&m, &k, &beta, &dz)
+        .unwrap();
+    let mut acc = up(g, &mem_s, &c.g_m);
+    let gca = g
+        .content_address_backward_scores_into(&m, &k, &beta, &dz, &mut acc)
+        .unwrap();
+    let gr = g
+        .soft_read_backward(&m, &w, &up(g, &vec_s, &c.g_r))
+        .unwrap();
+    let gw = g
+        .soft_write_backward(&m, &w, &e, &a, &up(g, &mem_s, &c.g_m))
+        .unwrap();
+    let mut in_place = up(g, &mem_s, &c.g_m);
+    let gwi = g
+        .soft_write_backward_into(&m, &w, &e, &a, &mut in_place)
+        .unwrap();
+    [
+        ("soft_write", &written),
+        ("content_address", &scores),
+        ("content dM", &gc.memory),
+        ("content dk", &gc.keys),
+        ("content dbeta", &gc.beta),
+        ("content dM added", &acc),
+        ("content dk (added dM)", &gca.keys),
+        ("read dw", &gr.weights),
+        ("read dM", &gr.memory),
+        ("write dM", &gw.memory),
+        ("write dw", &gw.weights),
+        ("write de", &gw.erase),
+        ("write da", &gw.add),
+        ("write dM in place", &in_place),
+        ("write dw (in place)", &gwi.weights),
+    ]
+    .into_iter()
+    .map(|(what, t)| (what, bits(g, t)))
+    .collect()
+}
+
+/// For each shape (case seeds from `seed`), the soft ops' outputs on the Gpu of each setting
+/// (`gpu_at`) bit for bit those of the first setting: the first element that differs is
+/// named.
+fn assert_settings_keep_bits<S: Copy + std::fmt::Debug>(
+    settings: &[S],
+    shapes: &[Shape],
+    seed: u64,
+    gpu_at: impl Fn(S) -> Gpu,
+) {
+    for (k, &s) in shapes.iter().enumerate() {
+        let first = soft_output_bits(&gpu_at(settings[0]), s, seed + k as u64);
+        for &setting in &settings[1..] {
+            let other = soft_output_bits(&gpu_at(setting), s, seed + k as u64);
+            for ((name, x), (_, y)) in first.iter().zip(&other) {
+                assert_eq!(
+                    x.len(),
+                    y.len(),
+                    "{s:?} {name} at {setting:?}: another length"
+                );
+                let diff = x.iter().zip(y).position(|(p, q)| p != q);
+                assert_eq!(
+                    diff, None,
+                    "{s:?} {name}: {setting:?} differs from {:?}",
+                    settings[0]
+                );
+            }
+        }
     }
 }
 
@@ -350,53 +420,17 @@ fn every_op_at_each_elementwise_rows_count() {
         }
     }
     // The same bits at every count: each element is computed by the same operations.
-    let outputs = |setting: (u32, u32), s: Shape, seed: u64| -> Vec<(&'static str, Vec<u32>)> {
-        let g = own_gpu();
-        set(&g, setting);
-        let c = Case::new(s, seed);
-        let (mem_s, vec_s, wt_s) = ([s.b, s.n, s.w], [s.b, s.h, s.w], [s.b, s.h, s.n]);
-        let m = up(&g, &mem_s, &c.m);
-        let w = up(&g, &wt_s, &c.w);
-        let (e, a) = (up(&g, &vec_s, &c.e), up(&g, &vec_s, &c.a));
-        let k = up(&g, &vec_s, &c.k);
-        let beta = up(&g, &[s.b, s.h], &c.beta);
-        let mut written = g.copy(&m).unwrap();
-        g.soft_write(&mut written, &w, &e, &a).unwrap();
-        let dm = up(&g, &mem_s, &c.g_m);
-        let gw = g.soft_write_backward(&m, &w, &e, &a, &dm).unwrap();
-        let gr = g
-            .soft_read_backward(&m, &w, &up(&g, &vec_s, &c.g_r))
-            .unwrap();
-        let gc = g
-            .content_address_backward_scores(&m, &k, &beta, &up(&g, &wt_s, &c.g_w))
-            .unwrap();
-        [
-            ("soft_write", &written),
-            ("write dM", &gw.memory),
-            ("read dM", &gr.memory),
-            ("content dM", &gc.memory),
-        ]
-        .into_iter()
-        .map(|(what, t)| (what, bits(&g, t)))
-        .collect()
-    };
-    for (k, s) in [
+    let shapes = [
         Shape::new(3, 1, 129, 64),
         Shape::new(2, 3, 77, 20),
         Shape::new(2, 5, 50, 7),
         Shape::new(1, 2, 40, 1100),
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        let one = outputs(settings[0], s, 2300 + k as u64);
-        for setting in &settings[1..] {
-            let other = outputs(*setting, s, 2300 + k as u64);
-            let what =
-                format!("{s:?} at (rows per thread, rows loaded before storing) {setting:?}");
-            assert_same_bits(&one, &other, &what);
-        }
-    }
+    ];
+    assert_settings_keep_bits(&settings, &shapes, 2300, |setting| {
+        let g = own_gpu();
+        set(&g, setting);
+        g
+    });
     let g = own_gpu();
     type Setter = fn(&Gpu, u32) -> Result<(), Error>;
     type Getter = fn(&Gpu) -> u32;
@@ -503,69 +537,14 @@ fn every_op_at_each_stream_row_group() {
         }
     }
     // The same bits at every count.
-    let outputs = |group: u32, s: Shape, seed: u64| -> Vec<(&'static str, Vec<u32>)> {
-        let g = sub_gpu(group, true);
-        let c = Case::new(s, seed);
-        let (mem_s, vec_s, wt_s) = ([s.b, s.n, s.w], [s.b, s.h, s.w], [s.b, s.h, s.n]);
-        let m = up(&g, &mem_s, &c.m);
-        let w = up(&g, &wt_s, &c.w);
-        let (e, a) = (up(&g, &vec_s, &c.e), up(&g, &vec_s, &c.a));
-        let k = up(&g, &vec_s, &c.k);
-        let beta = up(&g, &[s.b, s.h], &c.beta);
-        let dz = up(&g, &wt_s, &c.g_w);
-        let scores = g.content_address(&m, &k, &beta).unwrap();
-        let gc = g
-            .content_address_backward_scores(&m, &k, &beta, &dz)
-            .unwrap();
-        let mut acc = up(&g, &mem_s, &c.g_m);
-        let gca = g
-            .content_address_backward_scores_into(&m, &k, &beta, &dz, &mut acc)
-            .unwrap();
-        let gr = g
-            .soft_read_backward(&m, &w, &up(&g, &vec_s, &c.g_r))
-            .unwrap();
-        let gw = g
-            .soft_write_backward(&m, &w, &e, &a, &up(&g, &mem_s, &c.g_m))
-            .unwrap();
-        let mut in_place = up(&g, &mem_s, &c.g_m);
-        let gwi = g
-            .soft_write_backward_into(&m, &w, &e, &a, &mut in_place)
-            .unwrap();
-        [
-            ("content_address", &scores),
-            ("content dM", &gc.memory),
-            ("content dk", &gc.keys),
-            ("content dbeta", &gc.beta),
-            ("content dM added", &acc),
-            ("content dk (added dM)", &gca.keys),
-            ("read dw", &gr.weights),
-            ("read dM", &gr.memory),
-            ("write dM", &gw.memory),
-            ("write dw", &gw.weights),
-            ("write de", &gw.erase),
-            ("write da", &gw.add),
-            ("write dM in place", &in_place),
-            ("write dw (in place)", &gwi.weights),
-        ]
-        .into_iter()
-        .map(|(what, t)| (what, bits(&g, t)))
-        .collect()
-    };
-    for (k, s) in [
+    let shapes = [
         Shape::new(3, 1, 129, 32),
         Shape::new(2, 3, 77, 20),
         Shape::new(1, 4, 1000, 8),
         Shape::new(2, 5, 50, 7),
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        let one = outputs(1, s, 2700 + k as u64);
-        for group in 2..=MAX_STREAM_ROW_GROUP {
-            let other = outputs(group, s, 2700 + k as u64);
-            assert_same_bits(&one, &other, &format!("{s:?} at {group} rows at a time"));
-        }
-    }
+    ];
+    let groups: Vec<u32> = (1..=MAX_STREAM_ROW_GROUP).collect();
+    assert_settings_keep_bits(&groups, &shapes, 2700, |group| sub_gpu(group, true));
 }
 
 /// The soft read's backward in one pass over the memory and in two, whatever the adapter's
