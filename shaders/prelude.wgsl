@@ -267,6 +267,15 @@ fn row_lanes_sum_heads(x: vec4<f32>, nh: u32, tw: u32) -> vec4<f32> {
     }
 }
 
+// Streaming rows' subgroup loops (primitives/rowstream.wgsl, write.wgsl bwd_heads), which take
+// ROW_GROUP rows per row lane at a time: the rows of the group that starts at row i0, row lane
+// r of rl taking i0 + k rl + r in lane k = 0..3. A lane k >= ROW_GROUP holds i_end, a row past
+// the block: not loaded, and the calls for it fold away.
+fn stream_group_rows(i0: u32, rl: u32, r: u32, i_end: u32) -> vec4<u32> {
+    let k = vec4<u32>(0u, 1u, 2u, 3u);
+    return select(vec4<u32>(i_end), i0 + k * rl + r, k < vec4<u32>(ROW_GROUP));
+}
+
 // Streaming rows (primitives/rowstream.wgsl, write.wgsl bwd_heads): the workgroup-memory slot
 // of row lane r's share at column lane c, with tw column lanes (a power of two). The columns
 // are XOR-swizzled by row, so that both the staging stores (a row's lanes, consecutive

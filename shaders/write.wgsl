@@ -717,9 +717,7 @@ fn bwd_heads(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
         // first row's shuffles, as primitives/rowstream.wgsl `lane_row`; rows are finished in
         // the row-by-row order (the same bits). No workgroup memory or barrier in the loop.
         for (var c0 = i_begin; c0 < x.i_end; c0 += ROW_GROUP * rl) {
-            // Rows past ROW_GROUP are past the block: not loaded, and their calls fold away.
-            let k = vec4<u32>(0u, 1u, 2u, 3u);
-            let rows = select(vec4<u32>(x.i_end), c0 + k * rl + r, k < vec4<u32>(ROW_GROUP));
+            let rows = stream_group_rows(c0, rl, r, x.i_end);
             let ra = heads_row(x, rows.x);
             let rb1 = heads_row(x, rows.y);
             let rc = heads_row(x, rows.z);

@@ -175,14 +175,8 @@ fn vec_sq_norms(vs: Vecs, t: u32) -> vec4<f32> {
     return ksq;
 }
 
-// The rows of the group that starts at row i0 of the row lanes (row lane r takes i0 + k RL + r),
-// in lanes k = 0..3; a lane k >= ROW_GROUP holds a row past the block.
-fn group_rows(ln: Lane, i0: u32) -> vec4<u32> {
-    let k = vec4<u32>(0u, 1u, 2u, 3u);
-    return select(vec4<u32>(ln.i_end), i0 + k * ln.rl + ln.r, k < vec4<u32>(ROW_GROUP));
-}
-
-// A group's rows (group_rows) and their V's at this thread's column, loaded together.
+// A group's rows (prelude: stream_group_rows) and their V's at this thread's column, loaded
+// together.
 struct GroupVs {
     rows: vec4<u32>,
     ma: V,
@@ -192,7 +186,7 @@ struct GroupVs {
 }
 
 fn group_vs(ln: Lane, i0: u32) -> GroupVs {
-    let rows = group_rows(ln, i0);
+    let rows = stream_group_rows(i0, ln.rl, ln.r, ln.i_end);
     return GroupVs(rows, row_v(ln, rows.x), row_v(ln, rows.y), row_v(ln, rows.z), row_v(ln, rows.w));
 }
 
@@ -204,7 +198,7 @@ fn group_vs(ln: Lane, i0: u32) -> GroupVs {
 // time and load all of them before the first row's shuffles: with 4 a thread has four loads in
 // flight (as colsum's partial), where row by row each load waits behind the previous row's
 // butterfly. Rows are finished in the row-by-row order whatever the group, so every sum keeps
-// its order (the same bits). A group's rows past ROW_GROUP are past the block (group_rows):
+// its order (the same bits). A group's rows past ROW_GROUP are past the block:
 // their loads are skipped, and their finishing calls fold away.
 fn lane_row(ln: Lane, vs: Vecs, i: u32, m: V, with_sq: bool) -> LaneRow {
     var lr = share_of(ln, vs, i, m);
@@ -639,11 +633,11 @@ fn content_bwd(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
         // stored gradient with ACC) before the first row's shuffles.
         let cc = CbConsts(kn, bet);
         for (var i0 = ln.i_begin; i0 < ln.i_end; i0 += ROW_GROUP * ln.rl) {
-            let rows = group_rows(ln, i0);
-            let ra = cb_row(ln, rows.x);
-            let rb = cb_row(ln, rows.y);
-            let rc = cb_row(ln, rows.z);
-            let rd = cb_row(ln, rows.w);
+            let group = stream_group_rows(i0, ln.rl, ln.r, ln.i_end);
+            let ra = cb_row(ln, group.x);
+            let rb = cb_row(ln, group.y);
+            let rc = cb_row(ln, group.z);
+            let rd = cb_row(ln, group.w);
             cb_finish(ln, vs, cc, ra, &acc);
             if ROW_GROUP > 1u {
                 cb_finish(ln, vs, cc, rb, &acc);

@@ -241,16 +241,10 @@ impl Gpu {
             b * nblk * nhg,
             &args,
         )?;
+        // Quantity 0 of each head's partials is de, 1 is da.
         for (slot, out) in [(0, &g_e), (1, &g_a)] {
-            let gpu_parts = (&parts, 2, slot);
-            combine_slot(
-                self,
-                &mut rec,
-                op,
-                (d, nblk),
-                gpu_parts,
-                (&out.buf, b * h * wd),
-            )?;
+            let slots = (&parts, 2, slot);
+            combine_slot(self, &mut rec, op, (d, nblk), slots, (&out.buf, b * h * wd))?;
         }
         self.release(&mut rec, parts);
         if fused_dm {
