@@ -26,12 +26,19 @@
 //! and the speed targets judged from both (`comparison.txt`, `comparison.csv` and the
 //! README-style table `comparison.md` beside the report; without a peer, the targets that
 //! need only the bench's rows).
-//! `NTM_BENCH_FROM=<memory_access.csv>` compares a stored run instead of measuring: no device.
+//! `NTM_BENCH_FROM=<memory_access.csv>` compares a stored run instead of measuring: no device;
+//! several runs, as a path list (`a.csv:b.csv`), give each row its fastest median.
+//!
+//! A/B of this crate's own runs (`report::ab`): `NTM_BENCH_BASE=<a.csv:b.csv...>` names the
+//! base side's CSVs (another build's or another setting's runs on the same device); this run,
+//! or the runs `NTM_BENCH_FROM` names, is the new side. Each row's time is the fastest of its
+//! side's medians; the table, the ratios and a summary per kind of row are printed and written
+//! to `ab.txt` and `ab.csv` beside the report.
 
 mod report;
 
 use ntm_kernels::Gpu;
-use report::{peer, run, Config};
+use report::{ab, peer, run, Config, Row};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     // `cargo test` builds and runs bench targets without `--bench`: nothing to do then.
@@ -48,10 +55,26 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
     let out_dir = std::path::Path::new(&target).join("ntm-bench");
-    if let Some(path) = env("NTM_BENCH_FROM") {
-        // A stored run: nothing is measured, no device is opened.
-        let rows = peer::parse_report_csv(&read(&path)?)
-            .map_err(|e| format!("NTM_BENCH_FROM={path}: {e}"))?;
+    // The runs of a path list of the bench's CSVs.
+    let runs = |var: &str, list: &str| -> Result<Vec<Vec<Row>>, String> {
+        std::env::split_paths(list)
+            .map(|p| {
+                let path = p.display().to_string();
+                peer::parse_report_csv(&read(&path)?).map_err(|e| format!("{var}={path}: {e}"))
+            })
+            .collect()
+    };
+    let base = match env("NTM_BENCH_BASE") {
+        Some(list) => Some(runs("NTM_BENCH_BASE", &list)?),
+        None => None,
+    };
+    if let Some(list) = env("NTM_BENCH_FROM") {
+        // Stored runs: nothing is measured, no device is opened.
+        let from = runs("NTM_BENCH_FROM", &list)?;
+        if let Some(base) = &base {
+            write_ab(base, &from, &out_dir)?;
+        }
+        let rows: Vec<Row> = ab::fastest(&from).into_iter().map(|(r, _)| r).collect();
         return write_comparison(&rows, &peer_rows, &out_dir);
     }
     let gpu = Gpu::new()?;
@@ -153,7 +176,26 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         out_dir.display(),
         started.elapsed().as_secs_f64()
     );
+    if let Some(base) = &base {
+        write_ab(base, std::slice::from_ref(&report.rows), &out_dir)?;
+    }
     write_comparison(&report.rows, &peer_rows, &out_dir)
+}
+
+/// Prints the A/B of the `base` runs against the `new` ones, and writes it into `dir`.
+fn write_ab(
+    base: &[Vec<Row>],
+    new: &[Vec<Row>],
+    dir: &std::path::Path,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let cmp = ab::compare_runs(base, new);
+    println!("{}", cmp.text);
+    let io = |e: std::io::Error| format!("writing {}: {e}", dir.display());
+    std::fs::create_dir_all(dir).map_err(io)?;
+    std::fs::write(dir.join("ab.txt"), &cmp.text).map_err(io)?;
+    std::fs::write(dir.join("ab.csv"), &cmp.csv).map_err(io)?;
+    println!("wrote {}/ab.txt and ab.csv\n", dir.display());
+    Ok(())
 }
 
 /// Prints the rows beside PyTorch's and the speed targets, and writes them into `dir`.

@@ -4,6 +4,7 @@ use common::*;
 #[path = "../benches/report/mod.rs"]
 mod report;
 use ntm_kernels::DType;
+use report::ab::{compare_runs, fastest, AB_CSV_HEADER};
 use report::peer::{
     compare, parse_peer_csv, parse_report_csv, Kind, Peer, PEER_CSV_HEADER, VS_CSV_HEADER,
 };
@@ -413,6 +414,138 @@ fn the_peer_comparison_pairs_rows_and_judges_each_target() {
     assert_eq!(t.met, None);
     assert!(t.detail.contains("NTM_BENCH_PEER"), "{}", t.detail);
     assert_eq!(alone.targets.iter().filter(|t| t.met.is_some()).count(), 6);
+}
+
+/// A bench CSV row: its key (op, access, pass, dtype), shape and median.
+type CsvLine<'a> = (
+    (&'a str, &'a str, &'a str, &'a str),
+    (usize, usize, usize, usize),
+    f64,
+);
+
+/// A bench CSV of `lines`.
+fn bench_csv(lines: &[CsvLine]) -> String {
+    let mut csv = format!("{CSV_HEADER}\n");
+    for &(key, s, med) in lines {
+        csv.push_str(&bench_line(key, s, med, 0.5));
+    }
+    csv
+}
+
+#[test]
+fn the_ab_takes_each_sides_fastest_median_and_lists_the_slower_rows() {
+    let s = (1, 1, 4096, 64);
+    let copy = ("copy", "-", "forward", "f32");
+    let read = ("read", "soft", "forward", "f32");
+    let write = ("write", "soft", "forward", "f32");
+    let disc = ("read", "discrete", "forward", "f32");
+    let read16 = ("read", "soft", "forward", "f16");
+    fn parse(lines: &[CsvLine]) -> Vec<report::Row> {
+        parse_report_csv(&bench_csv(lines)).unwrap()
+    }
+    // Two base runs: each row's base time is the faster of the two medians.
+    let base = vec![
+        parse(&[
+            (copy, s, 100.0),
+            (read, s, 90.0),
+            (write, s, 50.0),
+            (disc, s, 10.0),
+        ]),
+        parse(&[
+            (copy, s, 110.0),
+            (read, s, 60.0),
+            (write, s, 55.0),
+            (read16, s, 40.0),
+        ]),
+    ];
+    let merged = fastest(&base);
+    let got: Vec<(String, &str, &str, f64, usize)> = merged
+        .iter()
+        .map(|(r, n)| (r.op.clone(), r.access, r.dtype, r.median_us, *n))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("copy".into(), "-", "f32", 100.0, 2),
+            ("read".into(), "soft", "f32", 60.0, 2),
+            ("write".into(), "soft", "f32", 50.0, 2),
+            ("read".into(), "discrete", "f32", 10.0, 1),
+            ("read".into(), "soft", "f16", 40.0, 1),
+        ],
+        "first-seen order, fastest medians, runs counted"
+    );
+    // One new run: the read 2x faster, the write 0.5x, the copy (the control) 1.25x; a row
+    // at another shape has no base.
+    let new = vec![parse(&[
+        (copy, s, 80.0),
+        (read, s, 30.0),
+        (write, s, 100.0),
+        (disc, s, 10.2),
+        (read, (2, 1, 4096, 64), 30.0),
+    ])];
+    let ab = compare_runs(&base, &new);
+    let ratios: Vec<(String, &str, f64)> = ab
+        .lines
+        .iter()
+        .map(|l| (l.row.op.clone(), l.row.access, l.ratio()))
+        .collect();
+    assert_eq!(
+        ratios,
+        vec![
+            ("copy".into(), "-", 1.25),
+            ("read".into(), "soft", 2.0),
+            ("write".into(), "soft", 0.5),
+            ("read".into(), "discrete", 10.0 / 10.2),
+        ]
+    );
+    assert_eq!(
+        (ab.only_base, ab.only_new),
+        (1, 1),
+        "the f16 read; the B = 2 read"
+    );
+    assert_eq!(ab.lines[1].base_runs, 2);
+    assert_eq!(ab.lines[1].new_runs, 1);
+    let t = &ab.text;
+    assert!(t.contains("2 base, 1 new"), "{t}");
+    assert!(
+        t.contains("copy (the control: the same kernel on both sides): median 1.25x over 1 rows"),
+        "{t}"
+    );
+    assert!(
+        t.contains(
+            "soft: median 1.25x over 2 rows (0.50-2.00x); 1 faster than 1.05x; slower than 0.95x"
+        ),
+        "{t}"
+    );
+    assert!(
+        t.contains("0.50x  soft write forward at B=1 H=1 N=4096 W=64 (50.0 -> 100.0 us)"),
+        "{t}"
+    );
+    // 0.98x is within the listing's bound: counted, not listed.
+    assert!(
+        t.contains("discrete: median 0.98x over 1 rows (0.98-0.98x); 0 faster than 1.05x, none slower than 0.95x"),
+        "{t}"
+    );
+    assert!(!t.contains("other:"), "no other rows: {t}");
+    assert!(
+        t.contains("not paired: 1 rows only in the base runs, 1 only in the new"),
+        "{t}"
+    );
+    let csv: Vec<&str> = ab.csv.lines().collect();
+    assert_eq!(csv[0], AB_CSV_HEADER);
+    assert_eq!(csv.len(), 1 + 4);
+    assert_eq!(
+        csv[2],
+        "read,soft,forward,f32,1,1,4096,64,60.000,30.000,2.0000,2,1"
+    );
+    // No common row: said, not an empty summary.
+    let ab = compare_runs(&base, &[parse(&[(read, (3, 1, 8, 4), 1.0)])]);
+    assert!(ab.lines.is_empty());
+    assert!(
+        ab.text.contains("no row timed on both sides"),
+        "{}",
+        ab.text
+    );
 }
 
 #[test]

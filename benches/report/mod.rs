@@ -5,6 +5,7 @@
 //! same code.
 #![allow(dead_code)] // each includer uses part of it
 
+pub mod ab;
 pub mod peer;
 
 use std::fmt::Write as _;
