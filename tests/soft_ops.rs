@@ -583,7 +583,8 @@ fn every_op_at_each_read_backward_pass_count() {
 
 /// Every soft op against the reference at reduction workgroup targets from 1 (the longest
 /// blocks of rows: one per 4,096 rows) to the most (the shortest blocks), the default among
-/// them: shapes of one block and of several, N past one longest block, whole and bound in
+/// them: shapes of one block and of several, N past one longest block (narrow rows, vec4 and
+/// scalar: CPU adapters cut wider rows' blocks to fit a core's cache), whole and bound in
 /// 256 KiB windows (where a longest block would not fit one binding); each target the same
 /// bits on a second run.
 #[test]
@@ -600,6 +601,7 @@ fn every_op_at_each_reduction_workgroup_target() {
             (3, 5, 700, 7),
             (2, 1, 5000, 64),
             (1, 4, 4100, 3),
+            (2, 1, 4100, 8),
         ] {
             seed += 1;
             run_on(&g, &Case::new(Shape::new(b, h, n, w), seed), ATOL);

@@ -512,7 +512,9 @@ impl Gpu {
     /// workgroups: fewer workgroups mean longer-lived threads and fewer partials to combine,
     /// more keep more of a large device busy. Another count is an [`Error::Invalid`]. The
     /// default is 4,096 on GPUs (the count measured on an H200) and 16 per core on CPU
-    /// adapters, which run a few workgroups at a time per core. The blocks set the order of
+    /// adapters, which run a few workgroups at a time per core (where the soft read's and the
+    /// column sums' blocks also hold at most 128 KiB of the memory, to stay in a core's cache:
+    /// more workgroups than the target there). The blocks set the order of
     /// the sums, so results at two counts agree within the tests' tolerances, not bit for
     /// bit; each count gives the same bits every run.
     pub fn set_reduction_workgroups(&self, workgroups: u32) -> Result<()> {
