@@ -29,9 +29,10 @@ const MIN_RB: u64 = 16;
 const LANE_ROWS: u64 = 16;
 
 /// Bytes of memory rows (f32) that a block holds at most on CPU adapters. They run a
-/// workgroup's invocations one SIMD chunk after another, each chunk sweeping its row lane's
-/// rows of the whole block, so the block must stay in the core's cache from chunk to chunk;
-/// GPUs run the invocations together and take blocks up to `MAX_RB` rows. On lavapipe (AMD
+/// workgroup's invocations one SIMD chunk after another, and each chunk reads its few bytes of
+/// every row it owns across the whole block before the next chunk starts: the block has to
+/// stay within a core's cache's reach from chunk to chunk (a size measured, not derived). GPUs
+/// run the invocations together and take blocks up to `MAX_RB` rows. On lavapipe (AMD
 /// EPYC, 1 MiB L2 per core; B = 1, N = 65,536) the soft read forward took 6.3-7.5 ms at
 /// W = 128 with 128 KiB blocks against 11.9-13.5 ms with the workgroup target's alone (1 MiB),
 /// and 2.6-4.4 against 2.1-6.6 ms at W = 64 (512 KiB); caps of 32, 64 and 256 KiB were slower
