@@ -507,6 +507,12 @@ fn the_ab_takes_each_sides_fastest_median_and_lists_the_slower_rows() {
     assert_eq!(ab.lines[1].new_runs, 1);
     let t = &ab.text;
     assert!(t.contains("2 base, 1 new"), "{t}");
+    assert_eq!(
+        t.lines().nth(3).unwrap(),
+        "read             soft     forward  f32     1  1     4096   64         60.0         30.0   2.00x",
+        "the report's columns: {t}"
+    );
+    assert!(t.lines().nth(1).unwrap().starts_with(report::KEY_COLUMNS));
     assert!(
         t.contains("copy (the control: the same kernel on both sides): median 1.25x over 1 rows"),
         "{t}"

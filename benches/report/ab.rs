@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use super::{Row, Shape4};
+use super::{Row, Shape4, KEY_COLUMNS};
 
 /// The CSV header of [`AbComparison::csv`]: each paired row's time on both sides and the
 /// base's over the new (above 1: the new side is faster), with the runs behind each.
@@ -186,39 +186,24 @@ pub fn compare_runs(base: &[Vec<Row>], new: &[Vec<Row>]) -> AbComparison {
     );
     let _ = writeln!(
         text,
-        "{:<16} {:<8} {:<8} {:<5} {:>3} {:>2} {:>8} {:>4} {:>12} {:>12} {:>7}",
-        "op", "access", "pass", "dtype", "B", "H", "N", "W", "base_us", "new_us", "x"
+        "{KEY_COLUMNS} {:>12} {:>12} {:>7}",
+        "base_us", "new_us", "x"
     );
     let mut csv = String::from(AB_CSV_HEADER);
     csv.push('\n');
     for l in &lines {
-        let r = &l.row;
         let _ = writeln!(
             text,
-            "{:<16} {:<8} {:<8} {:<5} {:>3} {:>2} {:>8} {:>4} {:>12.1} {:>12.1} {:>6.2}x",
-            r.op,
-            r.access,
-            r.pass,
-            r.dtype,
-            r.batch,
-            r.heads,
-            r.slots,
-            r.width,
+            "{} {:>12.1} {:>12.1} {:>6.2}x",
+            l.row.key_columns(),
             l.base_us,
             l.new_us,
             l.ratio()
         );
         let _ = writeln!(
             csv,
-            "{},{},{},{},{},{},{},{},{:.3},{:.3},{:.4},{},{}",
-            r.op,
-            r.access,
-            r.pass,
-            r.dtype,
-            r.batch,
-            r.heads,
-            r.slots,
-            r.width,
+            "{},{:.3},{:.3},{:.4},{},{}",
+            l.row.key_csv(),
             l.base_us,
             l.new_us,
             l.ratio(),

@@ -60,11 +60,15 @@ pub struct Row {
 pub const CSV_HEADER: &str =
     "op,access,pass,dtype,batch,heads,slots,width,median_us,min_us,bytes,gbps,roofline_fraction";
 
+/// The text tables' first columns: a row's identity (see [`Row::key_columns`]).
+pub const KEY_COLUMNS: &str = "op               access   pass     dtype   B  H        N    W";
+
 impl Row {
-    /// The row as one CSV line (no newline), columns as [`CSV_HEADER`].
-    pub fn csv(&self) -> String {
+    /// The row's identity (op, access, pass, dtype, B, H, N, W) as the text tables' first
+    /// columns, under [`KEY_COLUMNS`].
+    pub fn key_columns(&self) -> String {
         format!(
-            "{},{},{},{},{},{},{},{},{:.3},{:.3},{},{:.4},{:.4}",
+            "{:<16} {:<8} {:<8} {:<5} {:>3} {:>2} {:>8} {:>4}",
             self.op,
             self.access,
             self.pass,
@@ -72,7 +76,30 @@ impl Row {
             self.batch,
             self.heads,
             self.slots,
-            self.width,
+            self.width
+        )
+    }
+
+    /// The row's identity as the CSVs' first eight fields.
+    pub fn key_csv(&self) -> String {
+        format!(
+            "{},{},{},{},{},{},{},{}",
+            self.op,
+            self.access,
+            self.pass,
+            self.dtype,
+            self.batch,
+            self.heads,
+            self.slots,
+            self.width
+        )
+    }
+
+    /// The row as one CSV line (no newline), columns as [`CSV_HEADER`].
+    pub fn csv(&self) -> String {
+        format!(
+            "{},{:.3},{:.3},{},{:.4},{:.4}",
+            self.key_csv(),
             self.median_us,
             self.min_us,
             self.bytes,
@@ -848,33 +875,14 @@ impl<'g> Bench<'g> {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "{:<16} {:<8} {:<8} {:<5} {:>3} {:>2} {:>8} {:>4} {:>12} {:>12} {:>12} {:>8} {:>6}",
-            "op",
-            "access",
-            "pass",
-            "dtype",
-            "B",
-            "H",
-            "N",
-            "W",
-            "median_us",
-            "min_us",
-            "bytes",
-            "GB/s",
-            "roof%"
+            "{KEY_COLUMNS} {:>12} {:>12} {:>12} {:>8} {:>6}",
+            "median_us", "min_us", "bytes", "GB/s", "roof%"
         );
         for r in &self.rows {
             let _ = writeln!(
                 s,
-                "{:<16} {:<8} {:<8} {:<5} {:>3} {:>2} {:>8} {:>4} {:>12.1} {:>12.1} {:>12} {:>8.2} {:>6.1}",
-                r.op,
-                r.access,
-                r.pass,
-                r.dtype,
-                r.batch,
-                r.heads,
-                r.slots,
-                r.width,
+                "{} {:>12.1} {:>12.1} {:>12} {:>8.2} {:>6.1}",
+                r.key_columns(),
                 r.median_us,
                 r.min_us,
                 r.bytes,
