@@ -294,7 +294,7 @@ impl Gpu {
         start: Start<'_>,
         lanes: Option<u64>,
     ) -> Result<LocationGrads> {
-        let lanes = lanes.unwrap_or_else(|| tile_lanes(taps as u64 + 2, self.adapter().is_cpu));
+        let lanes = lanes.unwrap_or_else(|| tile_lanes(taps as u64 + 2, self.is_cpu()));
         let g = LocationGrads {
             content: self.alloc(op, &[d.b, d.h, d.n])?,
             prev: self.alloc(op, &[d.b, d.h, d.n])?,

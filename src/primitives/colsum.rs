@@ -83,7 +83,7 @@ pub(crate) fn col_layout(gpu: &Gpu, d: Dims, lanes: u32) -> ColLayout {
     let row_lanes = CW as u64 / tw;
     // No longer than a binding holds (f32 rows: the widest element), where that is possible.
     let mut rb = MAX_RB.min(gpu.rows_per_binding(d.w as u64 * 4)).max(MIN_RB);
-    if gpu.adapter().is_cpu {
+    if gpu.is_cpu() {
         while rb > MIN_RB && rb * d.w as u64 * 4 > CPU_BLOCK_BYTES {
             rb /= 2;
         }
@@ -236,7 +236,7 @@ mod tests {
             };
             let l = col_layout(&gpu, d, lanes);
             let block = l.rb * w as u64 * 4;
-            if gpu.adapter().is_cpu {
+            if gpu.is_cpu() {
                 let want = (CPU_BLOCK_BYTES / (w as u64 * 4)).clamp(MIN_RB, MAX_RB);
                 assert_eq!(l.rb, want, "W = {w}: {block} bytes per block");
             } else {

@@ -335,8 +335,14 @@ impl Gpu {
             max_buffer: self.limits.max_buffer_size,
             max_workgroups_per_dim: self.limits.max_compute_workgroups_per_dimension,
             timestamps: self.features.contains(wgpu::Features::TIMESTAMP_QUERY),
-            is_cpu: self.info.device_type == wgpu::DeviceType::Cpu,
+            is_cpu: self.is_cpu(),
         }
+    }
+
+    /// Whether the adapter is a CPU (lavapipe, llvmpipe, SwiftShader): some kernel shapes
+    /// differ there. Without the allocations of [`Gpu::adapter`], for the ops' hot paths.
+    pub(crate) fn is_cpu(&self) -> bool {
+        self.info.device_type == wgpu::DeviceType::Cpu
     }
 
     /// The underlying wgpu device, for applications that share it.
@@ -512,9 +518,9 @@ impl Gpu {
     /// workgroups: fewer workgroups mean longer-lived threads and fewer partials to combine,
     /// more keep more of a large device busy. Another count is an [`Error::Invalid`]. The
     /// default is 4,096 on GPUs (the count measured on an H200) and 16 per core on CPU
-    /// adapters, which run a few workgroups at a time per core (where the soft read's and the
-    /// column sums' blocks also hold at most 128 KiB of the memory, to stay in a core's cache:
-    /// more workgroups than the target there). The blocks set the order of
+    /// adapters, which run a few workgroups at a time per core (where the blocks of the column
+    /// reductions, such as the soft read's, also hold at most 128 KiB of the memory, to stay
+    /// within a core's cache: more workgroups than the target there). The blocks set the order of
     /// the sums, so results at two counts agree within the tests' tolerances, not bit for
     /// bit; each count gives the same bits every run.
     pub fn set_reduction_workgroups(&self, workgroups: u32) -> Result<()> {
