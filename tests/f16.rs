@@ -14,7 +14,7 @@ use half::f16;
 use ntm_kernels::reference::{self as r, Shape};
 use ntm_kernels::{
     DType, Error, F16Path, Gpu, RowSums, Tensor, MAX_ELEMENTWISE_ROWS, MAX_ELEMENTWISE_ROW_GROUP,
-    MAX_READ_BACKWARD_PASSES,
+    MAX_READ_BACKWARD_PASSES, MAX_STREAM_ROW_GROUP,
 };
 
 const ATOL: f64 = 2e-5;
@@ -313,6 +313,30 @@ fn soft_ops_with_f16_memory_at_each_elementwise_rows_count() {
                 (1, 2, 33, 19),
                 (3, 3, 129, 6),
                 (2, 5, 200, 64),
+            ] {
+                seed += 1;
+                soft_ops(&g, &Case::new(Shape::new(b, h, n, w), seed));
+            }
+        }
+    }
+}
+
+/// Soft ops with f16 memories at each count of rows loaded before summing (the column
+/// partials of several heads take it on every adapter, the subgroup loops where rows are
+/// summed by shuffles), on each f16 path, with the longest blocks (so that every row of a
+/// group of 4 occurs).
+#[test]
+fn soft_ops_with_f16_memory_at_each_stream_row_group() {
+    for (_, g) in paths() {
+        g.set_reduction_workgroups(1).unwrap();
+        for group in 1..=MAX_STREAM_ROW_GROUP {
+            g.set_stream_row_group(group).unwrap();
+            let mut seed = 2450;
+            for (b, h, n, w) in [
+                (1, 2, 300, 20),
+                (2, 3, 129, 6),
+                (1, 4, 1000, 64),
+                (2, 5, 77, 7),
             ] {
                 seed += 1;
                 soft_ops(&g, &Case::new(Shape::new(b, h, n, w), seed));

@@ -63,6 +63,7 @@ fn soft_output_bits(g: &Gpu, s: Shape, seed: u64) -> Vec<(&'static str, Vec<u32>
     let k = up(g, &vec_s, &c.k);
     let beta = up(g, &[s.b, s.h], &c.beta);
     let dz = up(g, &wt_s, &c.g_w);
+    let read = g.soft_read(&m, &w).unwrap();
     let mut written = g.copy(&m).unwrap();
     g.soft_write(&mut written, &w, &e, &a).unwrap();
     let scores = g.content_address(&m, &k, &beta).unwrap();
@@ -84,6 +85,7 @@ fn soft_output_bits(g: &Gpu, s: Shape, seed: u64) -> Vec<(&'static str, Vec<u32>
         .soft_write_backward_into(&m, &w, &e, &a, &mut in_place)
         .unwrap();
     [
+        ("soft_read", &read),
         ("soft_write", &written),
         ("content_address", &scores),
         ("content dM", &gc.memory),
@@ -484,9 +486,10 @@ fn every_op_at_each_elementwise_rows_count() {
     }
 }
 
-/// The streaming kernels' subgroup loops at each count of rows loaded before summing any
-/// (1 to 4, whatever the adapter's default: 4 on GPUs, 1 on CPU adapters), where the adapter
-/// sums rows by subgroup shuffles (elsewhere the count is kept and the workgroup sums run):
+/// The streaming kernels' subgroup loops, and the soft read's column partials of several
+/// heads, at each count of rows loaded before summing any (1 to 4, whatever the adapter's
+/// default: 4 on GPUs, 1 on CPU adapters), where the adapter sums rows by subgroup shuffles
+/// (elsewhere the count is kept and the workgroup sums run; the partials take it anyway):
 /// every op against the reference on rows that fit a subgroup, one to five heads (each count
 /// of one head group, and two groups), N = 1 and blocks that end within a group of rows,
 /// whole and bound in 256 KiB windows; and every count's outputs bit for bit those of 1 row

@@ -2,7 +2,7 @@
 // gradient that sums over slots (content addressing's dk, soft write's de and da).
 //   partial: part[b, blk, h, j] = sum_{i in block blk} w_h(i) M(i, j)
 //            threads along columns (coalesced), several rows in flight when W is narrow,
-//            up to HG heads per workgroup
+//            up to HG heads per workgroup, each thread loading several rows before summing
 //   combine: out[b, h, j] = sum_blk part[b, blk, h, j], in a fixed order (deterministic);
 //            also sums the partials other kernels write in the same layout, or with S
 //            quantities per head, part[b, blk, h, q, j] (write.wgsl: de and da, S = 2)
@@ -19,8 +19,34 @@
 
 var<workgroup> red: array<V, CW * HG>;
 
+// A group's several heads: each head's running sum (named members: no private arrays).
+struct Heads4 {
+    a0: V,
+    a1: V,
+    a2: V,
+    a3: V,
+}
+
+// Where the group's heads' weights start in `w` ([B, H, N]), and 1 for present heads, 0 for
+// absent ones (clamped to a present head's weights, then masked).
+struct HeadWeights {
+    at: vec4<u32>,
+    on: vec4<f32>,
+}
+
+// Row i (its V m) added to each head's sum: a_h += (on_h w_h(i)) m.
+fn add_row(acc: Heads4, hw: HeadWeights, i: u32, m: V) -> Heads4 {
+    var s = acc;
+    s.a0 += (hw.on.x * w[hw.at.x + i]) * m;
+    s.a1 += (hw.on.y * w[hw.at.y + i]) * m;
+    s.a2 += (hw.on.z * w[hw.at.z + i]) * m;
+    s.a3 += (hw.on.w * w[hw.at.w + i]) * m;
+    return s;
+}
+
 // Threads take a V column each (LANES f32s); the HG heads of the group in a0..a3 (registers:
-// no private arrays).
+// no private arrays). With several heads, ROW_GROUP rows (1 to 4, `Gpu::stream_row_group`)
+// are loaded before their sums; one head always loads four.
 @compute @workgroup_size(CW)
 fn partial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
     let u = unit_id(wg);
@@ -79,19 +105,51 @@ fn partial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index
             }
         } else {
             // Absent heads of the group are clamped to a present one and masked to 0.
-            let k1 = f32(nh > 1u);
-            let k2 = f32(nh > 2u);
-            let k3 = f32(nh > 3u);
-            let o1 = w0 + min(1u, nh - 1u) * N;
-            let o2 = w0 + min(2u, nh - 1u) * N;
-            let o3 = w0 + min(3u, nh - 1u) * N;
-            for (var i = blk * rb + rl; i < i_end; i += rl_count) {
-                let m = mem_ld(m0 + i * WL);
-                a0 += w[w0 + i] * m;
-                a1 += (k1 * w[o1 + i]) * m;
-                a2 += (k2 * w[o2 + i]) * m;
-                a3 += (k3 * w[o3 + i]) * m;
+            let hw = HeadWeights(
+                vec4<u32>(w0, w0 + min(1u, nh - 1u) * N, w0 + min(2u, nh - 1u) * N, w0 + min(3u, nh - 1u) * N),
+                vec4<f32>(1.0, f32(nh > 1u), f32(nh > 2u), f32(nh > 3u)),
+            );
+            var acc = Heads4(a0, a1, a2, a3);
+            let st = rl_count;
+            var i = blk * rb + rl;
+            if ROW_GROUP > 1u {
+                // ROW_GROUP rows' loads before their sums (GPUs: more bytes in flight per
+                // thread, as the one-head path's four); rows past the group (lanes k >=
+                // ROW_GROUP of stream_group_rows) fold away, and the sums keep row order.
+                for (; i + (ROW_GROUP - 1u) * st < i_end; i += ROW_GROUP * st) {
+                    let r = stream_group_rows(i, st, 0u, i_end);
+                    let ma = mem_ld(m0 + r.x * WL);
+                    var mb = V(0.0);
+                    var mc = V(0.0);
+                    var md = V(0.0);
+                    if ROW_GROUP > 1u {
+                        mb = mem_ld(m0 + r.y * WL);
+                    }
+                    if ROW_GROUP > 2u {
+                        mc = mem_ld(m0 + r.z * WL);
+                    }
+                    if ROW_GROUP > 3u {
+                        md = mem_ld(m0 + r.w * WL);
+                    }
+                    acc = add_row(acc, hw, r.x, ma);
+                    if ROW_GROUP > 1u {
+                        acc = add_row(acc, hw, r.y, mb);
+                    }
+                    if ROW_GROUP > 2u {
+                        acc = add_row(acc, hw, r.z, mc);
+                    }
+                    if ROW_GROUP > 3u {
+                        acc = add_row(acc, hw, r.w, md);
+                    }
+                }
             }
+            for (; i < i_end; i += st) {
+                acc = add_row(acc, hw, i, mem_ld(m0 + i * WL));
+            }
+            a0 = acc.a0;
+            a1 = acc.a1;
+            a2 = acc.a2;
+            a3 = acc.a3;
         }
     }
     // Only the group's present heads go through the tree (nh is a constant where heads() is):

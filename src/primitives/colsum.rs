@@ -202,6 +202,8 @@ pub(crate) fn weighted_row_sums(
         &PARTIAL
             .lanes(lanes)
             .one_group_heads(d.h)
+            // Several heads load this many rows before summing (one head always loads 4).
+            .row_group(if d.h > 1 { gpu.stream_row_group() } else { 1 })
             .forms(gpu.form(mem.dtype), Form::F32, Form::F32),
         Params::new(d.arr(), cl.extra(), [0.0; 4]),
         cl.units,

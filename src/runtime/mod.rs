@@ -108,8 +108,8 @@ pub struct Gpu {
     elementwise_row_group: AtomicU32,
     /// Workgroups the reductions' layouts aim for ([`Gpu::set_reduction_workgroups`]).
     reduction_workgroups: AtomicU32,
-    /// Rows the streaming kernels' subgroup loops load before summing any
-    /// ([`Gpu::set_stream_row_group`]).
+    /// Rows the streaming kernels' subgroup loops and the several-head column partials load
+    /// before summing any ([`Gpu::set_stream_row_group`]).
     stream_row_group: AtomicU32,
     /// Passes over the memory of the soft read's backward ([`Gpu::set_read_backward_passes`]).
     read_backward_passes: AtomicU32,
@@ -124,8 +124,8 @@ const ELEMENTWISE_ROWS_CPU: u32 = 8;
 /// ([`Gpu::set_elementwise_row_group`]).
 pub const MAX_ELEMENTWISE_ROW_GROUP: u32 = 4;
 
-/// The most rows a thread of the streaming kernels' subgroup row sums loads before summing any
-/// ([`Gpu::set_stream_row_group`]).
+/// The most rows a thread of the streaming kernels' subgroup row sums, or of the several-head
+/// column partials, loads before summing any ([`Gpu::set_stream_row_group`]).
 pub const MAX_STREAM_ROW_GROUP: u32 = 4;
 
 /// The most passes over the memory the soft read's backward may take
@@ -452,8 +452,9 @@ impl Gpu {
         )
     }
 
-    /// Rows of the memory each thread of the streaming kernels' subgroup row sums loads before
-    /// summing any; see [`Gpu::set_stream_row_group`].
+    /// Rows of the memory each thread of the streaming kernels' subgroup row sums, or of the
+    /// several-head column partials, loads before summing any; see
+    /// [`Gpu::set_stream_row_group`].
     pub fn stream_row_group(&self) -> u32 {
         self.stream_row_group.load(Ordering::Relaxed)
     }
@@ -469,7 +470,11 @@ impl Gpu {
     /// within the machine's run-to-run scatter (W = 32, its subgroup rows; H = 1 and 4). Rows are
     /// finished in the same order whatever the group, so results keep their bits (the tests
     /// check them). Workgroup row sums ([`RowSums::Workgroup`]) stage two rows per thread
-    /// between barriers whatever this count.
+    /// between barriers whatever this count. The same count applies to the column partials of
+    /// several heads (the soft read's forward at H > 1; one head always loads four, a form
+    /// that with 16 rows per row lane made the H200's one-head read forward 1.4-1.7x faster):
+    /// on lavapipe 4 rows there were 0.92-1.03x as fast as 1 (H = 2 and 4; three alternating
+    /// runs).
     pub fn set_stream_row_group(&self, rows: u32) -> Result<()> {
         let (op, what) = ("set_stream_row_group", "rows loaded before summing");
         set_count(&self.stream_row_group, op, what, rows, MAX_STREAM_ROW_GROUP)

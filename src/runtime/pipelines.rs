@@ -161,7 +161,8 @@ impl KernelDef {
         self
     }
     /// The same entry point loading `row_group` rows before storing any (head-specialised
-    /// elementwise kernels) or summing any (streaming kernels with subgroup row sums).
+    /// elementwise kernels) or summing any (streaming kernels with subgroup row sums, and the
+    /// column partials of several heads).
     pub const fn row_group(mut self, row_group: u32) -> Self {
         self.spec.row_group = row_group;
         self
