@@ -128,13 +128,14 @@ fn head_col(el: Element, h: u32) -> u32 {
 }
 
 // Row g of the group of a thread's EW_ROWS rows that starts at row k0 (g < 4): not ok past
-// ROW_GROUP (1 to 4) or EW_ROWS. The head-specialised elementwise kernels load a group's rows
-// before storing any: a store may alias a later row's load from the same tensor (in place),
-// so the compiler cannot move that load above it, and row by row a GPU thread would have one
-// load in flight where the copy kernel has four. CPU adapters take groups of 1 (their cores
-// reorder loads themselves; lavapipe was 1.46x slower with groups of 4 at H = 4, not isolated),
-// through a row-by-row loop of each kernel's own (the group loop at ROW_GROUP = 1, its
-// unused rows left to constant folding, was 10% slower on lavapipe at H = 4).
+// ROW_GROUP (2 to 4) or EW_ROWS. The head-specialised elementwise kernels' `_groups` entry
+// points load a group's rows before storing any: a store may alias a later row's load from
+// the same tensor (in place), so the compiler cannot move that load above it, and row by row
+// a GPU thread would have one load in flight where the copy kernel has four. CPU adapters take
+// groups of 1 (their cores reorder loads themselves; lavapipe was 1.46x slower with groups of
+// 4 at H = 4, not isolated) through the row-by-row entry points, chosen on the host: a
+// row-by-row branch beside the group loop in one entry point, the loop folded away, was 10-20%
+// slower on lavapipe at H = 4 (measured twice, the second time as a regression since bebcc56).
 fn ew_row(wg: vec3<u32>, t: u32, k0: u32, g: u32) -> Element {
     var el = element(wg, t, k0 + g);
     el.ok = el.ok && g < ROW_GROUP && k0 + g < EW_ROWS;

@@ -62,7 +62,7 @@ fn dm_store(el: Element, old: V, dr: HeadVs) {
 
 // As bwd_mem_any, specialised for heads() <= HG heads and EW_ROWS > 1 rows per thread (no
 // packed words): a thread per V of EW_ROWS rows of one batch element loads its column's dr
-// vectors once, for all its rows.
+// vectors once, for all its rows, row by row.
 @compute @workgroup_size(WG)
 fn bwd_mem(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
     let first = element(wg, t, 0u);
@@ -73,15 +73,26 @@ fn bwd_mem(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index
     for (var h = 0u; h < heads(); h += 1u) {
         set_head_v(&dr, h, bdr[head_col(first, h)]);
     }
-    if ROW_GROUP == 1u {
-        // Row by row (CPU adapters, see ew_row).
-        for (var k = 0u; k < EW_ROWS; k += 1u) {
-            let el = element(wg, t, k);
-            if el.ok {
-                dm_store(el, acc_load(el), dr);
-            }
+    for (var k = 0u; k < EW_ROWS; k += 1u) {
+        let el = element(wg, t, k);
+        if el.ok {
+            dm_store(el, acc_load(el), dr);
         }
+    }
+}
+
+// As bwd_mem, loading each group of ROW_GROUP rows (2 to 4, Gpu::elementwise_row_group)
+// before storing any (GPUs: a store may alias a later row's load, so the compiler keeps
+// that load behind it; grouped, a thread has the copy kernel's four loads in flight).
+@compute @workgroup_size(WG)
+fn bwd_mem_groups(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    let first = element(wg, t, 0u);
+    if !first.ok {
         return;
+    }
+    var dr: HeadVs;
+    for (var h = 0u; h < heads(); h += 1u) {
+        set_head_v(&dr, h, bdr[head_col(first, h)]);
     }
     for (var k = 0u; k < EW_ROWS; k += ROW_GROUP) {
         let r0 = ew_row(wg, t, k, 0u);

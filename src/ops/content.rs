@@ -24,6 +24,7 @@ pub(crate) const SHADER: Shader = Shader {
 };
 const BWD_ROWS: KernelDef = KernelDef::new(&SHADER, "bwd_rows");
 const BWD_MEM: KernelDef = KernelDef::new(&SHADER, "bwd_mem");
+const BWD_MEM_GROUPS: KernelDef = KernelDef::new(&SHADER, "bwd_mem_groups");
 const BWD_MEM_ANY: KernelDef = KernelDef::new(&SHADER, "bwd_mem_any");
 const BWD_FINISH: KernelDef = KernelDef::new(&SHADER, "bwd_finish");
 
@@ -265,11 +266,10 @@ impl Gpu {
             let ew = Elementwise::new(self, d, self.any_packed(&[memory, g_mem]));
             let elems = |u0, u1| ew.bnw(u0, u1);
             let bhn_span = |u0, u1| ew.rows(u0, u1).bhn(h, n);
-            let def = ew.by_heads(BWD_MEM, BWD_MEM_ANY).acc(acc).forms(
-                self.form(memory.dtype),
-                Form::F32,
-                self.form(g_mem.dtype),
-            );
+            let def = ew
+                .by_heads((BWD_MEM, BWD_MEM_GROUPS), BWD_MEM_ANY)
+                .acc(acc)
+                .forms(self.form(memory.dtype), Form::F32, self.form(g_mem.dtype));
             self.launch(
                 &mut rec,
                 op,

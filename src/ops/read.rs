@@ -18,6 +18,7 @@ pub(crate) const SHADER: Shader = Shader {
     imports: &[],
 };
 const BWD_MEM: KernelDef = KernelDef::new(&SHADER, "bwd_mem");
+const BWD_MEM_GROUPS: KernelDef = KernelDef::new(&SHADER, "bwd_mem_groups");
 const BWD_MEM_ANY: KernelDef = KernelDef::new(&SHADER, "bwd_mem_any");
 
 /// Gradients of a soft read.
@@ -124,11 +125,10 @@ impl Gpu {
         let ew = Elementwise::new(self, d, self.any_packed(&[g_mem]));
         let elems = |u0, u1| ew.bnw(u0, u1);
         let w_span = |u0, u1| ew.rows(u0, u1).bhn(h, n);
-        let def = ew.by_heads(BWD_MEM, BWD_MEM_ANY).acc(acc).forms(
-            Form::F32,
-            Form::F32,
-            self.form(g_mem.dtype),
-        );
+        let def = ew
+            .by_heads((BWD_MEM, BWD_MEM_GROUPS), BWD_MEM_ANY)
+            .acc(acc)
+            .forms(Form::F32, Form::F32, self.form(g_mem.dtype));
         self.launch(
             &mut rec,
             op,

@@ -19,10 +19,13 @@ pub(crate) const SHADER: Shader = Shader {
 };
 
 const FWD: KernelDef = KernelDef::new(&SHADER, "fwd");
+const FWD_GROUPS: KernelDef = KernelDef::new(&SHADER, "fwd_groups");
 const FWD_ANY: KernelDef = KernelDef::new(&SHADER, "fwd_any");
 const BWD_MEM: KernelDef = KernelDef::new(&SHADER, "bwd_mem");
+const BWD_MEM_GROUPS: KernelDef = KernelDef::new(&SHADER, "bwd_mem_groups");
 const BWD_MEM_ANY: KernelDef = KernelDef::new(&SHADER, "bwd_mem_any");
 const BWD_MEM_INPLACE: KernelDef = KernelDef::new(&SHADER, "bwd_mem_inplace");
+const BWD_MEM_INPLACE_GROUPS: KernelDef = KernelDef::new(&SHADER, "bwd_mem_inplace_groups");
 const BWD_MEM_INPLACE_ANY: KernelDef = KernelDef::new(&SHADER, "bwd_mem_inplace_any");
 const BWD_DW: KernelDef = KernelDef::new(&SHADER, "bwd_dw");
 const BWD_HEADS: KernelDef = KernelDef::new(&SHADER, "bwd_heads");
@@ -90,7 +93,7 @@ impl Gpu {
         self.launch(
             &mut rec,
             OP,
-            &ew.kernel(ew.by_heads(FWD, FWD_ANY).forms(
+            &ew.kernel(ew.by_heads((FWD, FWD_GROUPS), FWD_ANY).forms(
                 self.form(memory.dtype),
                 Form::F32,
                 Form::F32,
@@ -267,7 +270,7 @@ impl Gpu {
             Some(g_mem) => self.launch(
                 &mut rec,
                 op,
-                &ew.kernel(ew.by_heads(BWD_MEM, BWD_MEM_ANY).forms(
+                &ew.kernel(ew.by_heads((BWD_MEM, BWD_MEM_GROUPS), BWD_MEM_ANY).forms(
                     self.form(g_mem.dtype),
                     fg,
                     Form::F32,
@@ -284,11 +287,13 @@ impl Gpu {
             None => self.launch(
                 &mut rec,
                 op,
-                &ew.kernel(ew.by_heads(BWD_MEM_INPLACE, BWD_MEM_INPLACE_ANY).forms(
-                    Form::F32,
-                    fg,
-                    Form::F32,
-                ))?,
+                &ew.kernel(
+                    ew.by_heads(
+                        (BWD_MEM_INPLACE, BWD_MEM_INPLACE_GROUPS),
+                        BWD_MEM_INPLACE_ANY,
+                    )
+                    .forms(Form::F32, fg, Form::F32),
+                )?,
                 params,
                 ew.units,
                 &[

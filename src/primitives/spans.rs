@@ -131,16 +131,20 @@ impl Elementwise {
         }
         Ok(def)
     }
-    /// `def`, an entry point that loads its column's vectors of up to HG heads once for all
-    /// of a thread's rows, specialised for the shape's head count, where that saves loads
-    /// (more than 1 row per thread) and applies (at most HG heads, no packed words); else
-    /// `any`, the same operation for any thread map, loading them per row, with its head loop
-    /// specialised for the count where one group holds every head (unrolled, its indices
-    /// folded). The specialised entry point loads `Gpu::elementwise_row_group` rows before
-    /// storing any.
-    pub fn by_heads(&self, def: KernelDef, any: KernelDef) -> KernelDef {
+    /// `rows` or `groups`, entry points that load their column's vectors of up to HG heads
+    /// once for all of a thread's rows, specialised for the shape's head count, where that
+    /// saves loads (more than 1 row per thread) and applies (at most HG heads, no packed
+    /// words): `rows` row by row where `Gpu::elementwise_row_group` is 1, `groups` loading that
+    /// many rows before storing any; else `any`, the same operation for any thread map,
+    /// loading them per row, with its head loop specialised for the count where one group
+    /// holds every head (unrolled, its indices folded).
+    pub fn by_heads(&self, (rows, groups): (KernelDef, KernelDef), any: KernelDef) -> KernelDef {
         if self.rows > 1 && !self.words && self.h <= HG {
-            def.heads(self.h).row_group(self.group)
+            if self.group > 1 {
+                groups.heads(self.h).row_group(self.group)
+            } else {
+                rows.heads(self.h)
+            }
         } else {
             any.one_group_heads(self.h as usize)
         }
