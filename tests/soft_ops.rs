@@ -587,7 +587,7 @@ fn every_op_at_each_read_backward_pass_count() {
 /// Every soft op against the reference at reduction workgroup targets from 1 (the longest
 /// blocks of rows: one per 4,096 rows) to the most (the shortest blocks), the default among
 /// them: shapes of one block and of several, N past one longest block (narrow rows, vec4 and
-/// scalar: CPU adapters cut wider rows' blocks to fit a core's cache), whole and bound in
+/// scalar: CPU adapters cut the blocks of wider f32 rows, whose row lanes step 4 KiB), whole and bound in
 /// 256 KiB windows (where a longest block would not fit one binding); each target the same
 /// bits on a second run.
 #[test]

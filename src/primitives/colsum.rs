@@ -28,16 +28,18 @@ const MIN_RB: u64 = 16;
 /// [`col_layout`]).
 const LANE_ROWS: u64 = 16;
 
-/// Bytes of memory rows (f32) that a block holds at most on CPU adapters. They run a
-/// workgroup's invocations one SIMD chunk after another, and each chunk reads its few bytes of
-/// every row it owns across the whole block before the next chunk starts: the block has to
-/// stay within a core's cache's reach from chunk to chunk (a size measured, not derived). GPUs
-/// run the invocations together and take blocks up to `MAX_RB` rows. On lavapipe (AMD
-/// EPYC, 1 MiB L2 per core; B = 1, N = 65,536) the soft read forward took 6.3-7.5 ms at
-/// W = 128 with 128 KiB blocks against 11.9-13.5 ms with the workgroup target's alone (1 MiB),
-/// and 2.6-4.4 against 2.1-6.6 ms at W = 64 (512 KiB); caps of 32, 64 and 256 KiB were slower
-/// (README, lavapipe section).
-const CPU_BLOCK_BYTES: u64 = 128 << 10;
+/// Rows per row lane that a block holds at most on CPU adapters where a row lane's rows lie a
+/// multiple of 4 KiB apart (f32 rows of `V = vec4` whose W / 4 is a power of two: `CW` threads
+/// of 16 bytes). CPU adapters run a workgroup's invocations one SIMD chunk after another, and
+/// each chunk walks its row lane's rows across the whole block before the next starts: loads
+/// 4 KiB apart, which share cache sets. On lavapipe (AMD EPYC) the soft read forward at B = 1,
+/// W = 64 took 2.6-4.4 ms at N = 65,536 with 32 rows per row lane (128 KiB blocks) against
+/// 2.1-6.6 ms with the workgroup target's 128 (512 KiB), and 53 against 103-110 ms at
+/// N = 1,048,576; W = 128: 6.3-7.5 against 11.9-13.5 ms; 16 and 64 rows per lane were slower.
+/// With other strides the longest blocks were the fastest: f16 rows (2 KiB) 29-30 ms at
+/// N = 1,048,576 against 42-43 with this cap, W = 63 (1,008 bytes) 71-78 against 87-117 ms
+/// (README, lavapipe section). GPUs run the invocations together: no cap.
+const CPU_STRIDED_LANE_ROWS: u64 = 32;
 
 /// Layout of the column reductions.
 #[derive(Clone, Copy, Debug)]
@@ -48,7 +50,8 @@ pub(crate) struct ColLayout {
     /// Column tiles.
     pub nct: u64,
     /// Rows per block: the largest power of two up to `MAX_RB` (at least `MIN_RB`; on CPU
-    /// adapters, at most `CPU_BLOCK_BYTES` of rows) that still gives the target of workgroups
+    /// adapters, at most `CPU_STRIDED_LANE_ROWS` per row lane where a row lane's rows lie a
+    /// multiple of 4 KiB apart) that still gives the target of workgroups
     /// ([`Gpu::reduction_workgroups`]), or a quarter of it where more blocks would leave each
     /// row lane fewer than `LANE_ROWS` rows.
     pub rb: u64,
@@ -72,8 +75,9 @@ impl ColLayout {
     }
 }
 
-/// The layout for kernels that take `lanes` f32s (one `V`) per thread and column.
-pub(crate) fn col_layout(gpu: &Gpu, d: Dims, lanes: u32) -> ColLayout {
+/// The layout for kernels that take `lanes` elements (one `V`) per thread and column, of
+/// `elem_bytes` each in memory (4 for f32, 2 for f16).
+pub(crate) fn col_layout(gpu: &Gpu, d: Dims, (lanes, elem_bytes): (u32, u64)) -> ColLayout {
     let cols = d.w as u64 / lanes as u64;
     let tw = cols.next_power_of_two().min(CW as u64);
     let nct = cols.div_ceil(tw);
@@ -83,8 +87,9 @@ pub(crate) fn col_layout(gpu: &Gpu, d: Dims, lanes: u32) -> ColLayout {
     let row_lanes = CW as u64 / tw;
     // No longer than a binding holds (f32 rows: the widest element), where that is possible.
     let mut rb = MAX_RB.min(gpu.rows_per_binding(d.w as u64 * 4)).max(MIN_RB);
-    if gpu.is_cpu() {
-        while rb > MIN_RB && rb * d.w as u64 * 4 > CPU_BLOCK_BYTES {
+    let lane_stride = row_lanes * d.w as u64 * elem_bytes;
+    if gpu.is_cpu() && lane_stride.is_multiple_of(4096) {
+        while rb > MIN_RB && rb > CPU_STRIDED_LANE_ROWS * row_lanes {
             rb /= 2;
         }
     }
@@ -108,10 +113,14 @@ pub(crate) fn col_layout(gpu: &Gpu, d: Dims, lanes: u32) -> ColLayout {
 }
 
 /// Element spans of the column-reduction units: (memory rows, [B,H,N] rows, partials).
-pub(crate) fn col_spans(gpu: &Gpu, d: Dims, lanes: u32) -> impl Fn(u64, u64) -> (Rows, (u64, u64)) {
+pub(crate) fn col_spans(
+    gpu: &Gpu,
+    d: Dims,
+    v: (u32, u64),
+) -> impl Fn(u64, u64) -> (Rows, (u64, u64)) {
     let ColLayout {
         nct, nblk, nhg, rb, ..
-    } = col_layout(gpu, d, lanes);
+    } = col_layout(gpu, d, v);
     let (h, n, w) = (d.h as u64, d.n as u64, d.w as u64);
     move |u0, u1| {
         let r = Rows::of_blocks(u0, u1, nct * nhg, nblk, rb, n);
@@ -189,10 +198,11 @@ pub(crate) fn weighted_row_sums(
 ) -> Result<()> {
     // V = vec4 columns where the width allows.
     let lanes = if d.w.is_multiple_of(4) { 4 } else { 1 };
-    let cl = col_layout(gpu, d, lanes);
+    let v = (lanes, mem.dtype.size_bytes());
+    let cl = col_layout(gpu, d, v);
     let (b, h, n, w) = (d.b as u64, d.h as u64, d.n as u64, d.w as u64);
     let parts = gpu.scratch(op, rec, b * cl.nblk * h * w)?;
-    let spans = col_spans(gpu, d, lanes);
+    let spans = col_spans(gpu, d, v);
     let mem_span = |u0, u1| spans(u0, u1).0.bnw(n, w);
     let w_span = |u0, u1| spans(u0, u1).0.bhn(h, n);
     let part_span = |u0, u1| spans(u0, u1).1;
@@ -222,32 +232,40 @@ pub(crate) fn weighted_row_sums(
 mod tests {
     use super::*;
 
-    /// The blocks' rows: on CPU adapters at most `CPU_BLOCK_BYTES` (down to `MIN_RB`), more
-    /// workgroups than the target where that cuts them; on GPUs the longest that give the
-    /// target, up to `MAX_RB`.
+    /// The blocks' rows: on CPU adapters, where a row lane's rows lie a multiple of 4 KiB
+    /// apart, at most `CPU_STRIDED_LANE_ROWS` per row lane (more workgroups than the target);
+    /// otherwise, and on GPUs, the longest that give the target, up to `MAX_RB` (and a
+    /// binding).
     #[test]
-    fn blocks_stay_in_a_cpu_cores_cache() {
+    fn blocks_cap_strided_row_lanes_on_cpu_adapters() {
         let gpu = Gpu::new().unwrap_or_else(|e| panic!("this test needs an adapter: {e}"));
         gpu.set_reduction_workgroups(1).unwrap();
-        for (w, lanes) in [(64, 4), (128, 4), (8, 4), (3, 1), (4096, 4)] {
+        // (W, lanes, bytes per element, whether a row lane's stride is a multiple of 4 KiB)
+        for (w, lanes, bytes, strided) in [
+            (64, 4, 4, true),   // 16 row lanes of 256 bytes
+            (128, 4, 4, true),  // 8 of 512
+            (8, 4, 4, true),    // 128 of 32
+            (64, 4, 2, false),  // f16: 16 of 128 bytes
+            (20, 4, 4, false),  // 32 of 80
+            (63, 1, 4, false),  // 4 of 252
+            (3, 1, 4, false),   // 64 of 12
+            (4096, 4, 4, true), // one row lane per column tile
+        ] {
             let d = Dims {
                 b: 1,
                 h: 1,
                 n: 1 << 20,
                 w,
             };
-            let l = col_layout(&gpu, d, lanes);
-            let block = l.rb * w as u64 * 4;
-            if gpu.is_cpu() {
-                let want = (CPU_BLOCK_BYTES / (w as u64 * 4)).clamp(MIN_RB, MAX_RB);
-                assert_eq!(l.rb, want, "W = {w}: {block} bytes per block");
+            let l = col_layout(&gpu, d, (lanes, bytes));
+            let row_lanes = CW as u64 / l.tw;
+            let longest = MAX_RB.min(gpu.rows_per_binding(w as u64 * 4)).max(MIN_RB);
+            let want = if gpu.is_cpu() && strided {
+                longest.min(CPU_STRIDED_LANE_ROWS * row_lanes).max(MIN_RB)
             } else {
-                assert_eq!(
-                    l.rb,
-                    MAX_RB.min(gpu.rows_per_binding(w as u64 * 4)),
-                    "W = {w}"
-                );
-            }
+                longest
+            };
+            assert_eq!(l.rb, want, "W = {w}, {bytes}-byte elements");
             assert_eq!(l.nblk, (1u64 << 20).div_ceil(l.rb));
         }
     }

@@ -523,9 +523,10 @@ impl Gpu {
     /// workgroups: fewer workgroups mean longer-lived threads and fewer partials to combine,
     /// more keep more of a large device busy. Another count is an [`Error::Invalid`]. The
     /// default is 4,096 on GPUs (the count measured on an H200) and 16 per core on CPU
-    /// adapters, which run a few workgroups at a time per core (where the blocks of the column
-    /// reductions, such as the soft read's, also hold at most 128 KiB of the memory, to stay
-    /// within a core's cache: more workgroups than the target there). The blocks set the order of
+    /// adapters, which run a few workgroups at a time per core (where a column reduction's row
+    /// lanes take rows a multiple of 4 KiB apart, as the soft read's of f32 rows of W = 64, its
+    /// blocks also hold at most 32 rows per row lane: more workgroups than the target there).
+    /// The blocks set the order of
     /// the sums, so results at two counts agree within the tests' tolerances, not bit for
     /// bit; each count gives the same bits every run.
     pub fn set_reduction_workgroups(&self, workgroups: u32) -> Result<()> {
