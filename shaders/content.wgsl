@@ -149,6 +149,15 @@ fn dm_store(el: Element, r: RowLoads, ks: HeadVs) {
     }
 }
 
+// The column's key vectors at a thread's first element, for all its rows.
+fn keys_at(first: Element) -> HeadVs {
+    var ks: HeadVs;
+    for (var h = 0u; h < heads(); h += 1u) {
+        set_head_v(&ks, h, keys_in[head_col(first, h) - p.base0.y / LANES]);
+    }
+    return ks;
+}
+
 // As bwd_mem_any, specialised for heads() <= HG heads and EW_ROWS > 1 rows per thread (no
 // packed words): a thread per V of EW_ROWS rows of one batch element loads its column's key
 // vectors once, for all its rows, row by row.
@@ -158,10 +167,7 @@ fn bwd_mem(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index
     if !first.ok {
         return; // no row of this thread is (rows only grow with k)
     }
-    var ks: HeadVs;
-    for (var h = 0u; h < heads(); h += 1u) {
-        set_head_v(&ks, h, keys_in[head_col(first, h) - p.base0.y / LANES]);
-    }
+    let ks = keys_at(first);
     for (var k = 0u; k < EW_ROWS; k += 1u) {
         let el = element(wg, t, k);
         if el.ok {
@@ -179,10 +185,7 @@ fn bwd_mem_groups(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocatio
     if !first.ok {
         return;
     }
-    var ks: HeadVs;
-    for (var h = 0u; h < heads(); h += 1u) {
-        set_head_v(&ks, h, keys_in[head_col(first, h) - p.base0.y / LANES]);
-    }
+    let ks = keys_at(first);
     for (var k = 0u; k < EW_ROWS; k += ROW_GROUP) {
         let r0 = ew_row(wg, t, k, 0u);
         let r1 = ew_row(wg, t, k, 1u);

@@ -60,6 +60,15 @@ fn dm_store(el: Element, old: V, dr: HeadVs) {
     }
 }
 
+// The column's dr vectors at a thread's first element, for all its rows.
+fn dr_at(first: Element) -> HeadVs {
+    var dr: HeadVs;
+    for (var h = 0u; h < heads(); h += 1u) {
+        set_head_v(&dr, h, bdr[head_col(first, h)]);
+    }
+    return dr;
+}
+
 // As bwd_mem_any, specialised for heads() <= HG heads and EW_ROWS > 1 rows per thread (no
 // packed words): a thread per V of EW_ROWS rows of one batch element loads its column's dr
 // vectors once, for all its rows, row by row.
@@ -69,10 +78,7 @@ fn bwd_mem(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index
     if !first.ok {
         return; // no row of this thread is (rows only grow with k)
     }
-    var dr: HeadVs;
-    for (var h = 0u; h < heads(); h += 1u) {
-        set_head_v(&dr, h, bdr[head_col(first, h)]);
-    }
+    let dr = dr_at(first);
     for (var k = 0u; k < EW_ROWS; k += 1u) {
         let el = element(wg, t, k);
         if el.ok {
@@ -90,10 +96,7 @@ fn bwd_mem_groups(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocatio
     if !first.ok {
         return;
     }
-    var dr: HeadVs;
-    for (var h = 0u; h < heads(); h += 1u) {
-        set_head_v(&dr, h, bdr[head_col(first, h)]);
-    }
+    let dr = dr_at(first);
     for (var k = 0u; k < EW_ROWS; k += ROW_GROUP) {
         let r0 = ew_row(wg, t, k, 0u);
         let r1 = ew_row(wg, t, k, 1u);
