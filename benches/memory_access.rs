@@ -190,11 +190,20 @@ fn write_ab(
 ) -> Result<(), Box<dyn std::error::Error>> {
     let cmp = ab::compare_runs(base, new);
     println!("{}", cmp.text);
+    write_files(dir, &[("ab.txt", &cmp.text), ("ab.csv", &cmp.csv)])?;
+    println!();
+    Ok(())
+}
+
+/// Writes each (name, contents) into `dir` (made if missing), then says so.
+fn write_files(dir: &std::path::Path, files: &[(&str, &str)]) -> Result<(), String> {
     let io = |e: std::io::Error| format!("writing {}: {e}", dir.display());
     std::fs::create_dir_all(dir).map_err(io)?;
-    std::fs::write(dir.join("ab.txt"), &cmp.text).map_err(io)?;
-    std::fs::write(dir.join("ab.csv"), &cmp.csv).map_err(io)?;
-    println!("wrote {}/ab.txt and ab.csv\n", dir.display());
+    for (name, contents) in files {
+        std::fs::write(dir.join(name), contents).map_err(io)?;
+    }
+    let names: Vec<&str> = files.iter().map(|f| f.0).collect();
+    println!("wrote {}/{}", dir.display(), names.join(", "));
     Ok(())
 }
 
@@ -206,14 +215,13 @@ fn write_comparison(
 ) -> Result<(), Box<dyn std::error::Error>> {
     let cmp = peer::compare(rows, peer_rows);
     print!("{}", cmp.text);
-    let io = |e: std::io::Error| format!("writing {}: {e}", dir.display());
-    std::fs::create_dir_all(dir).map_err(io)?;
-    std::fs::write(dir.join("comparison.txt"), &cmp.text).map_err(io)?;
-    std::fs::write(dir.join("comparison.csv"), &cmp.csv).map_err(io)?;
-    std::fs::write(dir.join("comparison.md"), &cmp.markdown).map_err(io)?;
-    println!(
-        "wrote {}/comparison.txt, comparison.csv and comparison.md",
-        dir.display()
-    );
+    write_files(
+        dir,
+        &[
+            ("comparison.txt", &cmp.text),
+            ("comparison.csv", &cmp.csv),
+            ("comparison.md", &cmp.markdown),
+        ],
+    )?;
     Ok(())
 }

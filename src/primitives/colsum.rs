@@ -112,15 +112,12 @@ pub(crate) fn col_layout(gpu: &Gpu, d: Dims, (lanes, elem_bytes): (u32, u64)) ->
     }
 }
 
-/// Element spans of the column-reduction units: (memory rows, [B,H,N] rows, partials).
-pub(crate) fn col_spans(
-    gpu: &Gpu,
-    d: Dims,
-    v: (u32, u64),
-) -> impl Fn(u64, u64) -> (Rows, (u64, u64)) {
+/// Element spans of the units of column-reduction layout `l`: (memory rows, [B,H,N] rows,
+/// partials).
+fn col_spans(l: ColLayout, d: Dims) -> impl Fn(u64, u64) -> (Rows, (u64, u64)) {
     let ColLayout {
         nct, nblk, nhg, rb, ..
-    } = col_layout(gpu, d, v);
+    } = l;
     let (h, n, w) = (d.h as u64, d.n as u64, d.w as u64);
     move |u0, u1| {
         let r = Rows::of_blocks(u0, u1, nct * nhg, nblk, rb, n);
@@ -198,11 +195,10 @@ pub(crate) fn weighted_row_sums(
 ) -> Result<()> {
     // V = vec4 columns where the width allows.
     let lanes = if d.w.is_multiple_of(4) { 4 } else { 1 };
-    let v = (lanes, mem.dtype.size_bytes());
-    let cl = col_layout(gpu, d, v);
+    let cl = col_layout(gpu, d, (lanes, mem.dtype.size_bytes()));
     let (b, h, n, w) = (d.b as u64, d.h as u64, d.n as u64, d.w as u64);
     let parts = gpu.scratch(op, rec, b * cl.nblk * h * w)?;
-    let spans = col_spans(gpu, d, v);
+    let spans = col_spans(cl, d);
     let mem_span = |u0, u1| spans(u0, u1).0.bnw(n, w);
     let w_span = |u0, u1| spans(u0, u1).0.bhn(h, n);
     let part_span = |u0, u1| spans(u0, u1).1;

@@ -95,7 +95,7 @@ pub(crate) fn divisor(d: u32) -> [u32; 2] {
 /// memory gradient adds to its output; `WORDS`, whether stores must own whole packed f16
 /// words, see [`Spec::words`]; `EW_ROWS`, the rows per thread of the elementwise kernels, and
 /// `ROW_GROUP`, how many of them a head-specialised one loads before storing any (or a
-/// streaming kernel's subgroup loop before summing any);
+/// streaming kernel's subgroup loop, or a several-head column partial, before summing any);
 /// `heads()`, a head-specialised kernel's head count or else `Params.dims.y`), `Params` and
 /// its binding, then
 /// `shaders/prelude.wgsl` (the unit prologue and the elementwise mapping).
