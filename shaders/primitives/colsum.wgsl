@@ -119,12 +119,9 @@ fn partial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index
                 for (; i + (ROW_GROUP - 1u) * st < i_end; i += ROW_GROUP * st) {
                     let r = stream_group_rows(i, st, 0u, i_end);
                     let ma = mem_ld(m0 + r.x * WL);
-                    var mb = V(0.0);
+                    let mb = mem_ld(m0 + r.y * WL);
                     var mc = V(0.0);
                     var md = V(0.0);
-                    if ROW_GROUP > 1u {
-                        mb = mem_ld(m0 + r.y * WL);
-                    }
                     if ROW_GROUP > 2u {
                         mc = mem_ld(m0 + r.z * WL);
                     }
@@ -132,9 +129,7 @@ fn partial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index
                         md = mem_ld(m0 + r.w * WL);
                     }
                     acc = add_row(acc, hw, r.x, ma);
-                    if ROW_GROUP > 1u {
-                        acc = add_row(acc, hw, r.y, mb);
-                    }
+                    acc = add_row(acc, hw, r.y, mb);
                     if ROW_GROUP > 2u {
                         acc = add_row(acc, hw, r.z, mc);
                     }
