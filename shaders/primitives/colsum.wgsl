@@ -2,7 +2,9 @@
 // gradient that sums over slots (content addressing's dk, soft write's de and da).
 //   partial: part[b, blk, h, j] = sum_{i in block blk} w_h(i) M(i, j)
 //            threads along columns (coalesced), several rows in flight when W is narrow,
-//            up to HG heads per workgroup, each thread loading several rows before summing
+//            up to HG heads per workgroup, each thread loading several rows before summing;
+//            a column tile is a row's V's (at most CW), so CW / TW row lanes (rounded down)
+//            take consecutive V's with no idle column lane, whatever W
 //   combine: out[b, h, j] = sum_blk part[b, blk, h, j], in a fixed order (deterministic);
 //            also sums the partials other kernels write in the same layout, or with S
 //            quantities per head, part[b, blk, h, q, j] (write.wgsl: de and da, S = 2)
@@ -72,6 +74,8 @@ fn partial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index
     let c = t % tw;
     let rl = t / tw;
     let j = ct * tw + c;
+    // The CW % TW threads past the last row lane take no rows.
+    let lane_ok = rl < rl_count;
     var a0 = V(0.0);
     var a1 = V(0.0);
     var a2 = V(0.0);
@@ -79,7 +83,7 @@ fn partial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index
     let rb = p.extra.w;
     let i_end = min(blk * rb + rb, N);
     let m0 = b * N * WL + j - p.base0.x / LANES;
-    if j < WL {
+    if lane_ok && j < WL {
         let w0 = (b * H + h0) * N - p.base0.y;
         if nh == 1u {
             // One head (uniform branch): one weight load per V. Four rows' loads go out
@@ -149,6 +153,8 @@ fn partial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index
     }
     // Only the group's present heads go through the tree (nh is a constant where heads() is):
     // at H = 1 a quarter of the workgroup-memory traffic of all HG.
+    // The row lanes are summed by a tree over the largest power of two of them, after the
+    // lanes past it are added to the first ones (a fixed order: the same bits every run).
     red[t] = a0;
     if nh > 1u {
         red[CW + t] = a1;
@@ -159,7 +165,16 @@ fn partial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index
     if nh > 3u {
         red[3u * CW + t] = a3;
     }
-    for (var s = rl_count / 2u; s > 0u; s = s / 2u) {
+    let p2 = 1u << firstLeadingBit(rl_count);
+    if p2 < rl_count {
+        workgroupBarrier();
+        if rl < rl_count - p2 {
+            for (var hh = 0u; hh < nh; hh += 1u) {
+                red[hh * CW + t] += red[hh * CW + t + p2 * tw];
+            }
+        }
+    }
+    for (var s = p2 / 2u; s > 0u; s = s / 2u) {
         workgroupBarrier();
         if rl < s {
             for (var hh = 0u; hh < nh; hh += 1u) {

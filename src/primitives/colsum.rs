@@ -44,8 +44,10 @@ const CPU_STRIDED_LANE_ROWS: u64 = 32;
 /// Layout of the column reductions.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct ColLayout {
-    /// Column tile width: the narrowest power of two holding W, at most `CW`, so narrow
-    /// memories keep several rows in flight per workgroup.
+    /// Column tile width: a row's V's, at most `CW`. The workgroup's `CW / tw` row lanes
+    /// (rounded down) then cover consecutive V's with no idle column lane, also where a row's
+    /// V count is not a power of two (W = 20: 5 V's, 51 row lanes; a power-of-two tile of 8
+    /// left 3 lanes of 8 idle), and narrow memories keep several rows in flight.
     pub tw: u64,
     /// Column tiles.
     pub nct: u64,
@@ -79,7 +81,7 @@ impl ColLayout {
 /// `elem_bytes` each in memory (4 for f32, 2 for f16).
 pub(crate) fn col_layout(gpu: &Gpu, d: Dims, (lanes, elem_bytes): (u32, u64)) -> ColLayout {
     let cols = d.w as u64 / lanes as u64;
-    let tw = cols.next_power_of_two().min(CW as u64);
+    let tw = cols.min(CW as u64);
     let nct = cols.div_ceil(tw);
     let nhg = (d.h as u64).div_ceil(HG as u64);
     let units = |rb: u64| d.b as u64 * (d.n as u64).div_ceil(rb) * nct * nhg;
@@ -242,9 +244,9 @@ mod tests {
             (128, 4, 4, true),  // 8 of 512
             (8, 4, 4, true),    // 128 of 32
             (64, 4, 2, false),  // f16: 16 of 128 bytes
-            (20, 4, 4, false),  // 32 of 80
-            (63, 1, 4, false),  // 4 of 252
-            (3, 1, 4, false),   // 64 of 12
+            (20, 4, 4, false),  // 51 of 80
+            (63, 1, 4, false),  // 4 of 252 (a tile of 63 V's)
+            (3, 1, 4, false),   // 85 of 12
             (4096, 4, 4, true), // one row lane per column tile
         ] {
             let d = Dims {
