@@ -278,11 +278,22 @@ fn stream_group_rows(i0: u32, rl: u32, r: u32, i_end: u32) -> vec4<u32> {
 }
 
 // Streaming rows (primitives/rowstream.wgsl, write.wgsl bwd_heads): the workgroup-memory slot
-// of row lane r's share at column lane c, with tw column lanes (a power of two). The columns
-// are XOR-swizzled by row, so that both the staging stores (a row's lanes, consecutive
+// of row lane r's share at column lane c, with tw column lanes. Where tw is a power of two the
+// columns are XOR-swizzled by row, so that both the staging stores (a row's lanes, consecutive
 // threads) and the row sums (one thread per row, reading its columns in order) fall on
 // distinct banks; unswizzled, a row sum's reads of a column across rows strided by tw words
-// (16-way conflicts at tw = 16). Only where values sit changes, not the order of any sum.
+// (16-way conflicts at tw = 16). The other tiles, an odd count of V's (workgroup row sums take
+// such rows' V's exactly), stay unswizzled: an odd stride already spreads 32 rows over 32
+// banks. Only where values sit changes, not the order of any sum.
 fn stage_slot(r: u32, c: u32, tw: u32) -> u32 {
-    return r * tw + (c ^ (r & (tw - 1u)));
+    if (tw & (tw - 1u)) == 0u {
+        return r * tw + (c ^ (r & (tw - 1u)));
+    }
+    return r * tw + c;
+}
+
+// The largest power of two not above x > 0: trees over a count of lanes that is not a power
+// of two first add the lanes past it into the first ones (column tiles of a row's V's).
+fn pow2_floor(x: u32) -> u32 {
+    return 1u << firstLeadingBit(x);
 }

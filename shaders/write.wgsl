@@ -533,8 +533,9 @@ fn bwd_dw(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
 
 // ---- bwd_heads: the heads' gradients in one streaming pass (memory rows up to WG V's) ----
 // A unit is (batch b, block of rows, group of HG heads); its WG threads are RL = WG / TW row
-// lanes by TW column lanes (p.extra.x = TW, a power of two >= W / LANES), so each load of a
-// row is one coalesced V per thread. Per row a thread forms, for its V of columns and the
+// lanes (rounded down) by TW column lanes (p.extra.x = TW: primitives/rowstream.wgsl's
+// layout, a row's V's where their count is odd, else a power of two), so each load of a row is
+// one coalesced V per thread. Per row a thread forms, for its V of columns and the
 // group's heads, f_h = 1 - w_h e_h and Q_h (the product skipping h), and
 //   - adds -dM' M w_h Q_h and dM' w_h to its column sums of de_h and da_h (registers, summed
 //     over the row lanes at the end of the block into the colsum partial layout);
@@ -545,7 +546,7 @@ fn bwd_dw(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
 //     read an element is the one that writes it, after reading it).
 // So the heads' gradients read M and dM' once each, and write dM in the same pass. With SUB_ROWS the dw row sums are subgroup shuffles instead (no barrier per
 // chunk). Params.extra: x = TW, y = blocks per batch, z = rows per block (a multiple of
-// RL * KR).
+// RL * KR where that is at least TR rows).
 
 @group(0) @binding(1) var<storage, read> smem: array<MemV>;
 // Binding 2, the weights, is `rw` (declared above for bwd_dw; group_w reads it).
@@ -739,7 +740,8 @@ fn bwd_heads(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
     x.nh = min(HG, H - x.h0);
     x.c = t % tw;
     let r = t / tw;
-    x.col_ok = x.c < WL;
+    // The WG % TW threads past the last row lane take no rows.
+    x.col_ok = x.c < WL && r < rl;
     // The group's erase and add vectors at this thread's column (absent heads 0: factor 1).
     let eo = (x.b * H + x.h0) * WL + min(x.c, WL - 1u);
     x.e0 = group_vec_e(eo, 0u, x.nh);
@@ -822,7 +824,14 @@ fn bwd_heads(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
         } else {
             red_col[t] = pick(sums.da0, sums.da1, sums.da2, sums.da3, hh);
         }
-        for (var s = rl / 2u; s > 0u; s = s / 2u) {
+        let p2 = pow2_floor(rl);
+        if p2 < rl {
+            workgroupBarrier();
+            if r < rl - p2 {
+                red_col[t] += red_col[t + p2 * tw];
+            }
+        }
+        for (var s = p2 / 2u; s > 0u; s = s / 2u) {
             workgroupBarrier();
             if r < s {
                 red_col[t] += red_col[t + s * tw];

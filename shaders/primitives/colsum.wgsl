@@ -165,7 +165,7 @@ fn partial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index
     if nh > 3u {
         red[3u * CW + t] = a3;
     }
-    let p2 = 1u << firstLeadingBit(rl_count);
+    let p2 = pow2_floor(rl_count);
     if p2 < rl_count {
         workgroupBarrier();
         if rl < rl_count - p2 {

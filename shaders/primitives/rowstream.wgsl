@@ -7,7 +7,12 @@
 //           afterwards by primitives/rowstat.wgsl, so content addressing reads the memory once
 // with norm(x) = sqrt(sum_j x_j^2 + EPS).
 // A unit is (batch b, block of rows, group of HG heads); its WG threads are RL = WG / TW row
-// lanes by TW column lanes (TW a power of two >= W / LANES). Each thread leaves, for KR rows of
+// lanes (rounded down: the WG % TW threads past them take no rows) by TW column lanes: TW is
+// the row's V's where their count is odd and the rows are summed in workgroup memory (no idle
+// column lane: W = 20 takes 5 of 5 where a power of two took 5 of 8), else the narrowest power
+// of two holding them (subgroup butterflies, and the XOR-swizzled slots of even counts). Trees
+// over the row lanes first add the lanes past the largest power of two (pow2_floor) into the
+// first ones. Each thread leaves, for KR rows of
 // its row lane, its V's share of the dots (a vec4 of the group's heads; a one-head group's dot
 // alone, a quarter of the bytes) and of |M_i|^2 in workgroup memory (at the
 // prelude's stage_slot: columns swizzled by row, free of bank conflicts); after a barrier the
@@ -18,7 +23,8 @@
 // ROW_GROUP rows before summing any (lane_row).
 // Where one group holds every head the kernels are specialised for the head count (heads()),
 // so a thread computes the dots of the present heads only.
-// Params.extra: x = TW, y = blocks per batch, z = rows per block (a multiple of RL * KR).
+// Params.extra: x = TW, y = blocks per batch, z = rows per block (a multiple of RL * KR where
+// that is at least TR rows).
 // Composed behind the prelude (src/runtime/abi.rs, shaders/prelude.wgsl).
 
 @group(0) @binding(1) var<storage, read> smem: array<MemV>; // f32 or f16
@@ -56,7 +62,7 @@ fn lane_of(u: u32, t: u32) -> Lane {
     ln.c = t % tw;
     ln.r = t / tw;
     ln.rl = WG / tw;
-    ln.col_ok = ln.c < p.dims.w / LANES;
+    ln.col_ok = ln.c < p.dims.w / LANES && ln.r < ln.rl;
     ln.i_begin = ln.blk * rb;
     ln.i_end = min(ln.i_begin + rb, N);
     return ln;
@@ -713,7 +719,14 @@ fn content_bwd(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
                 red_col[t] = acc.dk3;
             }
         }
-        for (var s = ln.rl / 2u; s > 0u; s = s / 2u) {
+        let p2 = pow2_floor(ln.rl);
+        if p2 < ln.rl {
+            workgroupBarrier();
+            if ln.r < ln.rl - p2 {
+                red_col[t] += red_col[t + p2 * tw];
+            }
+        }
+        for (var s = p2 / 2u; s > 0u; s = s / 2u) {
             workgroupBarrier();
             if ln.r < s {
                 red_col[t] += red_col[t + s * tw];

@@ -230,7 +230,7 @@ pub(crate) fn weighted_row_sums(
 mod tests {
     use super::*;
 
-    /// The blocks' rows: on CPU adapters, where a row lane's rows lie a multiple of 4 KiB
+    /// Column tiles of a row's V's; the blocks' rows: on CPU adapters, where a row lane's rows lie a multiple of 4 KiB
     /// apart, at most `CPU_STRIDED_LANE_ROWS` per row lane (more workgroups than the target);
     /// otherwise, and on GPUs, the longest that give the target, up to `MAX_RB` (and a
     /// binding).
@@ -256,6 +256,8 @@ mod tests {
                 w,
             };
             let l = col_layout(&gpu, d, (lanes, bytes));
+            // A column tile holds a row's V's (up to CW): no idle column lane.
+            assert_eq!(l.tw, (w as u64 / lanes as u64).min(CW as u64), "W = {w}");
             let row_lanes = CW as u64 / l.tw;
             let longest = MAX_RB.min(gpu.rows_per_binding(w as u64 * 4)).max(MIN_RB);
             let want = if gpu.is_cpu() && strided {

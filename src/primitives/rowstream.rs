@@ -29,14 +29,20 @@ const CONTENT_BWD: KernelDef = KernelDef::new(&SHADER, "content_bwd");
 const MAX_RB: u64 = 4096;
 
 /// Layout of the streaming kernels: a unit is (batch b, block of `rb` rows, group of HG
-/// heads); its `WG` threads are `WG / tw` row lanes by `tw` column lanes, one V each.
+/// heads); its `WG` threads are `WG / tw` row lanes (rounded down) by `tw` column lanes, one V
+/// each.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct StreamLayout {
     /// f32s per V: 4 when W is a multiple of 4, else 1.
     pub lanes: u32,
-    /// Column lanes: the narrowest power of two holding a row's V's.
+    /// Column lanes: a row's V's where their count is odd and rows are summed in workgroup
+    /// memory, so no column lane idles (W = 20: 5 lanes and 51 row lanes, where a power of two
+    /// left 3 lanes of 8 idle); else the narrowest power of two holding them (subgroup
+    /// butterflies need one; even counts keep their conflict-free swizzled slots, prelude
+    /// `stage_slot`).
     pub tw: u64,
-    /// Rows per block (a multiple of the row lanes times `KR`).
+    /// Rows per block: a multiple of the row lanes times `KR` (whole chunks) where that
+    /// leaves at least `TR` rows.
     pub rb: u64,
     /// Blocks per batch element.
     pub nblk: u64,
@@ -54,23 +60,35 @@ impl StreamLayout {
     /// The layout for `d`, or `None` when a row has more than `WG` V's.
     pub fn new(gpu: &Gpu, d: Dims) -> Option<Self> {
         let lanes: u32 = if d.w.is_multiple_of(4) { 4 } else { 1 };
-        let tw = (d.w as u64 / lanes as u64).next_power_of_two();
-        if tw > WG as u64 {
+        let cols = d.w as u64 / lanes as u64;
+        let pow2 = cols.next_power_of_two();
+        if pow2 > WG as u64 {
             return None;
         }
+        let sub_rows = gpu.subgroup_holds(pow2);
+        let tw = if sub_rows || cols.is_multiple_of(2) {
+            pow2
+        } else {
+            cols
+        };
         // At least TR rows, as the row tiles: the per-block partials that soft write's
         // backward leaves ([B, blocks, H, W]) stay within a binding wherever the tiles' did.
-        let min_rb = ((WG as u64 / tw) * KR as u64).max(TR as u64);
+        let chunk = (WG as u64 / tw) * KR as u64;
+        let min_rb = chunk.max(TR as u64);
         let nhg = (d.h as u64).div_ceil(HG as u64);
         let units = |rb: u64| d.b as u64 * (d.n as u64).div_ceil(rb) * nhg;
         let target = gpu.reduction_workgroups() as u64;
         // No longer than a binding holds (f32 rows: the widest element), where possible.
         let fit = gpu.rows_per_binding(d.w as u64 * 4);
         let mut rb = MAX_RB.min(fit).max(min_rb);
-        while rb > min_rb && units(rb) < target {
+        while rb / 2 >= min_rb && units(rb) < target {
             rb /= 2;
         }
-        let sub_rows = gpu.subgroup_holds(tw);
+        // Whole chunks of rows per block (a power of two already is one, with tw a power of
+        // two), unless that leaves fewer than TR rows.
+        if (rb / chunk) * chunk >= TR as u64 {
+            rb = (rb / chunk) * chunk;
+        }
         Some(StreamLayout {
             lanes,
             tw,
@@ -289,4 +307,53 @@ pub(crate) fn content_backward(
         ],
     )?;
     Ok(Some((part, pairs, l.nblk)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::RowSums;
+
+    /// Workgroup row sums take an odd count of V's per row exactly (no idle column lane) and
+    /// give blocks of whole chunks of rows (at least TR); even counts and subgroup row sums
+    /// keep the narrowest power of two.
+    #[test]
+    fn stream_tiles_hold_odd_rows_exactly() {
+        let gpu = Gpu::new().unwrap_or_else(|e| panic!("this test needs an adapter: {e}"));
+        for sums in [RowSums::Workgroup, RowSums::Subgroup] {
+            if gpu.set_row_sums(sums).is_err() {
+                continue; // no subgroups on this adapter
+            }
+            // (W, V's per row)
+            for (w, cols) in [
+                (1usize, 1u64),
+                (3, 3),
+                (6, 6),
+                (20, 5),
+                (28, 7),
+                (64, 16),
+                (100, 25),
+            ] {
+                for n in [1usize, 100, 1 << 16, 1 << 20] {
+                    let d = Dims { b: 1, h: 1, n, w };
+                    let l = StreamLayout::new(&gpu, d).unwrap();
+                    let odd_exact = !l.sub_rows && cols % 2 == 1;
+                    let want = if odd_exact {
+                        cols
+                    } else {
+                        cols.next_power_of_two()
+                    };
+                    assert_eq!(l.tw, want, "W = {w}, {sums:?}");
+                    let chunk = (WG as u64 / l.tw) * KR as u64;
+                    assert!(l.rb >= TR as u64, "W = {w}, N = {n}: {} rows", l.rb);
+                    assert!(
+                        l.rb.is_multiple_of(chunk) || (l.rb / chunk) * chunk < TR as u64,
+                        "W = {w}, N = {n}: {} rows in chunks of {chunk}",
+                        l.rb
+                    );
+                    assert_eq!(l.nblk, (n as u64).div_ceil(l.rb));
+                }
+            }
+        }
+    }
 }
