@@ -278,13 +278,15 @@ fn stream_group_rows(i0: u32, rl: u32, r: u32, i_end: u32) -> vec4<u32> {
 }
 
 // Streaming rows (primitives/rowstream.wgsl, write.wgsl bwd_heads): the workgroup-memory slot
-// of row lane r's share at column lane c, with tw column lanes. Where tw is a power of two the
-// columns are XOR-swizzled by row, so that both the staging stores (a row's lanes, consecutive
-// threads) and the row sums (one thread per row, reading its columns in order) fall on
-// distinct banks; unswizzled, a row sum's reads of a column across rows strided by tw words
-// (16-way conflicts at tw = 16). The other tiles, an odd count of V's (workgroup row sums take
-// such rows' V's exactly), stay unswizzled: an odd stride already spreads 32 rows over 32
-// banks. Only where values sit changes, not the order of any sum.
+// of row lane r's share at column lane c, with tw column lanes. The staging stores (a row's
+// lanes, consecutive threads) fill consecutive slots: no bank conflict. The row sums (one
+// thread per row, reading its columns in order) read a column across rows strided by tw
+// words: where tw is a power of two the columns are XOR-swizzled by row, so that 32 rows meet
+// at most 2-way conflicts (4-way at tw = 4 and 8; unswizzled, 16-way at tw = 16). Other
+// widths (a row's V's exactly) stay unswizzled: at most 2-way for odd tw and most even ones;
+// 3- to 6-way at tw = 6, 10, 12, 14, 20, 24, 28, 40, 48, 80, 96 (counted for 32-bit slots
+// over 32 banks, KR rows per row lane), against a quarter or more of the threads idle with
+// a power of two. Only where values sit changes, not the order of any sum.
 fn stage_slot(r: u32, c: u32, tw: u32) -> u32 {
     if (tw & (tw - 1u)) == 0u {
         return r * tw + (c ^ (r & (tw - 1u)));

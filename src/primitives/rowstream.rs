@@ -35,11 +35,10 @@ const MAX_RB: u64 = 4096;
 pub(crate) struct StreamLayout {
     /// f32s per V: 4 when W is a multiple of 4, else 1.
     pub lanes: u32,
-    /// Column lanes: a row's V's where their count is odd and rows are summed in workgroup
-    /// memory, so no column lane idles (W = 20: 5 lanes and 51 row lanes, where a power of two
-    /// left 3 lanes of 8 idle); else the narrowest power of two holding them (subgroup
-    /// butterflies need one; even counts keep their conflict-free swizzled slots, prelude
-    /// `stage_slot`).
+    /// Column lanes: a row's V's where rows are summed in workgroup memory, so no column lane
+    /// idles (W = 20: 5 lanes and 51 row lanes, where a power of two left 3 lanes of 8 idle);
+    /// with subgroup row sums the narrowest power of two holding them (the butterflies need
+    /// one).
     pub tw: u64,
     /// Rows per block: a multiple of the row lanes times `KR` (whole chunks) where that
     /// leaves at least `TR` rows.
@@ -66,11 +65,7 @@ impl StreamLayout {
             return None;
         }
         let sub_rows = gpu.subgroup_holds(pow2);
-        let tw = if sub_rows || cols.is_multiple_of(2) {
-            pow2
-        } else {
-            cols
-        };
+        let tw = if sub_rows { pow2 } else { cols };
         // At least TR rows, as the row tiles: the per-block partials that soft write's
         // backward leaves ([B, blocks, H, W]) stay within a binding wherever the tiles' did.
         let chunk = (WG as u64 / tw) * KR as u64;
@@ -314,11 +309,10 @@ mod tests {
     use super::*;
     use crate::runtime::RowSums;
 
-    /// Workgroup row sums take an odd count of V's per row exactly (no idle column lane) and
-    /// give blocks of whole chunks of rows (at least TR); even counts and subgroup row sums
-    /// keep the narrowest power of two.
+    /// Workgroup row sums take a row's V's exactly (no idle column lane) and give blocks of
+    /// whole chunks of rows (at least TR); subgroup row sums keep the narrowest power of two.
     #[test]
-    fn stream_tiles_hold_odd_rows_exactly() {
+    fn stream_tiles_hold_rows_exactly() {
         let gpu = Gpu::new().unwrap_or_else(|e| panic!("this test needs an adapter: {e}"));
         for sums in [RowSums::Workgroup, RowSums::Subgroup] {
             if gpu.set_row_sums(sums).is_err() {
@@ -337,8 +331,7 @@ mod tests {
                 for n in [1usize, 100, 1 << 16, 1 << 20] {
                     let d = Dims { b: 1, h: 1, n, w };
                     let l = StreamLayout::new(&gpu, d).unwrap();
-                    let odd_exact = !l.sub_rows && cols % 2 == 1;
-                    let want = if odd_exact {
+                    let want = if !l.sub_rows {
                         cols
                     } else {
                         cols.next_power_of_two()
