@@ -534,8 +534,8 @@ fn bwd_dw(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
 // ---- bwd_heads: the heads' gradients in one streaming pass (memory rows up to WG V's) ----
 // A unit is (batch b, block of rows, group of HG heads); its WG threads are RL = WG / TW row
 // lanes (rounded down) by TW column lanes (p.extra.x = TW: primitives/rowstream.wgsl's
-// layout: a row's V's, or with SUB_ROWS a power of two), so each load of a row is
-// one coalesced V per thread. Per row a thread forms, for its V of columns and the
+// layout: a row's V's, or with SUB_ROWS a power of two), so each load of a row is one
+// coalesced V per thread. Per row a thread forms, for its V of columns and the
 // group's heads, f_h = 1 - w_h e_h and Q_h (the product skipping h), and
 //   - adds -dM' M w_h Q_h and dM' w_h to its column sums of de_h and da_h (registers, summed
 //     over the row lanes at the end of the block into the colsum partial layout);

@@ -10,13 +10,12 @@
 // lanes (rounded down: the WG % TW threads past them take no rows) by TW column lanes: TW is
 // the row's V's where the rows are summed in workgroup memory (no idle column lane: W = 20
 // takes 5 of 5 where a power of two took 5 of 8), else (SUB_ROWS) the narrowest power of two
-// holding them, as the butterflies need. Trees
-// over the row lanes first add the lanes past the largest power of two (pow2_floor) into the
-// first ones. Each thread leaves, for KR rows of
-// its row lane, its V's share of the dots (a vec4 of the group's heads; a one-head group's dot
-// alone, a quarter of the bytes) and of |M_i|^2 in workgroup memory (at the
-// prelude's stage_slot: columns swizzled by row against bank conflicts); after a barrier the
-// rows are summed over the column lanes in a fixed order (the same bits every run). With
+// holding them, as the butterflies need. Trees over the row lanes first add the lanes past
+// the largest power of two (pow2_floor) into the first ones. Each thread leaves, for KR rows
+// of its row lane, its V's share of the dots (a vec4 of the group's heads; a one-head group's
+// dot alone, a quarter of the bytes) and of |M_i|^2 in workgroup memory (at the prelude's
+// stage_slot: columns swizzled by row against bank conflicts); after a barrier the rows are
+// summed over the column lanes in a fixed order (the same bits every run). With
 // SUB_ROWS (a row's TW lanes lie within one subgroup) each row's shares are summed instead by
 // a butterfly of subgroup shuffles, which leaves the sums in every lane of the row, in a fixed
 // order: the chunk loops then need no workgroup memory and no barrier, and each thread loads
