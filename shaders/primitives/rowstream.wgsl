@@ -75,6 +75,10 @@ struct Vecs {
     v3: V,
 }
 
+fn no_vecs() -> Vecs {
+    return Vecs(V(0.0), V(0.0), V(0.0), V(0.0));
+}
+
 fn vecs_of(ln: Lane) -> Vecs {
     let H = heads();
     let WL = p.dims.w / LANES;
@@ -153,23 +157,52 @@ fn stage_chunk(ln: Lane, vs: Vecs, c0: u32, t: u32) -> array<V, KR> {
     for (var k = 0u; k < KR; k += 1u) {
         let lr = lane_share(ln, vs, c0 + k * ln.rl + ln.r);
         ms[k] = lr.m;
-        let slot = k * WG + stage_slot(ln.r, ln.c, p.extra.x);
-        // A one-head group stages its dot alone: a quarter of the bytes of the vec4.
-        if ln.nh == 1u {
-            red_dot1[slot] = lr.dot.x;
-        } else {
-            red_dot[slot] = lr.dot;
-        }
-        red_sq[slot] = lr.sq;
+        stage_share(ln, k, lr);
     }
     return ms;
 }
 
+// This thread's share of the chunk's k-th row of its row lane, into workgroup memory.
+fn stage_share(ln: Lane, k: u32, lr: LaneRow) {
+    let slot = k * WG + stage_slot(ln.r, ln.c, p.extra.x);
+    // A one-head group stages its dot alone: a quarter of the bytes of the vec4.
+    if ln.nh == 1u {
+        red_dot1[slot] = lr.dot.x;
+    } else {
+        red_dot[slot] = lr.dot;
+    }
+    red_sq[slot] = lr.sq;
+}
+
+// scores_pairs: this thread's second column lane, TW V's after its first (absent past the
+// row: its loads are skipped and its vectors are 0).
+fn second_lane(ln: Lane) -> Lane {
+    var l2 = ln;
+    l2.c = ln.c + p.extra.x;
+    l2.col_ok = l2.c < p.dims.w / LANES && ln.r < ln.rl;
+    return l2;
+}
+
+// scores_pairs: as stage_chunk, with each share the sum of the thread's two V's (the first
+// column's, then the second's).
+fn stage_pairs(ln: Lane, l2: Lane, vs: Vecs, vs2: Vecs, c0: u32) {
+    for (var k = 0u; k < KR; k += 1u) {
+        let i = c0 + k * ln.rl + ln.r;
+        var lr = lane_share(ln, vs, i);
+        let b = lane_share(l2, vs2, i);
+        lr.dot += b.dot;
+        lr.sq += b.sq;
+        stage_share(ln, k, lr);
+    }
+}
+
 // |V_h|^2 of the group's vectors, once per workgroup: the column lanes' shares (threads
-// t < TW hold every column once), summed in a fixed order. Call in uniform control flow.
-fn vec_sq_norms(vs: Vecs, t: u32) -> vec4<f32> {
+// t < TW hold every column once; with scores_pairs, `vs2` their second columns, else 0),
+// summed in a fixed order. Call in uniform control flow.
+fn vec_sq_norms(vs: Vecs, vs2: Vecs, t: u32) -> vec4<f32> {
     if t < p.extra.x {
-        red_dot[t] = vec4<f32>(vsum(vs.v0 * vs.v0), vsum(vs.v1 * vs.v1), vsum(vs.v2 * vs.v2), vsum(vs.v3 * vs.v3));
+        red_dot[t] = vec4<f32>(vsum(vs.v0 * vs.v0), vsum(vs.v1 * vs.v1), vsum(vs.v2 * vs.v2), vsum(vs.v3 * vs.v3))
+            + vec4<f32>(vsum(vs2.v0 * vs2.v0), vsum(vs2.v1 * vs2.v1), vsum(vs2.v2 * vs2.v2), vsum(vs2.v3 * vs2.v3));
     }
     workgroupBarrier();
     var ksq = vec4<f32>(0.0);
@@ -267,12 +300,28 @@ fn store_dots(ln: Lane, i: u32, lr: LaneRow) {
 
 @compute @workgroup_size(WG)
 fn dots(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    dots_of(wg, t, false);
+}
+
+// dots with two V's per thread (as scores_pairs).
+@compute @workgroup_size(WG)
+fn dots_pairs(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    dots_of(wg, t, true);
+}
+
+// `dots`, or with `pairs` (a constant at each entry point) `dots_pairs`.
+fn dots_of(wg: vec3<u32>, t: u32, pairs: bool) {
     let u = unit_id(wg);
     if u >= p.unit_end {
         return; // the whole workgroup: no barrier is skipped by part of it
     }
     let ln = lane_of(u, t);
     let vs = vecs_of(ln);
+    let l2 = second_lane(ln);
+    var vs2 = no_vecs();
+    if pairs {
+        vs2 = vecs_of(l2);
+    }
     if SUB_ROWS {
         // ROW_GROUP rows per row lane at a time (lane_row); each row's first lane stores its
         // dots.
@@ -292,7 +341,11 @@ fn dots(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
         return;
     }
     for (var c0 = ln.i_begin; c0 < ln.i_end; c0 += ln.rl * KR) {
-        _ = stage_chunk(ln, vs, c0, t);
+        if pairs {
+            stage_pairs(ln, l2, vs, vs2, c0);
+        } else {
+            _ = stage_chunk(ln, vs, c0, t);
+        }
         workgroupBarrier();
         store_chunk_dots(ln, c0, t);
         workgroupBarrier();
@@ -348,12 +401,28 @@ fn read_row(ln: Lane, vs: Vecs, i: u32, m: V, old: V) {
 
 @compute @workgroup_size(WG)
 fn read_bwd(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    read_bwd_of(wg, t, false);
+}
+
+// read_bwd with two V's per thread (as scores_pairs): each thread stores dM at both.
+@compute @workgroup_size(WG)
+fn read_bwd_pairs(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    read_bwd_of(wg, t, true);
+}
+
+// `read_bwd`, or with `pairs` (a constant at each entry point) `read_bwd_pairs`.
+fn read_bwd_of(wg: vec3<u32>, t: u32, pairs: bool) {
     let u = unit_id(wg);
     if u >= p.unit_end {
         return; // the whole workgroup
     }
     let ln = lane_of(u, t);
     let vs = vecs_of(ln);
+    let l2 = second_lane(ln);
+    var vs2 = no_vecs();
+    if pairs {
+        vs2 = vecs_of(l2);
+    }
     if SUB_ROWS {
         // ROW_GROUP rows per row lane at a time (lane_row), with the stored gradients they add
         // to.
@@ -377,10 +446,17 @@ fn read_bwd(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_inde
         return;
     }
     for (var c0 = ln.i_begin; c0 < ln.i_end; c0 += ln.rl * KR) {
-        _ = stage_chunk(ln, vs, c0, t);
+        if pairs {
+            stage_pairs(ln, l2, vs, vs2, c0);
+        } else {
+            _ = stage_chunk(ln, vs, c0, t);
+        }
         for (var k = 0u; k < KR; k += 1u) {
             let i = c0 + k * ln.rl + ln.r;
             read_dm(ln, vs, i, read_old(ln, i));
+            if pairs {
+                read_dm(l2, vs2, i, read_old(l2, i));
+            }
         }
         workgroupBarrier();
         store_chunk_dots(ln, c0, t);
@@ -427,15 +503,34 @@ fn score_row(ln: Lane, sc: ScoreConsts, i: u32, lr: LaneRow, pm: ptr<function, v
 
 @compute @workgroup_size(WG)
 fn scores(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    scores_of(wg, t, false);
+}
+
+// scores with two V's per thread, where rows are summed in workgroup memory (not SUB_ROWS)
+// and have at least 2 V's: TW = ceil(W / LANES / 2) column lanes, thread (r, c) taking V's c
+// and c + TW of its rows. Per row that halves the shares staged in workgroup memory and the
+// row sums' reads, and between two barriers a thread has twice the loads in flight.
+@compute @workgroup_size(WG)
+fn scores_pairs(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    scores_of(wg, t, true);
+}
+
+// `scores`, or with `pairs` (a constant at each entry point) `scores_pairs`.
+fn scores_of(wg: vec3<u32>, t: u32, pairs: bool) {
     let u = unit_id(wg);
     if u >= p.unit_end {
         return; // the whole workgroup
     }
     let ln = lane_of(u, t);
     let vs = vecs_of(ln);
+    let l2 = second_lane(ln);
+    var vs2 = no_vecs();
+    if pairs {
+        vs2 = vecs_of(l2);
+    }
     let H = heads();
     let N = p.dims.z;
-    let ksq = vec_sq_norms(vs, t);
+    let ksq = vec_sq_norms(vs, vs2, t);
     let bet = group_beta(ln);
     // 1 in the lanes of present heads.
     let one = select(vec4<f32>(0.0), vec4<f32>(1.0), vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(ln.nh));
@@ -461,7 +556,11 @@ fn scores(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
         }
     }
     for (var c0 = ln.i_begin; c0 < ln.i_end && !SUB_ROWS; c0 += ln.rl * KR) {
-        _ = stage_chunk(ln, vs, c0, t);
+        if pairs {
+            stage_pairs(ln, l2, vs, vs2, c0);
+        } else {
+            _ = stage_chunk(ln, vs, c0, t);
+        }
         workgroupBarrier();
         for (var x = t; x < ln.rl * KR; x += WG) {
             let s = row_sum(ln, c0, x);
@@ -622,7 +721,7 @@ fn content_bwd(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
     let N = p.dims.z;
     let WL = p.dims.w / LANES;
     let tw = p.extra.x;
-    let ksq = vec_sq_norms(vs, t);
+    let ksq = vec_sq_norms(vs, no_vecs(), t);
     let kn = sqrt(ksq + EPS);
     let bet = group_beta(ln);
     var acc: CbSums;

@@ -21,8 +21,11 @@ pub(crate) const SHADER: Shader = Shader {
     imports: &[],
 };
 const DOTS: KernelDef = KernelDef::new(&SHADER, "dots");
+const DOTS_PAIRS: KernelDef = KernelDef::new(&SHADER, "dots_pairs");
 const READ_BWD: KernelDef = KernelDef::new(&SHADER, "read_bwd");
+const READ_BWD_PAIRS: KernelDef = KernelDef::new(&SHADER, "read_bwd_pairs");
 const SCORES: KernelDef = KernelDef::new(&SHADER, "scores");
+const SCORES_PAIRS: KernelDef = KernelDef::new(&SHADER, "scores_pairs");
 const CONTENT_BWD: KernelDef = KernelDef::new(&SHADER, "content_bwd");
 
 /// Rows per block at most (fewer when that would leave the device idle).
@@ -36,10 +39,13 @@ pub(crate) struct StreamLayout {
     /// f32s per V: 4 when W is a multiple of 4, else 1.
     pub lanes: u32,
     /// Column lanes: a row's V's where rows are summed in workgroup memory, so no column lane
-    /// idles (W = 20: 5 lanes and 51 row lanes, where a power of two left 3 lanes of 8 idle);
-    /// with subgroup row sums the narrowest power of two holding them (the butterflies need
-    /// one).
+    /// idles (W = 20: 5 lanes and 51 row lanes, where a power of two left 3 lanes of 8 idle),
+    /// or half of them, rounded up, with `pairs`; with subgroup row sums the narrowest power
+    /// of two holding them (the butterflies need one).
     pub tw: u64,
+    /// Two V's per thread (V's c and c + tw: the `_pairs` entry points of `scores`, `dots`
+    /// and `read_bwd`), where rows are summed in workgroup memory and hold at least 2 V's.
+    pub pairs: bool,
     /// Rows per block: a multiple of the row lanes times `KR` (whole chunks) where that
     /// leaves at least `TR` rows.
     pub rb: u64,
@@ -58,6 +64,16 @@ pub(crate) struct StreamLayout {
 impl StreamLayout {
     /// The layout for `d`, or `None` when a row has more than `WG` V's.
     pub fn new(gpu: &Gpu, d: Dims) -> Option<Self> {
+        Self::with_pairs(gpu, d, false)
+    }
+
+    /// The layout of the kernels that have `_pairs` entry points (`scores`, `dots`,
+    /// `read_bwd`): two V's per thread where that applies (`pairs`).
+    pub fn paired(gpu: &Gpu, d: Dims) -> Option<Self> {
+        Self::with_pairs(gpu, d, true)
+    }
+
+    fn with_pairs(gpu: &Gpu, d: Dims, pairs: bool) -> Option<Self> {
         let lanes: u32 = if d.w.is_multiple_of(4) { 4 } else { 1 };
         let cols = d.w as u64 / lanes as u64;
         let pow2 = cols.next_power_of_two();
@@ -65,7 +81,12 @@ impl StreamLayout {
             return None;
         }
         let sub_rows = gpu.subgroup_holds(pow2);
-        let tw = if sub_rows { pow2 } else { cols };
+        let pairs = pairs && !sub_rows && cols >= 2;
+        let tw = match (sub_rows, pairs) {
+            (true, _) => pow2,
+            (false, true) => cols.div_ceil(2),
+            (false, false) => cols,
+        };
         // At least TR rows, as the row tiles: the per-block partials that soft write's
         // backward leaves ([B, blocks, H, W]) stay within a binding wherever the tiles' did.
         let chunk = (WG as u64 / tw) * KR as u64;
@@ -87,6 +108,7 @@ impl StreamLayout {
         Some(StreamLayout {
             lanes,
             tw,
+            pairs,
             rb,
             nblk: (d.n as u64).div_ceil(rb),
             nhg,
@@ -151,8 +173,11 @@ pub(crate) fn dots(
     gpu.launch(
         rec,
         op,
-        &l.kernel(DOTS, d)
-            .forms(gpu.form(mem.dtype), Form::F32, Form::F32),
+        &l.kernel(if l.pairs { DOTS_PAIRS } else { DOTS }, d).forms(
+            gpu.form(mem.dtype),
+            Form::F32,
+            Form::F32,
+        ),
         Params::new(d.arr(), l.extra(), [0.0; 4]),
         l.units(d),
         &[
@@ -179,7 +204,7 @@ pub(crate) fn read_backward(
     g_mem: &Tensor,
     acc: bool,
 ) -> Result<bool> {
-    let Some(l) = StreamLayout::new(gpu, d) else {
+    let Some(l) = StreamLayout::paired(gpu, d) else {
         return Ok(false);
     };
     let one_pass = gpu.read_backward_passes() == 1;
@@ -192,7 +217,12 @@ pub(crate) fn read_backward(
     gpu.launch(
         rec,
         op,
-        &l.grad_kernel(gpu, (READ_BWD, d), (mem, g_mem), acc),
+        &l.grad_kernel(
+            gpu,
+            (if l.pairs { READ_BWD_PAIRS } else { READ_BWD }, d),
+            (mem, g_mem),
+            acc,
+        ),
         Params::new(d.arr(), l.extra(), [0.0; 4]),
         l.units(d),
         &[
@@ -226,10 +256,11 @@ pub(crate) fn scores(
         (r.b0 * h * l.nblk * 2, (r.b1 + 1) * h * l.nblk * 2)
     };
     let pairs = gpu.scratch(op, rec, pairs_len)?;
+    let def = if l.pairs { SCORES_PAIRS } else { SCORES };
     gpu.launch(
         rec,
         op,
-        &l.kernel(SCORES, d)
+        &l.kernel(def, d)
             .forms(gpu.form(mem.dtype), Form::F32, Form::F32),
         Params::new(d.arr(), l.extra(), [0.0; 4]),
         l.units(d),
@@ -309,7 +340,8 @@ mod tests {
     use super::*;
     use crate::runtime::RowSums;
 
-    /// Workgroup row sums take a row's V's exactly (no idle column lane) and give blocks of
+    /// Workgroup row sums take a row's V's exactly (no idle column lane), or half of them
+    /// rounded up with two per thread (`paired`, rows of at least 2 V's), and give blocks of
     /// whole chunks of rows (at least TR); subgroup row sums keep the narrowest power of two.
     #[test]
     fn stream_tiles_hold_rows_exactly() {
@@ -328,15 +360,25 @@ mod tests {
                 (64, 16),
                 (100, 25),
             ] {
-                for n in [1usize, 100, 1 << 16, 1 << 20] {
+                for (n, paired) in [1usize, 100, 1 << 16, 1 << 20]
+                    .into_iter()
+                    .flat_map(|n| [(n, false), (n, true)])
+                {
                     let d = Dims { b: 1, h: 1, n, w };
-                    let l = StreamLayout::new(&gpu, d).unwrap();
-                    let want = if !l.sub_rows {
-                        cols
+                    let l = if paired {
+                        StreamLayout::paired(&gpu, d)
                     } else {
-                        cols.next_power_of_two()
+                        StreamLayout::new(&gpu, d)
+                    }
+                    .unwrap();
+                    let pairs = paired && !l.sub_rows && cols >= 2;
+                    assert_eq!(l.pairs, pairs, "W = {w}, {sums:?}");
+                    let want = match (l.sub_rows, pairs) {
+                        (true, _) => cols.next_power_of_two(),
+                        (false, true) => cols.div_ceil(2),
+                        (false, false) => cols,
                     };
-                    assert_eq!(l.tw, want, "W = {w}, {sums:?}");
+                    assert_eq!(l.tw, want, "W = {w}, {sums:?}, paired: {paired}");
                     let chunk = (WG as u64 / l.tw) * KR as u64;
                     assert!(l.rb >= TR as u64, "W = {w}, N = {n}: {} rows", l.rb);
                     assert!(
