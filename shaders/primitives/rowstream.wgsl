@@ -10,8 +10,11 @@
 // lanes (rounded down: the WG % TW threads past them take no rows) by TW column lanes: TW is
 // the row's V's where the rows are summed in workgroup memory (no idle column lane: W = 20
 // takes 5 of 5 where a power of two took 5 of 8), else (SUB_ROWS) the narrowest power of two
-// holding them, as the butterflies need. Trees over the row lanes first add the lanes past
-// the largest power of two (pow2_floor) into the first ones. Each thread leaves, for KR rows
+// holding them, as the butterflies need. The `_pairs` entry points (scores, dots, read_bwd,
+// content_bwd) give each thread two V's of a row, c and c + TW, with TW half the row's V's
+// rounded up: one share per thread and row of their sum (the host picks them:
+// StreamLayout::paired). Trees over the row lanes first add the lanes past the largest power
+// of two (pow2_floor) into the first ones. Each thread leaves, for KR rows
 // of its row lane, its V's share of the dots (a vec4 of the group's heads; a one-head group's
 // dot alone, a quarter of the bytes) and of |M_i|^2 in workgroup memory (at the prelude's
 // stage_slot: columns swizzled by row against bank conflicts); after a barrier the rows are
@@ -183,17 +186,28 @@ fn second_lane(ln: Lane) -> Lane {
     return l2;
 }
 
-// scores_pairs: as stage_chunk, with each share the sum of the thread's two V's (the first
-// column's, then the second's).
-fn stage_pairs(ln: Lane, l2: Lane, vs: Vecs, vs2: Vecs, c0: u32) {
+// The rows' V's a thread staged at each of its two columns (content_bwd_pairs uses them
+// again).
+struct PairMs {
+    a: array<V, KR>,
+    b: array<V, KR>,
+}
+
+// The `_pairs` kernels: as stage_chunk, with each share the sum of the thread's two V's (the
+// first column's, then the second's).
+fn stage_pairs(ln: Lane, l2: Lane, vs: Vecs, vs2: Vecs, c0: u32) -> PairMs {
+    var ms: PairMs;
     for (var k = 0u; k < KR; k += 1u) {
         let i = c0 + k * ln.rl + ln.r;
         var lr = lane_share(ln, vs, i);
         let b = lane_share(l2, vs2, i);
+        ms.a[k] = lr.m;
+        ms.b[k] = b.m;
         lr.dot += b.dot;
         lr.sq += b.sq;
         stage_share(ln, k, lr);
     }
+    return ms;
 }
 
 // |V_h|^2 of the group's vectors, once per workgroup: the column lanes' shares (threads
@@ -342,7 +356,7 @@ fn dots_of(wg: vec3<u32>, t: u32, pairs: bool) {
     }
     for (var c0 = ln.i_begin; c0 < ln.i_end; c0 += ln.rl * KR) {
         if pairs {
-            stage_pairs(ln, l2, vs, vs2, c0);
+            _ = stage_pairs(ln, l2, vs, vs2, c0);
         } else {
             _ = stage_chunk(ln, vs, c0, t);
         }
@@ -447,7 +461,7 @@ fn read_bwd_of(wg: vec3<u32>, t: u32, pairs: bool) {
     }
     for (var c0 = ln.i_begin; c0 < ln.i_end; c0 += ln.rl * KR) {
         if pairs {
-            stage_pairs(ln, l2, vs, vs2, c0);
+            _ = stage_pairs(ln, l2, vs, vs2, c0);
         } else {
             _ = stage_chunk(ln, vs, c0, t);
         }
@@ -557,7 +571,7 @@ fn scores_of(wg: vec3<u32>, t: u32, pairs: bool) {
     }
     for (var c0 = ln.i_begin; c0 < ln.i_end && !SUB_ROWS; c0 += ln.rl * KR) {
         if pairs {
-            stage_pairs(ln, l2, vs, vs2, c0);
+            _ = stage_pairs(ln, l2, vs, vs2, c0);
         } else {
             _ = stage_chunk(ln, vs, c0, t);
         }
@@ -711,17 +725,77 @@ fn cb_finish(ln: Lane, vs: Vecs, cc: CbConsts, r: CbRow, acc: ptr<function, CbSu
 
 @compute @workgroup_size(WG)
 fn content_bwd(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    content_bwd_of(wg, t, false);
+}
+
+// content_bwd with two V's per thread (as scores_pairs): each thread keeps both V's of its
+// rows, stores dM at both, and sums dk's first term for both columns (a second tree over the
+// row lanes at the block's end).
+@compute @workgroup_size(WG)
+fn content_bwd_pairs(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    content_bwd_of(wg, t, true);
+}
+
+// The block's column sums of one quantity per head (a, this thread's column's; the group's
+// heads in a0..a3): a fixed-order tree over the row lanes into `cb_part` at column `c`. Call
+// in uniform control flow.
+fn cb_column_sums(ln: Lane, c: u32, ok: bool, a: CbSums, t: u32) {
+    let H = heads();
+    let WL = p.dims.w / LANES;
+    let tw = p.extra.x;
+    let nblk = p.extra.y;
+    for (var hh = 0u; hh < ln.nh; hh += 1u) {
+        switch hh {
+            case 0u: {
+                red_col[t] = a.dk0;
+            }
+            case 1u: {
+                red_col[t] = a.dk1;
+            }
+            case 2u: {
+                red_col[t] = a.dk2;
+            }
+            default: {
+                red_col[t] = a.dk3;
+            }
+        }
+        let p2 = pow2_floor(ln.rl);
+        if p2 < ln.rl {
+            workgroupBarrier();
+            if ln.r < ln.rl - p2 {
+                red_col[t] += red_col[t + p2 * tw];
+            }
+        }
+        for (var s = p2 / 2u; s > 0u; s = s / 2u) {
+            workgroupBarrier();
+            if ln.r < s {
+                red_col[t] += red_col[t + s * tw];
+            }
+        }
+        workgroupBarrier();
+        if ln.r == 0u && ok {
+            cb_part[((ln.b * nblk + ln.blk) * H + ln.h0 + hh) * WL + c - p.base1.y / LANES] = red_col[t];
+        }
+        workgroupBarrier();
+    }
+}
+
+// `content_bwd`, or with `pairs` (a constant at each entry point) `content_bwd_pairs`.
+fn content_bwd_of(wg: vec3<u32>, t: u32, pairs: bool) {
     let u = unit_id(wg);
     if u >= p.unit_end {
         return; // the whole workgroup
     }
     let ln = lane_of(u, t);
     let vs = vecs_of(ln);
+    let l2 = second_lane(ln);
+    var vs2 = no_vecs();
+    if pairs {
+        vs2 = vecs_of(l2);
+    }
     let H = heads();
     let N = p.dims.z;
-    let WL = p.dims.w / LANES;
-    let tw = p.extra.x;
-    let ksq = vec_sq_norms(vs, no_vecs(), t);
+    let ksq = vec_sq_norms(vs, vs2, t);
     let kn = sqrt(ksq + EPS);
     let bet = group_beta(ln);
     var acc: CbSums;
@@ -731,7 +805,9 @@ fn content_bwd(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
     acc.dk3 = V(0.0);
     acc.sp = vec4<f32>(0.0);
     acc.sb = vec4<f32>(0.0);
-    let rows = ln.rl * KR; // at most WG / 2: a row's coefficients fit red_dot twice over
+    // With pairs, the second column's sums of dD M (dk0..dk3; its sp and sb stay 0).
+    var acc2 = acc;
+    let rows = ln.rl * KR; // at most WG: a row's coefficients fit red_dot twice over
     if SUB_ROWS {
         // ROW_GROUP rows per row lane at a time (lane_row), each row's loads (its V, dz, the
         // stored gradient with ACC) before the first row's shuffles.
@@ -755,7 +831,15 @@ fn content_bwd(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
         }
     }
     for (var c0 = ln.i_begin; c0 < ln.i_end && !SUB_ROWS; c0 += rows) {
-        let ms = stage_chunk(ln, vs, c0, t);
+        var ms: array<V, KR>;
+        var ms2: array<V, KR>;
+        if pairs {
+            let both = stage_pairs(ln, l2, vs, vs2, c0);
+            ms = both.a;
+            ms2 = both.b;
+        } else {
+            ms = stage_chunk(ln, vs, c0, t);
+        }
         workgroupBarrier();
         // Thread x < rows: row x's coefficients (dD, dP norm(k) / norm(M)) for the group.
         var cd = vec4<f32>(0.0);
@@ -796,45 +880,24 @@ fn content_bwd(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
                 acc.dk1 += cdv.y * m;
                 acc.dk2 += cdv.z * m;
                 acc.dk3 += cdv.w * m;
+                if pairs && l2.col_ok {
+                    let m2 = ms2[k];
+                    store_dm(l2, vs2, i, m2, cdv, cmv, dm_old(l2, i));
+                    acc2.dk0 += cdv.x * m2;
+                    acc2.dk1 += cdv.y * m2;
+                    acc2.dk2 += cdv.z * m2;
+                    acc2.dk3 += cdv.w * m2;
+                }
             }
         }
         workgroupBarrier();
     }
-    // The block's column sums of dD M per head: a fixed-order tree over the row lanes.
+    // The block's column sums of dD M per head: a fixed-order tree over the row lanes (with
+    // pairs, a second one for the second columns).
     let nblk = p.extra.y;
-    for (var hh = 0u; hh < ln.nh; hh += 1u) {
-        switch hh {
-            case 0u: {
-                red_col[t] = acc.dk0;
-            }
-            case 1u: {
-                red_col[t] = acc.dk1;
-            }
-            case 2u: {
-                red_col[t] = acc.dk2;
-            }
-            default: {
-                red_col[t] = acc.dk3;
-            }
-        }
-        let p2 = pow2_floor(ln.rl);
-        if p2 < ln.rl {
-            workgroupBarrier();
-            if ln.r < ln.rl - p2 {
-                red_col[t] += red_col[t + p2 * tw];
-            }
-        }
-        for (var s = p2 / 2u; s > 0u; s = s / 2u) {
-            workgroupBarrier();
-            if ln.r < s {
-                red_col[t] += red_col[t + s * tw];
-            }
-        }
-        workgroupBarrier();
-        if ln.r == 0u && ln.col_ok {
-            cb_part[((ln.b * nblk + ln.blk) * H + ln.h0 + hh) * WL + ln.c - p.base1.y / LANES] = red_col[t];
-        }
-        workgroupBarrier();
+    cb_column_sums(ln, ln.c, ln.col_ok, acc, t);
+    if pairs {
+        cb_column_sums(ln, l2.c, l2.col_ok, acc2, t);
     }
     // The block's sums of dP norm(M) and dz K per head: a fixed-order tree over the threads.
     red_dot[t] = acc.sp;

@@ -1,5 +1,6 @@
 //! Streaming row dots: the memory rows against a few vectors per head, a coalesced `V` per
-//! thread and row, for rows of up to `WG` V's. The soft read's weight gradient (`dots`) and
+//! thread and row (two, `c` and `c + tw`, in the `_pairs` entry points), for rows of up to
+//! `WG` V's. The soft read's weight gradient (`dots`) and
 //! content addressing's scores with their softmax pairs (`scores`) and its backward in one
 //! pass over the memory (`content_backward`, for up to HG heads); soft write's backward
 //! streams its rows the same way ([`StreamLayout`]). Wider rows take the row tiles
@@ -27,6 +28,7 @@ const READ_BWD_PAIRS: KernelDef = KernelDef::new(&SHADER, "read_bwd_pairs");
 const SCORES: KernelDef = KernelDef::new(&SHADER, "scores");
 const SCORES_PAIRS: KernelDef = KernelDef::new(&SHADER, "scores_pairs");
 const CONTENT_BWD: KernelDef = KernelDef::new(&SHADER, "content_bwd");
+const CONTENT_BWD_PAIRS: KernelDef = KernelDef::new(&SHADER, "content_bwd_pairs");
 
 /// Rows per block at most (fewer when that would leave the device idle).
 const MAX_RB: u64 = 4096;
@@ -43,8 +45,9 @@ pub(crate) struct StreamLayout {
     /// or half of them, rounded up, with `pairs`; with subgroup row sums the narrowest power
     /// of two holding them (the butterflies need one).
     pub tw: u64,
-    /// Two V's per thread (V's c and c + tw: the `_pairs` entry points of `scores`, `dots`
-    /// and `read_bwd`), where rows are summed in workgroup memory and hold at least 2 V's.
+    /// Two V's per thread (V's c and c + tw: the `_pairs` entry points of `scores`, `dots`,
+    /// `read_bwd` and `content_bwd`), where rows are summed in workgroup memory and hold at
+    /// least 2 V's.
     pub pairs: bool,
     /// Rows per block: a multiple of the row lanes times `KR` (whole chunks) where that
     /// leaves at least `TR` rows.
@@ -68,7 +71,7 @@ impl StreamLayout {
     }
 
     /// The layout of the kernels that have `_pairs` entry points (`scores`, `dots`,
-    /// `read_bwd`): two V's per thread where that applies (`pairs`).
+    /// `read_bwd`, `content_bwd`): two V's per thread where that applies (`pairs`).
     pub fn paired(gpu: &Gpu, d: Dims) -> Option<Self> {
         Self::with_pairs(gpu, d, true)
     }
@@ -291,7 +294,15 @@ pub(crate) fn content_backward(
     g_mem: &Tensor,
     acc: bool,
 ) -> Result<Option<(wgpu::Buffer, wgpu::Buffer, u64)>> {
-    let Some(l) = StreamLayout::new(gpu, d) else {
+    // Two V's per thread where a row has an even count of them and keeps at least 2 column
+    // lanes (a chunk's rows, whose coefficients pass through workgroup memory, stay within
+    // WG), else one. With an odd count one lane holds a single V: on lavapipe at H = 4,
+    // W = 20 (5 V's in 3 lanes) the pairs were 0.88x as fast as one V (1.03x at H = 2), where
+    // at W = 64 they were 1.16-1.44x.
+    let Some(l) = StreamLayout::paired(gpu, d)
+        .filter(|l| l.tw >= 2 && (d.w as u64 / l.lanes as u64).is_multiple_of(2))
+        .or_else(|| StreamLayout::new(gpu, d))
+    else {
         return Ok(None);
     };
     if l.nhg != 1 || l.tw < 2 || (l.lanes == 1 && gpu.any_packed(&[g_mem])) {
@@ -319,7 +330,19 @@ pub(crate) fn content_backward(
     gpu.launch(
         rec,
         op,
-        &l.grad_kernel(gpu, (CONTENT_BWD, d), (mem, g_mem), acc),
+        &l.grad_kernel(
+            gpu,
+            (
+                if l.pairs {
+                    CONTENT_BWD_PAIRS
+                } else {
+                    CONTENT_BWD
+                },
+                d,
+            ),
+            (mem, g_mem),
+            acc,
+        ),
         Params::new(d.arr(), l.extra(), [0.0; 4]),
         l.units(d),
         &[
