@@ -718,8 +718,79 @@ fn heads_dw(x: HeadsCtx, r: HeadsRow, s: vec4<f32>) {
     }
 }
 
+// A thread's context at column c: the group's erase and add vectors there.
+fn heads_at(x: HeadsCtx, c: u32, ok: bool) -> HeadsCtx {
+    let H = heads();
+    let WL = p.dims.w / LANES;
+    var y = x;
+    y.c = c;
+    y.col_ok = ok;
+    let eo = (x.b * H + x.h0) * WL + min(c, WL - 1u);
+    y.e0 = group_vec_e(eo, 0u, x.nh);
+    y.e1 = group_vec_e(eo, 1u, x.nh);
+    y.e2 = group_vec_e(eo, 2u, x.nh);
+    y.e3 = group_vec_e(eo, 3u, x.nh);
+    y.a0 = group_vec_a(eo, 0u, x.nh);
+    y.a1 = group_vec_a(eo, 1u, x.nh);
+    y.a2 = group_vec_a(eo, 2u, x.nh);
+    y.a3 = group_vec_a(eo, 3u, x.nh);
+    return y;
+}
+
+// The block's column sums at column c (a thread's sums over its rows): a fixed-order tree
+// over the row lanes, per (quantity, head), into the partials. Call in uniform control flow.
+fn heads_column_sums(x: HeadsCtx, sums: HeadsSums, blk: u32, r: u32, t: u32) {
+    let H = heads();
+    let WL = p.dims.w / LANES;
+    let tw = p.extra.x;
+    let nblk = p.extra.y;
+    let rl = WG / tw;
+    for (var q = 0u; q < 2u * x.nh; q += 1u) {
+        let hh = q / 2u;
+        if q % 2u == 0u {
+            red_col[t] = pick(sums.de0, sums.de1, sums.de2, sums.de3, hh);
+        } else {
+            red_col[t] = pick(sums.da0, sums.da1, sums.da2, sums.da3, hh);
+        }
+        let p2 = pow2_floor(rl);
+        if p2 < rl {
+            workgroupBarrier();
+            if r < rl - p2 {
+                red_col[t] += red_col[t + p2 * tw];
+            }
+        }
+        for (var s = p2 / 2u; s > 0u; s = s / 2u) {
+            workgroupBarrier();
+            if r < s {
+                red_col[t] += red_col[t + s * tw];
+            }
+        }
+        workgroupBarrier();
+        if r == 0u && x.col_ok {
+            // de (q even) then da: the two quantities of the head side by side.
+            let o = ((x.b * nblk + blk) * H + x.h0 + hh) * 2u * WL + (q % 2u) * WL + x.c;
+            spart[o - p.base1.z / LANES] = red_col[t];
+        }
+        workgroupBarrier();
+    }
+}
+
 @compute @workgroup_size(WG)
 fn bwd_heads(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    bwd_heads_of(wg, t, false);
+}
+
+// bwd_heads with two V's per thread, c and c + TW (as primitives/rowstream.wgsl's
+// scores_pairs), taken by the host for one head (with 4, a thread's erase and add vectors and
+// column sums for both columns would be 32 V's): one staged dw share per row, the sum of both
+// columns'; dM stored at both; a second tree of column sums at the block's end.
+@compute @workgroup_size(WG)
+fn bwd_heads_pairs(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    bwd_heads_of(wg, t, true);
+}
+
+// `bwd_heads`, or with `pairs` (a constant at each entry point) `bwd_heads_pairs`.
+fn bwd_heads_of(wg: vec3<u32>, t: u32, pairs: bool) {
     let u = unit_id(wg);
     if u >= p.unit_end {
         return; // the whole workgroup: no barrier is skipped by part of it
@@ -754,8 +825,14 @@ fn bwd_heads(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
     x.a3 = group_vec_a(eo, 3u, x.nh);
     let z = V(0.0);
     var sums = HeadsSums(z, z, z, z, z, z, z, z);
+    var sums2 = sums;
     let i_begin = blk * rb;
     x.i_end = min(i_begin + rb, N);
+    // With pairs, the thread's second column (absent past the row: its loads are skipped).
+    var x2 = x;
+    if pairs {
+        x2 = heads_at(x, x.c + tw, x.c + tw < WL && r < rl);
+    }
     let nh = x.nh;
     let c = x.c;
     let col_ok = x.col_ok;
@@ -785,7 +862,11 @@ fn bwd_heads(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
     for (var c0 = i_begin; c0 < x.i_end && !SUB_ROWS; c0 += rl * KR) {
         for (var k = 0u; k < KR; k += 1u) {
             let row = heads_row(x, c0 + k * rl + r);
-            let share = heads_grads(x, row, &sums);
+            var share = heads_grads(x, row, &sums);
+            if pairs {
+                let row2 = heads_row(x2, c0 + k * rl + r);
+                share += heads_grads(x2, row2, &sums2);
+            }
             if nh == 1u {
                 red_dw1[k * WG + stage_slot(r, c, tw)] = share.x;
             } else {
@@ -816,33 +897,10 @@ fn bwd_heads(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
         }
         workgroupBarrier();
     }
-    // The block's column sums: a fixed-order tree over the row lanes, per (quantity, head).
-    for (var q = 0u; q < 2u * nh; q += 1u) {
-        let hh = q / 2u;
-        if q % 2u == 0u {
-            red_col[t] = pick(sums.de0, sums.de1, sums.de2, sums.de3, hh);
-        } else {
-            red_col[t] = pick(sums.da0, sums.da1, sums.da2, sums.da3, hh);
-        }
-        let p2 = pow2_floor(rl);
-        if p2 < rl {
-            workgroupBarrier();
-            if r < rl - p2 {
-                red_col[t] += red_col[t + p2 * tw];
-            }
-        }
-        for (var s = p2 / 2u; s > 0u; s = s / 2u) {
-            workgroupBarrier();
-            if r < s {
-                red_col[t] += red_col[t + s * tw];
-            }
-        }
-        workgroupBarrier();
-        if r == 0u && col_ok {
-            // de (q even) then da: the two quantities of the head side by side.
-            let o = ((x.b * nblk + blk) * H + x.h0 + hh) * 2u * WL + (q % 2u) * WL + c;
-            spart[o - p.base1.z / LANES] = red_col[t];
-        }
-        workgroupBarrier();
+    // The block's column sums: a fixed-order tree over the row lanes, per (quantity, head)
+    // (with pairs, a second one for the second columns).
+    heads_column_sums(x, sums, blk, r, t);
+    if pairs {
+        heads_column_sums(x2, sums2, blk, r, t);
     }
 }

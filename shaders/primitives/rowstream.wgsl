@@ -11,7 +11,7 @@
 // the row's V's where the rows are summed in workgroup memory (no idle column lane: W = 20
 // takes 5 of 5 where a power of two took 5 of 8), else (SUB_ROWS) the narrowest power of two
 // holding them, as the butterflies need. The `_pairs` entry points (scores, dots, read_bwd,
-// content_bwd) give each thread two V's of a row, c and c + TW, with TW half the row's V's
+// content_bwd; write.wgsl's bwd_heads) give each thread two V's of a row, c and c + TW, with TW half the row's V's
 // rounded up: one share per thread and row of their sum (the host picks them:
 // StreamLayout::paired). Trees over the row lanes first add the lanes past the largest power
 // of two (pow2_floor) into the first ones. Each thread leaves, for KR rows

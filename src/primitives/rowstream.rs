@@ -46,8 +46,8 @@ pub(crate) struct StreamLayout {
     /// of two holding them (the butterflies need one).
     pub tw: u64,
     /// Two V's per thread (V's c and c + tw: the `_pairs` entry points of `scores`, `dots`,
-    /// `read_bwd` and `content_bwd`), where rows are summed in workgroup memory and hold at
-    /// least 2 V's.
+    /// `read_bwd`, `content_bwd` and write.wgsl's `bwd_heads`), where rows are summed in
+    /// workgroup memory and hold at least 2 V's.
     pub pairs: bool,
     /// Rows per block: a multiple of the row lanes times `KR` (whole chunks) where that
     /// leaves at least `TR` rows.
@@ -71,7 +71,9 @@ impl StreamLayout {
     }
 
     /// The layout of the kernels that have `_pairs` entry points (`scores`, `dots`,
-    /// `read_bwd`, `content_bwd`): two V's per thread where that applies (`pairs`).
+    /// `read_bwd`, `content_bwd`, `bwd_heads`): two V's per thread where that applies
+    /// (`pairs`; the callers of the last two take it for even counts of V's only, and
+    /// `bwd_heads` for one head).
     pub fn paired(gpu: &Gpu, d: Dims) -> Option<Self> {
         Self::with_pairs(gpu, d, true)
     }
