@@ -718,7 +718,8 @@ fn heads_dw(x: HeadsCtx, r: HeadsRow, s: vec4<f32>) {
     }
 }
 
-// A thread's context at column c: the group's erase and add vectors there.
+// A thread's context at column c (`ok`: c is in the row, and the thread in a row lane): the
+// group's erase and add vectors there.
 fn heads_at(x: HeadsCtx, c: u32, ok: bool) -> HeadsCtx {
     let H = heads();
     let WL = p.dims.w / LANES;
@@ -809,20 +810,10 @@ fn bwd_heads_of(wg: vec3<u32>, t: u32, pairs: bool) {
     x.b = (u / x.nhg) / nblk;
     x.h0 = hg * HG;
     x.nh = min(HG, H - x.h0);
-    x.c = t % tw;
     let r = t / tw;
-    // The WG % TW threads past the last row lane take no rows.
-    x.col_ok = x.c < WL && r < rl;
-    // The group's erase and add vectors at this thread's column (absent heads 0: factor 1).
-    let eo = (x.b * H + x.h0) * WL + min(x.c, WL - 1u);
-    x.e0 = group_vec_e(eo, 0u, x.nh);
-    x.e1 = group_vec_e(eo, 1u, x.nh);
-    x.e2 = group_vec_e(eo, 2u, x.nh);
-    x.e3 = group_vec_e(eo, 3u, x.nh);
-    x.a0 = group_vec_a(eo, 0u, x.nh);
-    x.a1 = group_vec_a(eo, 1u, x.nh);
-    x.a2 = group_vec_a(eo, 2u, x.nh);
-    x.a3 = group_vec_a(eo, 3u, x.nh);
+    // The group's erase and add vectors at this thread's column (absent heads 0: factor 1);
+    // the WG % TW threads past the last row lane take no rows.
+    x = heads_at(x, t % tw, t % tw < WL && r < rl);
     let z = V(0.0);
     var sums = HeadsSums(z, z, z, z, z, z, z, z);
     var sums2 = sums;

@@ -654,6 +654,16 @@ fn dm_old(ln: Lane, i: u32) -> V {
     return V(0.0);
 }
 
+// Row i (its V m at the lane's column) given its coefficients cd and cm: its dM stored there,
+// and its terms of the lane's column sums of dD M.
+fn cb_apply(ln: Lane, vs: Vecs, i: u32, m: V, cd: vec4<f32>, cm: vec4<f32>, acc: ptr<function, CbSums>) {
+    store_dm(ln, vs, i, m, cd, cm, dm_old(ln, i));
+    (*acc).dk0 += cd.x * m;
+    (*acc).dk1 += cd.y * m;
+    (*acc).dk2 += cd.z * m;
+    (*acc).dk3 += cd.w * m;
+}
+
 // A thread's running sums: its column's dD M per head (dk's first term), and over the rows it
 // finishes, dP norm(M) and dz K per head.
 struct CbSums {
@@ -874,19 +884,9 @@ fn content_bwd_of(wg: vec3<u32>, t: u32, pairs: bool) {
                 let x = k * ln.rl + ln.r;
                 let cdv = red_dot[x];
                 let cmv = red_dot[WG + x];
-                let m = ms[k];
-                store_dm(ln, vs, i, m, cdv, cmv, dm_old(ln, i));
-                acc.dk0 += cdv.x * m;
-                acc.dk1 += cdv.y * m;
-                acc.dk2 += cdv.z * m;
-                acc.dk3 += cdv.w * m;
+                cb_apply(ln, vs, i, ms[k], cdv, cmv, &acc);
                 if pairs && l2.col_ok {
-                    let m2 = ms2[k];
-                    store_dm(l2, vs2, i, m2, cdv, cmv, dm_old(l2, i));
-                    acc2.dk0 += cdv.x * m2;
-                    acc2.dk1 += cdv.y * m2;
-                    acc2.dk2 += cdv.z * m2;
-                    acc2.dk3 += cdv.w * m2;
+                    cb_apply(l2, vs2, i, ms2[k], cdv, cmv, &acc2);
                 }
             }
         }
