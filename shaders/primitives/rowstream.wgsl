@@ -11,11 +11,11 @@
 // the row's V's where the rows are summed in workgroup memory (no idle column lane: W = 20
 // takes 5 of 5 where a power of two took 5 of 8), else (SUB_ROWS) the narrowest power of two
 // holding them, as the butterflies need. The `_pairs` entry points (scores, dots, read_bwd,
-// content_bwd; write.wgsl's bwd_heads) give each thread two V's of a row, c and c + TW, with TW half the row's V's
-// rounded up: one share per thread and row of their sum (the host picks them:
-// StreamLayout::paired). Trees over the row lanes first add the lanes past the largest power
-// of two (pow2_floor) into the first ones. Each thread leaves, for KR rows
-// of its row lane, its V's share of the dots (a vec4 of the group's heads; a one-head group's
+// content_bwd; write.wgsl's bwd_heads) give each thread two V's of a row, c and c + TW, with
+// TW half the row's V's rounded up: one share per thread and row of their sum (the host picks
+// them: StreamLayout::new with a Pairs rule). Trees over the row lanes first add the lanes
+// past the largest power of two (pow2_floor) into the first ones. Each thread leaves, for KR
+// rows of its row lane, its V's share of the dots (a vec4 of the group's heads; a one-head group's
 // dot alone, a quarter of the bytes) and of |M_i|^2 in workgroup memory (at the prelude's
 // stage_slot: columns swizzled by row against bank conflicts); after a barrier the rows are
 // summed over the column lanes in a fixed order (the same bits every run). With
@@ -186,6 +186,14 @@ fn second_lane(ln: Lane) -> Lane {
     return l2;
 }
 
+// The group's vectors at the second column where `pairs` (0 otherwise: they add nothing).
+fn second_vecs(l2: Lane, pairs: bool) -> Vecs {
+    if pairs {
+        return vecs_of(l2);
+    }
+    return no_vecs();
+}
+
 // The rows' V's a thread staged at each of its two columns (content_bwd_pairs uses them
 // again).
 struct PairMs {
@@ -332,10 +340,7 @@ fn dots_of(wg: vec3<u32>, t: u32, pairs: bool) {
     let ln = lane_of(u, t);
     let vs = vecs_of(ln);
     let l2 = second_lane(ln);
-    var vs2 = no_vecs();
-    if pairs {
-        vs2 = vecs_of(l2);
-    }
+    let vs2 = second_vecs(l2, pairs);
     if SUB_ROWS {
         // ROW_GROUP rows per row lane at a time (lane_row); each row's first lane stores its
         // dots.
@@ -433,10 +438,7 @@ fn read_bwd_of(wg: vec3<u32>, t: u32, pairs: bool) {
     let ln = lane_of(u, t);
     let vs = vecs_of(ln);
     let l2 = second_lane(ln);
-    var vs2 = no_vecs();
-    if pairs {
-        vs2 = vecs_of(l2);
-    }
+    let vs2 = second_vecs(l2, pairs);
     if SUB_ROWS {
         // ROW_GROUP rows per row lane at a time (lane_row), with the stored gradients they add
         // to.
@@ -538,10 +540,7 @@ fn scores_of(wg: vec3<u32>, t: u32, pairs: bool) {
     let ln = lane_of(u, t);
     let vs = vecs_of(ln);
     let l2 = second_lane(ln);
-    var vs2 = no_vecs();
-    if pairs {
-        vs2 = vecs_of(l2);
-    }
+    let vs2 = second_vecs(l2, pairs);
     let H = heads();
     let N = p.dims.z;
     let ksq = vec_sq_norms(vs, vs2, t);
@@ -799,10 +798,7 @@ fn content_bwd_of(wg: vec3<u32>, t: u32, pairs: bool) {
     let ln = lane_of(u, t);
     let vs = vecs_of(ln);
     let l2 = second_lane(ln);
-    var vs2 = no_vecs();
-    if pairs {
-        vs2 = vecs_of(l2);
-    }
+    let vs2 = second_vecs(l2, pairs);
     let H = heads();
     let N = p.dims.z;
     let ksq = vec_sq_norms(vs, vs2, t);

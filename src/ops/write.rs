@@ -4,7 +4,7 @@
 use crate::check::{self, Dims};
 use crate::error::Result;
 use crate::primitives::colsum::combine_slot;
-use crate::primitives::rowstream::StreamLayout;
+use crate::primitives::rowstream::{Pairs, StreamLayout};
 use crate::primitives::spans::{Elementwise, Rows};
 use crate::runtime::abi::{Params, HG, TR};
 use crate::runtime::dispatch::{Arg, Span};
@@ -195,12 +195,14 @@ impl Gpu {
         // else row tiles. Both leave per-block partial sums of de and da side by side,
         // [B, blocks, H, 2, W].
         // Two V's per thread (`bwd_heads_pairs`) for one head and an even count of V's per
-        // row, as content addressing's backward; else one. On lavapipe the pairs were
-        // 1.13-1.20x as fast at H = 1 (W = 64, 128) and 1.00x at H = 2, where a thread's
-        // vectors and sums double to 16 V's.
-        let layout = StreamLayout::paired(self, d)
-            .filter(|l| l.pairs && d.h == 1 && (d.w as u64 / l.lanes as u64).is_multiple_of(2))
-            .or_else(|| StreamLayout::new(self, d));
+        // row; else one. On lavapipe the pairs were 1.13-1.20x as fast at H = 1 (W = 64,
+        // 128) and 1.00x at H = 2, where a thread's vectors and sums double to 16 V's.
+        let pairs = if d.h == 1 {
+            Pairs::Even { min_lanes: 1 }
+        } else {
+            Pairs::No
+        };
+        let layout = StreamLayout::new(self, d, pairs);
         let (nblk, rb) = layout.map_or((n.div_ceil(TR as u64), TR as u64), |l| (l.nblk, l.rb));
         let nhg = h.div_ceil(HG as u64);
         let rows = |u0, u1| Rows::of_blocks(u0, u1, nhg, nblk, rb, n);

@@ -64,21 +64,28 @@ pub(crate) struct StreamLayout {
     pub row_group: u32,
 }
 
+/// Which rows a streaming layout gives two V's per thread (only where rows are summed in
+/// workgroup memory: subgroup butterflies take one).
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Pairs {
+    /// One V per thread.
+    No,
+    /// Rows of at least 2 V's: `scores`, `dots`, `read_bwd`, whose threads keep no
+    /// per-column sums.
+    Any,
+    /// Rows of an even count of V's, at least `min_lanes` column lanes' worth: `content_bwd`
+    /// (2: a chunk's rows pass their coefficients through WG slots) and `bwd_heads` (1). With
+    /// an odd count one lane holds a single V, and there the per-column sums these kernels
+    /// keep for both V's did not pay: content addressing's backward at H = 4, W = 20 (5 V's
+    /// in 3 lanes) ran 0.88x as fast on lavapipe, where at W = 64 the pairs were 1.16-1.44x.
+    Even { min_lanes: u64 },
+}
+
 impl StreamLayout {
-    /// The layout for `d`, or `None` when a row has more than `WG` V's.
-    pub fn new(gpu: &Gpu, d: Dims) -> Option<Self> {
-        Self::with_pairs(gpu, d, false)
-    }
-
-    /// The layout of the kernels that have `_pairs` entry points (`scores`, `dots`,
-    /// `read_bwd`, `content_bwd`, `bwd_heads`): two V's per thread where that applies
-    /// (`pairs`; the callers of the last two take it for even counts of V's only, and
-    /// `bwd_heads` for one head).
-    pub fn paired(gpu: &Gpu, d: Dims) -> Option<Self> {
-        Self::with_pairs(gpu, d, true)
-    }
-
-    fn with_pairs(gpu: &Gpu, d: Dims, pairs: bool) -> Option<Self> {
+    /// The layout for `d`, or `None` when a row has more than `WG` V's: two V's per thread
+    /// for the rows `rule` names (`pairs`: kernels with `_pairs` entry points, `scores`,
+    /// `dots`, `read_bwd`, `content_bwd`, `bwd_heads`), else one.
+    pub fn new(gpu: &Gpu, d: Dims, rule: Pairs) -> Option<Self> {
         let lanes: u32 = if d.w.is_multiple_of(4) { 4 } else { 1 };
         let cols = d.w as u64 / lanes as u64;
         let pow2 = cols.next_power_of_two();
@@ -86,7 +93,12 @@ impl StreamLayout {
             return None;
         }
         let sub_rows = gpu.subgroup_holds(pow2);
-        let pairs = pairs && !sub_rows && cols >= 2;
+        let pairs = !sub_rows
+            && match rule {
+                Pairs::No => false,
+                Pairs::Any => cols >= 2,
+                Pairs::Even { min_lanes } => cols.is_multiple_of(2) && cols / 2 >= min_lanes,
+            };
         let tw = match (sub_rows, pairs) {
             (true, _) => pow2,
             (false, true) => cols.div_ceil(2),
@@ -209,7 +221,7 @@ pub(crate) fn read_backward(
     g_mem: &Tensor,
     acc: bool,
 ) -> Result<bool> {
-    let Some(l) = StreamLayout::paired(gpu, d) else {
+    let Some(l) = StreamLayout::new(gpu, d, Pairs::Any) else {
         return Ok(false);
     };
     let one_pass = gpu.read_backward_passes() == 1;
@@ -296,15 +308,7 @@ pub(crate) fn content_backward(
     g_mem: &Tensor,
     acc: bool,
 ) -> Result<Option<(wgpu::Buffer, wgpu::Buffer, u64)>> {
-    // Two V's per thread where a row has an even count of them and keeps at least 2 column
-    // lanes (a chunk's rows, whose coefficients pass through workgroup memory, stay within
-    // WG), else one. With an odd count one lane holds a single V: on lavapipe at H = 4,
-    // W = 20 (5 V's in 3 lanes) the pairs were 0.88x as fast as one V (1.03x at H = 2), where
-    // at W = 64 they were 1.16-1.44x.
-    let Some(l) = StreamLayout::paired(gpu, d)
-        .filter(|l| l.tw >= 2 && (d.w as u64 / l.lanes as u64).is_multiple_of(2))
-        .or_else(|| StreamLayout::new(gpu, d))
-    else {
+    let Some(l) = StreamLayout::new(gpu, d, Pairs::Even { min_lanes: 2 }) else {
         return Ok(None);
     };
     if l.nhg != 1 || l.tw < 2 || (l.lanes == 1 && gpu.any_packed(&[g_mem])) {
@@ -366,8 +370,9 @@ mod tests {
     use crate::runtime::RowSums;
 
     /// Workgroup row sums take a row's V's exactly (no idle column lane), or half of them
-    /// rounded up with two per thread (`paired`, rows of at least 2 V's), and give blocks of
-    /// whole chunks of rows (at least TR); subgroup row sums keep the narrowest power of two.
+    /// rounded up with two per thread (`Pairs`: rows of at least 2 V's, or an even count
+    /// leaving enough lanes), and give blocks of whole chunks of rows (at least TR); subgroup
+    /// row sums keep the narrowest power of two.
     #[test]
     fn stream_tiles_hold_rows_exactly() {
         let gpu = Gpu::new().unwrap_or_else(|e| panic!("this test needs an adapter: {e}"));
@@ -385,25 +390,31 @@ mod tests {
                 (64, 16),
                 (100, 25),
             ] {
-                for (n, paired) in [1usize, 100, 1 << 16, 1 << 20]
+                let rules = [
+                    Pairs::No,
+                    Pairs::Any,
+                    Pairs::Even { min_lanes: 1 },
+                    Pairs::Even { min_lanes: 2 },
+                ];
+                for (n, rule) in [1usize, 100, 1 << 16, 1 << 20]
                     .into_iter()
-                    .flat_map(|n| [(n, false), (n, true)])
+                    .flat_map(|n| rules.map(|r| (n, r)))
                 {
                     let d = Dims { b: 1, h: 1, n, w };
-                    let l = if paired {
-                        StreamLayout::paired(&gpu, d)
-                    } else {
-                        StreamLayout::new(&gpu, d)
-                    }
-                    .unwrap();
-                    let pairs = paired && !l.sub_rows && cols >= 2;
-                    assert_eq!(l.pairs, pairs, "W = {w}, {sums:?}");
+                    let l = StreamLayout::new(&gpu, d, rule).unwrap();
+                    let pairs = !l.sub_rows
+                        && match rule {
+                            Pairs::No => false,
+                            Pairs::Any => cols >= 2,
+                            Pairs::Even { min_lanes } => cols % 2 == 0 && cols / 2 >= min_lanes,
+                        };
+                    assert_eq!(l.pairs, pairs, "W = {w}, {sums:?}, {rule:?}");
                     let want = match (l.sub_rows, pairs) {
                         (true, _) => cols.next_power_of_two(),
                         (false, true) => cols.div_ceil(2),
                         (false, false) => cols,
                     };
-                    assert_eq!(l.tw, want, "W = {w}, {sums:?}, paired: {paired}");
+                    assert_eq!(l.tw, want, "W = {w}, {sums:?}, {rule:?}");
                     let chunk = (WG as u64 / l.tw) * KR as u64;
                     assert!(l.rb >= TR as u64, "W = {w}, N = {n}: {} rows", l.rb);
                     assert!(

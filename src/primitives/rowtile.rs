@@ -7,7 +7,7 @@
 
 use crate::check::Dims;
 use crate::error::Result;
-use crate::primitives::rowstream::{self, StreamLayout};
+use crate::primitives::rowstream::{self, Pairs, StreamLayout};
 use crate::primitives::spans::Rows;
 use crate::runtime::abi::{Params, HG, TR};
 use crate::runtime::dispatch::Arg;
@@ -42,7 +42,7 @@ pub(crate) fn row_dots(
     out: &Tensor,
 ) -> Result<()> {
     // Rows that fit a workgroup stream with coalesced V loads; wider ones take the tiles.
-    if let Some(l) = StreamLayout::paired(gpu, d) {
+    if let Some(l) = StreamLayout::new(gpu, d, Pairs::Any) {
         return rowstream::dots(gpu, rec, op, (d, l), mem, vecs, out);
     }
     let (units, nblk, nhg) = tile_units(d);
@@ -75,7 +75,7 @@ pub(crate) fn content_scores(
     (mem, keys, beta): (&Tensor, &Tensor, &Tensor),
     out: &Tensor,
 ) -> Result<(wgpu::Buffer, u64)> {
-    if let Some(l) = StreamLayout::paired(gpu, d) {
+    if let Some(l) = StreamLayout::new(gpu, d, Pairs::Any) {
         return rowstream::scores(gpu, rec, op, (d, l), (mem, keys, beta), out);
     }
     let (units, nblk, nhg) = tile_units(d);
