@@ -1,0 +1,223 @@
+#!/usr/bin/env bash
+# One GPU run of what the README's GPU tables need, on one device: the conformance tests on that
+# GPU, this crate's bench beside the PyTorch peer (eager and torch.compile, f32 and f16; the bench
+# pairs the rows and judges issue 8's targets), alternating A/B runs of the kernel settings whose
+# GPU defaults are not yet measured, and each kernel's time. Each stage writes its results to
+# $RESULTS as soon as it ends, so a run cut short keeps what it finished; `times.txt` there gives
+# each stage's seconds, for planning the next run.
+#
+#   benches/gpu_run.sh [STAGE...]          default: info tests peer bench settings profile
+#
+# Stages:
+#   info      adapter list, driver, GPU clocks, this checkout's revision
+#   tests     the test suites on this GPU (`cargo test --release`, or every binary in $TESTS)
+#   peer      ../shared/peers/torch_ntm_ops.py at $PEER_SHAPES: eager and --compile, f32 and f16
+#   bench     the bench (the full sweep, or $SHAPES) beside the peer's rows: comparison.txt, .md
+#             and .csv, the report, the CSV and the plot
+#   settings  for each setting in $SETTINGS, $ALTERNATIONS alternating runs of the bench with it
+#             and with the defaults at $AB_SHAPES (f32), then their A/B (ab_<setting>.txt)
+#   base      the same A/B of this build against another build's bench binary, $BASE
+#   profile   each op's compute passes and kernels at $PROFILE_SHAPES (f32)
+#
+# Environment (all optional):
+#   BENCH     this build's bench binary; default: built by `cargo bench --no-run`. A machine with
+#             no Rust toolchain runs binaries built elsewhere (same target): name them here and
+#             in TESTS, and carry the peer script (PEER)
+#   TESTS     a folder of test binaries (`cargo test --release --no-run` lists them); run from the
+#             repository root, as cargo runs them
+#   PEER      the PyTorch peer script; default ../shared/peers/torch_ntm_ops.py
+#   PYTHON    the Python that has PyTorch; default python3
+#   RESULTS   the results folder; default target/gpu-run
+#   SHAPES    the bench stage's shapes ("B,H,N,W;..."); default: the bench's full sweep
+#   PEER_SHAPES  the peer's shapes; default: the peer's own list, which the README's tables use
+#   AB_SHAPES, ALTERNATIONS, SETTINGS, PROFILE_SHAPES: see their defaults below
+#   BASE      the other build's bench binary for the `base` stage
+#
+# The settings (each against the defaults; `Gpu`'s setters document what they choose):
+#   read2       NTM_BENCH_READ_PASSES=2         the soft read's backward in two passes (GPU default 1)
+#   subgroup    NTM_BENCH_ROW_SUMS=subgroup     streaming row sums by subgroup shuffles (default:
+#                                               workgroup memory)
+#   subgroup1   ... and NTM_BENCH_STREAM_GROUP=1, against subgroup with the GPU default of 4
+#   group1      NTM_BENCH_STREAM_GROUP=1        the several-head column partials row by row
+#   ew4, ew8    NTM_BENCH_EW_ROWS=4 / 8         elementwise rows per thread (GPU default 1)
+#   ew4load1    NTM_BENCH_EW_ROWS=4 NTM_BENCH_EW_GROUP=1, against ew4 (GPU default group 4)
+#   wg1024, wg16384  NTM_BENCH_REDUCTION_WG     the reductions' workgroups (GPU default 4,096)
+set -u -o pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+RESULTS=${RESULTS:-$ROOT/target/gpu-run}
+PEER=${PEER:-$ROOT/../shared/peers/torch_ntm_ops.py}
+PYTHON=${PYTHON:-python3}
+AB_SHAPES=${AB_SHAPES:-16,1,65536,64;1,1,1048576,64;16,1,65536,20;16,4,16384,20}
+ALTERNATIONS=${ALTERNATIONS:-2}
+SETTINGS=${SETTINGS:-read2 subgroup subgroup1 group1 ew4 ew8 ew4load1 wg1024 wg16384}
+PROFILE_SHAPES=${PROFILE_SHAPES:-16,1,65536,64;1,1,1048576,64}
+mkdir -p "$RESULTS"
+RESULTS=$(cd "$RESULTS" && pwd)
+
+say() { echo "== $*" | tee -a "$RESULTS/log.txt"; }
+
+bench_bin() {
+    if [ -z "${BENCH:-}" ]; then
+        # The bench binary is the executable cargo names for the memory_access target.
+        BENCH=$(cargo bench --no-run --message-format=json 2>/dev/null |
+            sed -n 's/.*"executable":"\([^"]*memory_access[^"]*\)".*/\1/p' | tail -n 1)
+        if [ -z "$BENCH" ]; then
+            say "no bench binary: set BENCH, or run where cargo builds"
+            return 1
+        fi
+    fi
+}
+
+# One bench run into its own target folder ($1), with the environment that follows.
+bench_into() {
+    local dir=$1
+    shift
+    mkdir -p "$dir"
+    env CARGO_TARGET_DIR="$dir" "$@" "$BENCH" --bench >"$dir/stdout.txt" 2>&1
+}
+
+# The env assignments of a setting's two sides: "base|new".
+setting_sides() {
+    case $1 in
+    read2) echo "|NTM_BENCH_READ_PASSES=2" ;;
+    subgroup) echo "|NTM_BENCH_ROW_SUMS=subgroup" ;;
+    subgroup1) echo "NTM_BENCH_ROW_SUMS=subgroup|NTM_BENCH_ROW_SUMS=subgroup NTM_BENCH_STREAM_GROUP=1" ;;
+    group1) echo "|NTM_BENCH_STREAM_GROUP=1" ;;
+    ew4) echo "|NTM_BENCH_EW_ROWS=4" ;;
+    ew8) echo "|NTM_BENCH_EW_ROWS=8" ;;
+    ew4load1) echo "NTM_BENCH_EW_ROWS=4|NTM_BENCH_EW_ROWS=4 NTM_BENCH_EW_GROUP=1" ;;
+    wg1024) echo "|NTM_BENCH_REDUCTION_WG=1024" ;;
+    wg16384) echo "|NTM_BENCH_REDUCTION_WG=16384" ;;
+    *) return 1 ;;
+    esac
+}
+
+# The A/B of two sides' runs (colon-separated CSV lists), no device opened; $3 names the result.
+ab_of() {
+    local dir=$RESULTS/ab-$3
+    mkdir -p "$dir"
+    env CARGO_TARGET_DIR="$dir" NTM_BENCH_BASE="$1" NTM_BENCH_FROM="$2" "$BENCH" --bench \
+        >"$dir/stdout.txt" 2>&1
+    cp "$dir/ntm-bench/ab.txt" "$RESULTS/ab_$3.txt" && cp "$dir/ntm-bench/ab.csv" "$RESULTS/ab_$3.csv"
+}
+
+stage_info() {
+    {
+        date -u
+        echo "revision: $(git rev-parse HEAD 2>/dev/null || echo unknown)"
+        nvidia-smi 2>/dev/null || echo "no nvidia-smi"
+        nvidia-smi -q -d CLOCK 2>/dev/null | sed -n '1,40p'
+        vulkaninfo --summary 2>/dev/null || echo "no vulkaninfo"
+        "$PYTHON" -c 'import torch; print("torch", torch.__version__, torch.cuda.get_device_name(0))' 2>&1
+    } >"$RESULTS/info.txt" 2>&1
+    return 0
+}
+
+stage_tests() {
+    local rc=0
+    if [ -n "${TESTS:-}" ]; then
+        for t in "$TESTS"/*; do
+            [ -x "$t" ] || continue
+            echo "-- $(basename "$t")"
+            "$t" || rc=1
+        done >"$RESULTS/tests.txt" 2>&1
+    else
+        cargo test --release >"$RESULTS/tests.txt" 2>&1 || rc=1
+    fi
+    grep -E "^test result|FAILED|panicked" "$RESULTS/tests.txt" | sort | uniq -c | tee -a "$RESULTS/log.txt"
+    return $rc
+}
+
+stage_peer() {
+    local shapes=()
+    [ -n "${PEER_SHAPES:-}" ] && shapes=(--shapes "$PEER_SHAPES")
+    local rc=0
+    for dtype in f32 f16; do
+        "$PYTHON" "$PEER" "${shapes[@]}" --compile --dtype "$dtype" --csv "$RESULTS/torch-$dtype.csv" \
+            >"$RESULTS/torch-$dtype.txt" 2>&1 || rc=1
+    done
+    # One CSV for the bench: the f16 run's peers are named torch-eager-f16, torch-compile-f16.
+    cat "$RESULTS/torch-f32.csv" >"$RESULTS/torch.csv"
+    tail -n +2 "$RESULTS/torch-f16.csv" >>"$RESULTS/torch.csv" 2>/dev/null
+    return $rc
+}
+
+stage_bench() {
+    bench_bin || return 1
+    local dir=$RESULTS/bench peer=()
+    [ -s "$RESULTS/torch.csv" ] && peer=(NTM_BENCH_PEER="$RESULTS/torch.csv")
+    local shapes=()
+    [ -n "${SHAPES:-}" ] && shapes=(NTM_BENCH_SHAPES="$SHAPES")
+    bench_into "$dir" "${peer[@]}" "${shapes[@]}"
+    local rc=$?
+    cp "$dir/stdout.txt" "$RESULTS/bench.txt"
+    cp "$dir"/ntm-bench/* "$RESULTS/" 2>/dev/null
+    return $rc
+}
+
+stage_settings() {
+    bench_bin || return 1
+    local rc=0 s i sides base new
+    for s in $SETTINGS; do
+        sides=$(setting_sides "$s") || { say "unknown setting $s"; rc=1; continue; }
+        base=${sides%%|*}
+        new=${sides#*|}
+        local a="" b=""
+        for i in $(seq 1 "$ALTERNATIONS"); do
+            # Base first, then the setting: the pair alternates, so drift falls on both sides.
+            # shellcheck disable=SC2086 # the sides are lists of assignments
+            bench_into "$RESULTS/runs/$s-base$i" NTM_BENCH_SHAPES="$AB_SHAPES" NTM_BENCH_DTYPES=f32 $base || rc=1
+            # shellcheck disable=SC2086
+            bench_into "$RESULTS/runs/$s-new$i" NTM_BENCH_SHAPES="$AB_SHAPES" NTM_BENCH_DTYPES=f32 $new || rc=1
+            a=$a${a:+:}$RESULTS/runs/$s-base$i/ntm-bench/memory_access.csv
+            b=$b${b:+:}$RESULTS/runs/$s-new$i/ntm-bench/memory_access.csv
+        done
+        ab_of "$a" "$b" "$s" || rc=1
+        say "setting $s: $(grep -m1 '^  soft: median' "$RESULTS/ab_$s.txt" 2>/dev/null)"
+    done
+    return $rc
+}
+
+stage_base() {
+    bench_bin || return 1
+    [ -n "${BASE:-}" ] || { say "base: set BASE to the other build's bench binary"; return 1; }
+    local rc=0 a="" b="" i
+    for i in $(seq 1 "$ALTERNATIONS"); do
+        local ours=$BENCH
+        BENCH=$BASE bench_into "$RESULTS/runs/base-old$i" NTM_BENCH_SHAPES="$AB_SHAPES" NTM_BENCH_DTYPES=f32 || rc=1
+        BENCH=$ours bench_into "$RESULTS/runs/base-new$i" NTM_BENCH_SHAPES="$AB_SHAPES" NTM_BENCH_DTYPES=f32 || rc=1
+        a=$a${a:+:}$RESULTS/runs/base-old$i/ntm-bench/memory_access.csv
+        b=$b${b:+:}$RESULTS/runs/base-new$i/ntm-bench/memory_access.csv
+    done
+    ab_of "$a" "$b" base || rc=1
+    return $rc
+}
+
+stage_profile() {
+    bench_bin || return 1
+    bench_into "$RESULTS/runs/profile" NTM_BENCH_SHAPES="$PROFILE_SHAPES" NTM_BENCH_DTYPES=f32 \
+        NTM_PROFILE_PASSES=1 NTM_PROFILE_DISPATCHES=1
+    local rc=$?
+    cp "$RESULTS/runs/profile/stdout.txt" "$RESULTS/profile.txt"
+    return $rc
+}
+
+stages=("$@")
+[ ${#stages[@]} -eq 0 ] && stages=(info tests peer bench settings profile)
+status=0
+for st in "${stages[@]}"; do
+    if ! declare -F "stage_$st" >/dev/null; then
+        say "unknown stage $st"
+        status=2
+        continue
+    fi
+    say "stage $st"
+    t0=$(date +%s)
+    "stage_$st"
+    rc=$?
+    echo "$st $(($(date +%s) - t0)) s rc $rc" | tee -a "$RESULTS/times.txt"
+    [ $rc -eq 0 ] || status=1
+done
+exit $status
