@@ -35,6 +35,7 @@
 #
 # The settings (each against the defaults; `Gpu`'s setters document what they choose):
 #   read2       NTM_BENCH_READ_PASSES=2         the soft read's backward in two passes (GPU default 1)
+#   vecs1       NTM_BENCH_STREAM_VECS=1         one V of a row per streaming thread (default 2)
 #   subgroup    NTM_BENCH_ROW_SUMS=subgroup     streaming row sums by subgroup shuffles (default:
 #                                               workgroup memory)
 #   subgroup1   ... and NTM_BENCH_STREAM_GROUP=1, against subgroup with the GPU default of 4
@@ -51,7 +52,7 @@ PEER=${PEER:-$ROOT/../shared/peers/torch_ntm_ops.py}
 PYTHON=${PYTHON:-python3}
 AB_SHAPES=${AB_SHAPES:-16,1,65536,64;1,1,1048576,64;16,1,65536,20;16,4,16384,20}
 ALTERNATIONS=${ALTERNATIONS:-2}
-SETTINGS=${SETTINGS:-read2 subgroup subgroup1 group1 ew4 ew8 ew4load1 wg1024 wg16384}
+SETTINGS=${SETTINGS:-read2 vecs1 subgroup subgroup1 group1 ew4 ew8 ew4load1 wg1024 wg16384}
 PROFILE_SHAPES=${PROFILE_SHAPES:-16,1,65536,64;1,1,1048576,64}
 mkdir -p "$RESULTS"
 RESULTS=$(cd "$RESULTS" && pwd)
@@ -82,6 +83,7 @@ bench_into() {
 setting_sides() {
     case $1 in
     read2) echo "|NTM_BENCH_READ_PASSES=2" ;;
+    vecs1) echo "|NTM_BENCH_STREAM_VECS=1" ;;
     subgroup) echo "|NTM_BENCH_ROW_SUMS=subgroup" ;;
     subgroup1) echo "NTM_BENCH_ROW_SUMS=subgroup|NTM_BENCH_ROW_SUMS=subgroup NTM_BENCH_STREAM_GROUP=1" ;;
     group1) echo "|NTM_BENCH_STREAM_GROUP=1" ;;

@@ -13,7 +13,8 @@
 //! (`Gpu::set_reduction_workgroups`); `NTM_BENCH_STREAM_GROUP=<1..4>` the rows the streaming
 //! kernels' subgroup loops load before summing any (`Gpu::set_stream_row_group`);
 //! `NTM_BENCH_READ_PASSES=<1..2>` the soft read backward's passes over the memory
-//! (`Gpu::set_read_backward_passes`);
+//! (`Gpu::set_read_backward_passes`); `NTM_BENCH_STREAM_VECS=<1..2>` the V's of a row each
+//! thread of the streaming kernels takes (`Gpu::set_stream_vecs_per_thread`);
 //! `NTM_BENCH_FILTER=<substring>` selects ops; `NTM_BENCH_REPS`
 //! sets repetitions per row; `NTM_BENCH_WARM_MS` the milliseconds of each row's own work run
 //! before it is timed (default 50); `NTM_BENCH_SOFT_MIB` caps the memory size of soft rows (default:
@@ -125,7 +126,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     // The count settings: each variable, when set, passes its count to its setter.
     type Setter = fn(&Gpu, u32) -> ntm_kernels::Result<()>;
-    let settings: [(&str, &str, Setter); 5] = [
+    let settings: [(&str, &str, Setter); 6] = [
         ("NTM_BENCH_EW_ROWS", "rows", Gpu::set_elementwise_rows),
         ("NTM_BENCH_EW_GROUP", "rows", Gpu::set_elementwise_row_group),
         ("NTM_BENCH_STREAM_GROUP", "rows", Gpu::set_stream_row_group),
@@ -138,6 +139,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "NTM_BENCH_REDUCTION_WG",
             "workgroups",
             Gpu::set_reduction_workgroups,
+        ),
+        (
+            "NTM_BENCH_STREAM_VECS",
+            "V's per thread",
+            Gpu::set_stream_vecs_per_thread,
         ),
     ];
     for (var, what, set) in settings {
@@ -158,8 +164,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         gpu.reduction_workgroups()
     );
     println!(
-        "streaming row sums: {:?}, subgroup loops load {} rows at a time; soft read backward in {} pass(es)",
+        "streaming row sums: {:?}, {} V's per thread where summed in workgroup memory, subgroup loops load {} rows at a time; soft read backward in {} pass(es)",
         gpu.row_sums(),
+        gpu.stream_vecs_per_thread(),
         gpu.stream_row_group(),
         gpu.read_backward_passes()
     );

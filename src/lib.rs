@@ -22,7 +22,7 @@ pub use runtime::user::{Access, Kernel, MAX_PARAM_WORDS};
 pub use runtime::{
     AdapterSummary, F16Path, Gpu, RowSums, DEFAULT_WAIT_TIMEOUT, MAX_ELEMENTWISE_ROWS,
     MAX_ELEMENTWISE_ROW_GROUP, MAX_READ_BACKWARD_PASSES, MAX_REDUCTION_WORKGROUPS,
-    MAX_STREAM_ROW_GROUP,
+    MAX_STREAM_ROW_GROUP, MAX_STREAM_VECS_PER_THREAD,
 };
 
 /// The epsilon of `norm(x) = sqrt(sum x² + EPS)` and of `K = D / (P + EPS)`.

@@ -10,6 +10,7 @@ use ntm_kernels::reference::{self as r, Shape};
 use ntm_kernels::{
     Error, Gpu, RowSums, Tensor, MAX_ELEMENTWISE_ROWS, MAX_ELEMENTWISE_ROW_GROUP,
     MAX_READ_BACKWARD_PASSES, MAX_REDUCTION_WORKGROUPS, MAX_STREAM_ROW_GROUP,
+    MAX_STREAM_VECS_PER_THREAD,
 };
 
 const ATOL: f64 = 2e-5;
@@ -436,7 +437,7 @@ fn every_op_at_each_elementwise_rows_count() {
     let g = own_gpu();
     type Setter = fn(&Gpu, u32) -> Result<(), Error>;
     type Getter = fn(&Gpu) -> u32;
-    let settings: [(&str, u32, Setter, Getter); 5] = [
+    let settings: [(&str, u32, Setter, Getter); 6] = [
         (
             "set_elementwise_rows",
             MAX_ELEMENTWISE_ROWS,
@@ -466,6 +467,12 @@ fn every_op_at_each_elementwise_rows_count() {
             MAX_READ_BACKWARD_PASSES,
             Gpu::set_read_backward_passes,
             Gpu::read_backward_passes,
+        ),
+        (
+            "set_stream_vecs_per_thread",
+            MAX_STREAM_VECS_PER_THREAD,
+            Gpu::set_stream_vecs_per_thread,
+            Gpu::stream_vecs_per_thread,
         ),
     ];
     for (name, max, set, get) in settings {
@@ -548,6 +555,61 @@ fn every_op_at_each_stream_row_group() {
     ];
     let groups: Vec<u32> = (1..=MAX_STREAM_ROW_GROUP).collect();
     assert_settings_keep_bits(&groups, &shapes, 2700, |group| sub_gpu(group, true));
+}
+
+/// The streaming kernels with one V of a row per thread and with two (the default on every
+/// adapter), each with the soft read's backward in one pass and in two (`read_bwd` and
+/// `dots`): every op against the reference where rows are summed in workgroup memory, on
+/// rows of 1 to 25 V's (pairs of a single lane, odd and even counts, scalar and vec4
+/// columns), one to five heads (the soft write's heads' gradients pair at one head only),
+/// N = 1 and rows past a block, whole and bound in 256 KiB windows; and each count's outputs
+/// the same bits on a second run.
+#[test]
+fn every_op_at_each_stream_vecs_per_thread() {
+    let gpu_at = |vecs: u32, passes: u32| -> Gpu {
+        let g = own_gpu();
+        g.set_row_sums(RowSums::Workgroup).unwrap();
+        g.set_stream_vecs_per_thread(vecs).unwrap();
+        g.set_read_backward_passes(passes).unwrap();
+        assert_eq!(g.stream_vecs_per_thread(), vecs);
+        g
+    };
+    let mut seed = 3100;
+    for vecs in 1..=MAX_STREAM_VECS_PER_THREAD {
+        for passes in 1..=MAX_READ_BACKWARD_PASSES {
+            let g = gpu_at(vecs, passes);
+            for b in [1, 3] {
+                for h in [1, 2, 4, 5] {
+                    for n in [1, 129, 1000] {
+                        for w in [3, 6, 8, 20, 64, 100] {
+                            seed += 1;
+                            run_on(&g, &Case::new(Shape::new(b, h, n, w), seed), ATOL);
+                        }
+                    }
+                }
+            }
+            let (device, queue) = device_with(|l| l.max_storage_buffer_binding_size = 256 << 10);
+            let gw = Gpu::from_wgpu(device, queue).unwrap();
+            gw.set_stream_vecs_per_thread(vecs).unwrap();
+            gw.set_read_backward_passes(passes).unwrap();
+            for s in [Shape::new(2, 1, 3000, 64), Shape::new(1, 3, 5000, 20)] {
+                seed += 1;
+                run_on(&gw, &Case::new(s, seed), ATOL);
+            }
+        }
+        // The same bits on a second run, on a second device.
+        for (k, s) in [Shape::new(2, 1, 129, 64), Shape::new(1, 4, 300, 24)]
+            .into_iter()
+            .enumerate()
+        {
+            let first = soft_output_bits(&gpu_at(vecs, 1), s, 3300 + k as u64);
+            let again = soft_output_bits(&gpu_at(vecs, 1), s, 3300 + k as u64);
+            assert!(
+                first == again,
+                "{vecs} V's per thread: two runs of {s:?} gave different bits"
+            );
+        }
+    }
 }
 
 /// The soft read's backward in one pass over the memory and in two, whatever the adapter's

@@ -84,7 +84,8 @@ pub(crate) enum Pairs {
 impl StreamLayout {
     /// The layout for `d`, or `None` when a row has more than `WG` V's: two V's per thread
     /// for the rows `rule` names (`pairs`: kernels with `_pairs` entry points, `scores`,
-    /// `dots`, `read_bwd`, `content_bwd`, `bwd_heads`), else one.
+    /// `dots`, `read_bwd`, `content_bwd`, `bwd_heads`) where `Gpu::stream_vecs_per_thread`
+    /// is 2, else one.
     pub fn new(gpu: &Gpu, d: Dims, rule: Pairs) -> Option<Self> {
         let lanes: u32 = if d.w.is_multiple_of(4) { 4 } else { 1 };
         let cols = d.w as u64 / lanes as u64;
@@ -94,6 +95,7 @@ impl StreamLayout {
         }
         let sub_rows = gpu.subgroup_holds(pow2);
         let pairs = !sub_rows
+            && gpu.stream_vecs_per_thread() == 2
             && match rule {
                 Pairs::No => false,
                 Pairs::Any => cols >= 2,
@@ -371,15 +373,19 @@ mod tests {
 
     /// Workgroup row sums take a row's V's exactly (no idle column lane), or half of them
     /// rounded up with two per thread (`Pairs`: rows of at least 2 V's, or an even count
-    /// leaving enough lanes), and give blocks of whole chunks of rows (at least TR); subgroup
+    /// leaving enough lanes; only where `Gpu::stream_vecs_per_thread` is 2), and give blocks of whole chunks of rows (at least TR); subgroup
     /// row sums keep the narrowest power of two.
     #[test]
     fn stream_tiles_hold_rows_exactly() {
         let gpu = Gpu::new().unwrap_or_else(|e| panic!("this test needs an adapter: {e}"));
-        for sums in [RowSums::Workgroup, RowSums::Subgroup] {
+        for (sums, vecs) in [RowSums::Workgroup, RowSums::Subgroup]
+            .into_iter()
+            .flat_map(|s| [(s, 1), (s, 2)])
+        {
             if gpu.set_row_sums(sums).is_err() {
                 continue; // no subgroups on this adapter
             }
+            gpu.set_stream_vecs_per_thread(vecs).unwrap();
             // (W, V's per row)
             for (w, cols) in [
                 (1usize, 1u64),
@@ -403,12 +409,13 @@ mod tests {
                     let d = Dims { b: 1, h: 1, n, w };
                     let l = StreamLayout::new(&gpu, d, rule).unwrap();
                     let pairs = !l.sub_rows
+                        && vecs == 2
                         && match rule {
                             Pairs::No => false,
                             Pairs::Any => cols >= 2,
                             Pairs::Even { min_lanes } => cols % 2 == 0 && cols / 2 >= min_lanes,
                         };
-                    assert_eq!(l.pairs, pairs, "W = {w}, {sums:?}, {rule:?}");
+                    assert_eq!(l.pairs, pairs, "W = {w}, {sums:?}, {vecs} V's, {rule:?}");
                     let want = match (l.sub_rows, pairs) {
                         (true, _) => cols.next_power_of_two(),
                         (false, true) => cols.div_ceil(2),

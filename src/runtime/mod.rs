@@ -113,6 +113,9 @@ pub struct Gpu {
     stream_row_group: AtomicU32,
     /// Passes over the memory of the soft read's backward ([`Gpu::set_read_backward_passes`]).
     read_backward_passes: AtomicU32,
+    /// V's of a row each thread of the streaming kernels takes, where their rule allows
+    /// ([`Gpu::set_stream_vecs_per_thread`]).
+    stream_vecs_per_thread: AtomicU32,
 }
 
 /// The most memory rows a thread of the elementwise kernels may take
@@ -131,6 +134,10 @@ pub const MAX_STREAM_ROW_GROUP: u32 = 4;
 /// The most passes over the memory the soft read's backward may take
 /// ([`Gpu::set_read_backward_passes`]).
 pub const MAX_READ_BACKWARD_PASSES: u32 = 2;
+
+/// The most V's (4 columns, or 1 where W is not a multiple of 4) of a memory row each thread
+/// of the streaming kernels may take ([`Gpu::set_stream_vecs_per_thread`]).
+pub const MAX_STREAM_VECS_PER_THREAD: u32 = 2;
 
 /// The most workgroups the reductions' layouts may aim for
 /// ([`Gpu::set_reduction_workgroups`]).
@@ -320,6 +327,7 @@ impl Gpu {
             reduction_workgroups: AtomicU32::new(reduction_workgroups),
             stream_row_group: AtomicU32::new(stream_row_group),
             read_backward_passes: AtomicU32::new(read_backward_passes),
+            stream_vecs_per_thread: AtomicU32::new(MAX_STREAM_VECS_PER_THREAD),
         })
     }
 
@@ -506,6 +514,38 @@ impl Gpu {
             what,
             passes,
             MAX_READ_BACKWARD_PASSES,
+        )
+    }
+
+    /// V's of a memory row each thread of the streaming kernels takes where rows are summed in
+    /// workgroup memory; see [`Gpu::set_stream_vecs_per_thread`].
+    pub fn stream_vecs_per_thread(&self) -> u32 {
+        self.stream_vecs_per_thread.load(Ordering::Relaxed)
+    }
+
+    /// Chooses how many V's of a memory row (1 to [`MAX_STREAM_VECS_PER_THREAD`]; a V is 4
+    /// columns, or 1 where W is not a multiple of 4) each thread of the streaming kernels takes
+    /// from now on, where rows are summed in workgroup memory ([`RowSums::Workgroup`]: subgroup
+    /// butterflies take one); another count is an [`Error::Invalid`]. With 2, a thread takes
+    /// V's `c` and `c + TW` of a row (`TW` half the row's V's, rounded up) and stages one share
+    /// of the row's sums for both: half the workgroup-memory stores and row-sum reads per row,
+    /// twice the loads in flight between barriers. It applies to content addressing's scores
+    /// and the soft read's weight gradient at rows of at least 2 V's, to content addressing's
+    /// backward at an even count of at least 4, and to the soft write's heads' gradients at
+    /// one head and an even count (where one V per lane measured faster on lavapipe, the other
+    /// rows keep one). The default is 2 on every adapter: on lavapipe content addressing ran
+    /// 1.32-1.36x as fast forward and 1.42-1.44x backward at W = 64 and 128, the soft read's
+    /// backward 1.25-1.31x; not yet measured on a GPU (`NTM_BENCH_STREAM_VECS`). The two
+    /// forms sum a row's shares in different orders, so results at 1 and 2 agree within the
+    /// tests' tolerances, not bit for bit; each gives the same bits every run.
+    pub fn set_stream_vecs_per_thread(&self, vecs: u32) -> Result<()> {
+        let (op, what) = ("set_stream_vecs_per_thread", "V's per thread");
+        set_count(
+            &self.stream_vecs_per_thread,
+            op,
+            what,
+            vecs,
+            MAX_STREAM_VECS_PER_THREAD,
         )
     }
 
