@@ -14,8 +14,9 @@
 #   peer      ../shared/peers/torch_ntm_ops.py at $PEER_SHAPES: eager and --compile, f32 and f16
 #   bench     the bench (the full sweep, or $SHAPES) beside the peer's rows: comparison.txt, .md
 #             and .csv, the report, the CSV and the plot
-#   settings  for each setting in $SETTINGS, $ALTERNATIONS alternating runs of the bench with it
-#             and with the defaults at $AB_SHAPES (f32), then their A/B (ab_<setting>.txt)
+#   settings  $ALTERNATIONS rounds of the bench at $AB_SHAPES (f32): in each, one run with the
+#             defaults and one with each setting in $SETTINGS, one after another; then each
+#             setting's A/B against its base (the defaults, or the setting it varies): ab_<setting>.txt
 #   base      the same A/B of this build against another build's bench binary, $BASE
 #   profile   each op's compute passes and kernels at $PROFILE_SHAPES (f32)
 #
@@ -30,18 +31,20 @@
 #   RESULTS   the results folder; default target/gpu-run
 #   SHAPES    the bench stage's shapes ("B,H,N,W;..."); default: the bench's full sweep
 #   PEER_SHAPES  the peer's shapes; default: the peer's own list, which the README's tables use
-#   AB_SHAPES, ALTERNATIONS, SETTINGS, PROFILE_SHAPES: see their defaults below
+#   AB_SHAPES, ALTERNATIONS, SETTINGS, PROFILE_SHAPES: see their defaults below; AB_FILTER:
+#             the settings runs' NTM_BENCH_FILTER (default: every op)
+#   BUDGET_S  seconds after which no stage, and no run of the settings, starts (a device lease)
 #   BASE      the other build's bench binary for the `base` stage
 #
-# The settings (each against the defaults; `Gpu`'s setters document what they choose):
+# The settings (each against the defaults unless named; `Gpu`'s setters document them):
 #   read2       NTM_BENCH_READ_PASSES=2         the soft read's backward in two passes (GPU default 1)
 #   vecs1       NTM_BENCH_STREAM_VECS=1         one V of a row per streaming thread (default 2)
 #   subgroup    NTM_BENCH_ROW_SUMS=subgroup     streaming row sums by subgroup shuffles (default:
 #                                               workgroup memory)
-#   subgroup1   ... and NTM_BENCH_STREAM_GROUP=1, against subgroup with the GPU default of 4
+#   subgroup1   ... and NTM_BENCH_STREAM_GROUP=1, against subgroup (its GPU default of 4)
 #   group1      NTM_BENCH_STREAM_GROUP=1        the several-head column partials row by row
 #   ew4, ew8    NTM_BENCH_EW_ROWS=4 / 8         elementwise rows per thread (GPU default 1)
-#   ew4load1    NTM_BENCH_EW_ROWS=4 NTM_BENCH_EW_GROUP=1, against ew4 (GPU default group 4)
+#   ew4load1    NTM_BENCH_EW_ROWS=4 NTM_BENCH_EW_GROUP=1, against ew4 (its GPU default group 4)
 #   wg1024, wg16384  NTM_BENCH_REDUCTION_WG     the reductions' workgroups (GPU default 4,096)
 set -u -o pipefail
 
@@ -79,21 +82,36 @@ bench_into() {
     env CARGO_TARGET_DIR="$dir" "$@" "$BENCH" --bench >"$dir/stdout.txt" 2>&1
 }
 
-# The env assignments of a setting's two sides: "base|new".
-setting_sides() {
+# A run's settings, as env assignments: `default` (the adapter's defaults) and each setting.
+run_env() {
     case $1 in
-    read2) echo "|NTM_BENCH_READ_PASSES=2" ;;
-    vecs1) echo "|NTM_BENCH_STREAM_VECS=1" ;;
-    subgroup) echo "|NTM_BENCH_ROW_SUMS=subgroup" ;;
-    subgroup1) echo "NTM_BENCH_ROW_SUMS=subgroup|NTM_BENCH_ROW_SUMS=subgroup NTM_BENCH_STREAM_GROUP=1" ;;
-    group1) echo "|NTM_BENCH_STREAM_GROUP=1" ;;
-    ew4) echo "|NTM_BENCH_EW_ROWS=4" ;;
-    ew8) echo "|NTM_BENCH_EW_ROWS=8" ;;
-    ew4load1) echo "NTM_BENCH_EW_ROWS=4|NTM_BENCH_EW_ROWS=4 NTM_BENCH_EW_GROUP=1" ;;
-    wg1024) echo "|NTM_BENCH_REDUCTION_WG=1024" ;;
-    wg16384) echo "|NTM_BENCH_REDUCTION_WG=16384" ;;
+    default) echo "" ;;
+    read2) echo "NTM_BENCH_READ_PASSES=2" ;;
+    vecs1) echo "NTM_BENCH_STREAM_VECS=1" ;;
+    subgroup) echo "NTM_BENCH_ROW_SUMS=subgroup" ;;
+    subgroup1) echo "NTM_BENCH_ROW_SUMS=subgroup NTM_BENCH_STREAM_GROUP=1" ;;
+    group1) echo "NTM_BENCH_STREAM_GROUP=1" ;;
+    ew4) echo "NTM_BENCH_EW_ROWS=4" ;;
+    ew8) echo "NTM_BENCH_EW_ROWS=8" ;;
+    ew4load1) echo "NTM_BENCH_EW_ROWS=4 NTM_BENCH_EW_GROUP=1" ;;
+    wg1024) echo "NTM_BENCH_REDUCTION_WG=1024" ;;
+    wg16384) echo "NTM_BENCH_REDUCTION_WG=16384" ;;
     *) return 1 ;;
     esac
+}
+
+# The run a setting is compared with: the defaults, or the setting it varies.
+base_of() {
+    case $1 in
+    subgroup1) echo subgroup ;;
+    ew4load1) echo ew4 ;;
+    *) echo default ;;
+    esac
+}
+
+# Whether $BUDGET_S seconds have passed since the script began (then no new run starts).
+spent() {
+    [ -n "${BUDGET_S:-}" ] && [ $(($(date +%s) - START)) -ge "$BUDGET_S" ]
 }
 
 # The A/B of two sides' runs (colon-separated CSV lists), no device opened; $3 names the result.
@@ -161,23 +179,36 @@ stage_bench() {
 
 stage_settings() {
     bench_bin || return 1
-    local rc=0 s i sides base new
+    local rc=0 s i r runs="default" csvs
     for s in $SETTINGS; do
-        sides=$(setting_sides "$s") || { say "unknown setting $s"; rc=1; continue; }
-        base=${sides%%|*}
-        new=${sides#*|}
-        local a="" b=""
-        for i in $(seq 1 "$ALTERNATIONS"); do
-            # Base first, then the setting: the pair alternates, so drift falls on both sides.
-            # shellcheck disable=SC2086 # the sides are lists of assignments
-            bench_into "$RESULTS/runs/$s-base$i" NTM_BENCH_SHAPES="$AB_SHAPES" NTM_BENCH_DTYPES=f32 $base || rc=1
-            # shellcheck disable=SC2086
-            bench_into "$RESULTS/runs/$s-new$i" NTM_BENCH_SHAPES="$AB_SHAPES" NTM_BENCH_DTYPES=f32 $new || rc=1
-            a=$a${a:+:}$RESULTS/runs/$s-base$i/ntm-bench/memory_access.csv
-            b=$b${b:+:}$RESULTS/runs/$s-new$i/ntm-bench/memory_access.csv
+        run_env "$s" >/dev/null || { say "unknown setting $s"; rc=1; continue; }
+        runs="$runs $(base_of "$s") $s"
+    done
+    runs=$(echo "$runs" | tr ' ' '\n' | awk '!seen[$0]++' | tr '\n' ' ')
+    # Rounds of every run, one after another: drift over the stage falls on every side alike.
+    for i in $(seq 1 "$ALTERNATIONS"); do
+        for r in $runs; do
+            if spent; then
+                say "budget of $BUDGET_S s spent: no more runs (round $i, $r)"
+                break 2
+            fi
+            # shellcheck disable=SC2046 # a list of assignments
+            bench_into "$RESULTS/runs/$r-$i" NTM_BENCH_SHAPES="$AB_SHAPES" NTM_BENCH_DTYPES=f32 \
+                ${AB_FILTER:+NTM_BENCH_FILTER=$AB_FILTER} $(run_env "$r") || rc=1
         done
+    done
+    csvs() { ls "$RESULTS"/runs/"$1"-*/ntm-bench/memory_access.csv 2>/dev/null | paste -sd: -; }
+    for s in $SETTINGS; do
+        run_env "$s" >/dev/null || continue
+        local a b
+        a=$(csvs "$(base_of "$s")")
+        b=$(csvs "$s")
+        if [ -z "$a" ] || [ -z "$b" ]; then
+            say "setting $s: no runs"
+            continue
+        fi
         ab_of "$a" "$b" "$s" || rc=1
-        say "setting $s: $(grep -m1 '^  soft: median' "$RESULTS/ab_$s.txt" 2>/dev/null)"
+        say "setting $s against $(base_of "$s"): $(grep -m1 '^  soft: median' "$RESULTS/ab_$s.txt" 2>/dev/null)"
     done
     return $rc
 }
@@ -187,6 +218,7 @@ stage_base() {
     [ -n "${BASE:-}" ] || { say "base: set BASE to the other build's bench binary"; return 1; }
     local rc=0 a="" b="" i
     for i in $(seq 1 "$ALTERNATIONS"); do
+        spent && { say "budget of $BUDGET_S s spent: no more runs (round $i)"; break; }
         local ours=$BENCH
         BENCH=$BASE bench_into "$RESULTS/runs/base-old$i" NTM_BENCH_SHAPES="$AB_SHAPES" NTM_BENCH_DTYPES=f32 || rc=1
         BENCH=$ours bench_into "$RESULTS/runs/base-new$i" NTM_BENCH_SHAPES="$AB_SHAPES" NTM_BENCH_DTYPES=f32 || rc=1
@@ -206,6 +238,7 @@ stage_profile() {
     return $rc
 }
 
+START=$(date +%s)
 stages=("$@")
 [ ${#stages[@]} -eq 0 ] && stages=(info tests peer bench settings profile)
 status=0
@@ -213,6 +246,11 @@ for st in "${stages[@]}"; do
     if ! declare -F "stage_$st" >/dev/null; then
         say "unknown stage $st"
         status=2
+        continue
+    fi
+    if spent; then
+        say "budget of $BUDGET_S s spent: stage $st not run"
+        status=1
         continue
     fi
     say "stage $st"
