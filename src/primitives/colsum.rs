@@ -38,7 +38,7 @@ const LANE_ROWS: u64 = 16;
 /// N = 1,048,576; W = 128: 6.3-7.5 against 11.9-13.5 ms; 16 and 64 rows per lane were slower.
 /// With other strides the longest blocks were the fastest: f16 rows (2 KiB) 29-30 ms at
 /// N = 1,048,576 against 42-43 with this cap, W = 63 (1,008 bytes) 71-78 against 87-117 ms
-/// (README, lavapipe section). GPUs run the invocations together: no cap.
+/// (docs/lavapipe-notes.md). GPUs run the invocations together: no cap.
 const CPU_STRIDED_LANE_ROWS: u64 = 32;
 
 /// Layout of the column reductions.
