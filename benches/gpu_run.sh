@@ -48,6 +48,11 @@
 #   wg1024, wg16384  NTM_BENCH_REDUCTION_WG     the reductions' workgroups (GPU default 4,096)
 set -u -o pipefail
 
+# Paths given relative to the caller's folder, made absolute before the script moves to the root.
+abs() { case $1 in /* | "") echo "$1" ;; *) echo "$PWD/$1" ;; esac; }
+for v in BENCH TESTS PEER BASE RESULTS; do
+    [ -n "${!v:-}" ] && printf -v "$v" '%s' "$(abs "${!v}")"
+done
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 RESULTS=${RESULTS:-$ROOT/target/gpu-run}
