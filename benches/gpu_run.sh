@@ -35,6 +35,7 @@
 #             the settings runs' NTM_BENCH_FILTER (default: every op)
 #   BUDGET_S  seconds after which no stage, and no run of the settings, starts (a device lease)
 #   BASE      the other build's bench binary for the `base` stage
+#   REVISION  the revision `info` records where the tree has no git history (a copied tree)
 #
 # The settings (each against the defaults unless named; `Gpu`'s setters document them):
 #   read2       NTM_BENCH_READ_PASSES=2         the soft read's backward in two passes (GPU default 1)
@@ -131,7 +132,7 @@ ab_of() {
 stage_info() {
     {
         date -u
-        echo "revision: $(git rev-parse HEAD 2>/dev/null || echo unknown)"
+        echo "revision: ${REVISION:-$(git rev-parse HEAD 2>/dev/null || echo unknown)}"
         nvidia-smi 2>/dev/null || echo "no nvidia-smi"
         nvidia-smi -q -d CLOCK 2>/dev/null | sed -n '1,40p'
         vulkaninfo --summary 2>/dev/null || echo "no vulkaninfo"
@@ -144,7 +145,7 @@ stage_tests() {
     local rc=0
     if [ -n "${TESTS:-}" ]; then
         for t in "$TESTS"/*; do
-            [ -x "$t" ] || continue
+            [ -f "$t" ] && [ -x "$t" ] || continue
             echo "-- $(basename "$t")"
             "$t" || rc=1
         done >"$RESULTS/tests.txt" 2>&1
