@@ -40,6 +40,8 @@
 # The settings (each against the defaults unless named; `Gpu`'s setters document them):
 #   read2       NTM_BENCH_READ_PASSES=2         the soft read's backward in two passes (GPU default 1)
 #   vecs1       NTM_BENCH_STREAM_VECS=1         one V of a row per streaming thread (default 2)
+#   pow2tiles   NTM_BENCH_TILES=pow2            power-of-two column tiles (default: a row's V's
+#                                               exactly; differs at W = 20 of $AB_SHAPES)
 #   subgroup    NTM_BENCH_ROW_SUMS=subgroup     streaming row sums by subgroup shuffles (default:
 #                                               workgroup memory)
 #   subgroup1   ... and NTM_BENCH_STREAM_GROUP=1, against subgroup (its GPU default of 4)
@@ -61,7 +63,7 @@ PEER=${PEER:-$ROOT/../shared/peers/torch_ntm_ops.py}
 PYTHON=${PYTHON:-python3}
 AB_SHAPES=${AB_SHAPES:-16,1,65536,64;1,1,1048576,64;16,1,65536,20;16,4,16384,20}
 ALTERNATIONS=${ALTERNATIONS:-2}
-SETTINGS=${SETTINGS:-read2 vecs1 subgroup subgroup1 group1 ew4 ew8 ew4load1 wg1024 wg16384}
+SETTINGS=${SETTINGS:-read2 vecs1 pow2tiles subgroup subgroup1 group1 ew4 ew8 ew4load1 wg1024 wg16384}
 PROFILE_SHAPES=${PROFILE_SHAPES:-16,1,65536,64;1,1,1048576,64}
 mkdir -p "$RESULTS"
 RESULTS=$(cd "$RESULTS" && pwd)
@@ -94,6 +96,7 @@ run_env() {
     default) echo "" ;;
     read2) echo "NTM_BENCH_READ_PASSES=2" ;;
     vecs1) echo "NTM_BENCH_STREAM_VECS=1" ;;
+    pow2tiles) echo "NTM_BENCH_TILES=pow2" ;;
     subgroup) echo "NTM_BENCH_ROW_SUMS=subgroup" ;;
     subgroup1) echo "NTM_BENCH_ROW_SUMS=subgroup NTM_BENCH_STREAM_GROUP=1" ;;
     group1) echo "NTM_BENCH_STREAM_GROUP=1" ;;

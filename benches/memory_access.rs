@@ -6,6 +6,8 @@
 //! `NTM_BENCH_DTYPES=f32,f16` picks the memory dtypes (default both); `NTM_BENCH_F16_PATH=packed`
 //! times the packed f16 kernels on a device that has native f16; `NTM_BENCH_ROW_SUMS=subgroup`
 //! or `workgroup` picks how the streaming kernels sum rows (`Gpu::set_row_sums`);
+//! `NTM_BENCH_TILES=pow2` or `exact` how the column reductions and the streaming row sums tile
+//! a row's V's (`Gpu::set_column_tiles`);
 //! `NTM_BENCH_EW_ROWS=<1..8>` the rows per thread of the elementwise kernels
 //! (`Gpu::set_elementwise_rows`) and `NTM_BENCH_EW_GROUP=<1..4>` how many of them the
 //! head-specialised ones load before storing (`Gpu::set_elementwise_row_group`);
@@ -116,6 +118,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         gpu.set_f16_path(ntm_kernels::F16Path::Packed)?;
     }
     println!("f16 kernels: {:?}", gpu.f16_path());
+    match env("NTM_BENCH_TILES").as_deref() {
+        Some("pow2") => gpu.set_column_tiles(ntm_kernels::ColumnTiles::PowerOfTwo),
+        Some("exact") => gpu.set_column_tiles(ntm_kernels::ColumnTiles::Exact),
+        Some(other) => return Err(format!("NTM_BENCH_TILES={other}: exact or pow2").into()),
+        None => {}
+    }
     match env("NTM_BENCH_ROW_SUMS").as_deref() {
         Some("subgroup") => gpu.set_row_sums(ntm_kernels::RowSums::Subgroup)?,
         Some("workgroup") => gpu.set_row_sums(ntm_kernels::RowSums::Workgroup)?,
@@ -164,7 +172,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         gpu.reduction_workgroups()
     );
     println!(
-        "streaming row sums: {:?}, {} V's per thread where summed in workgroup memory, subgroup loops load {} rows at a time; soft read backward in {} pass(es)",
+        "column tiles: {:?}; streaming row sums: {:?}, {} V's per thread where summed in workgroup memory, subgroup loops load {} rows at a time; soft read backward in {} pass(es)",
+        gpu.column_tiles(),
         gpu.row_sums(),
         gpu.stream_vecs_per_thread(),
         gpu.stream_row_group(),

@@ -20,7 +20,7 @@ pub use runtime::profile::{Clock, Profile};
 pub use runtime::tensor::{DType, Indices, Tensor};
 pub use runtime::user::{Access, Kernel, MAX_PARAM_WORDS};
 pub use runtime::{
-    AdapterSummary, F16Path, Gpu, RowSums, DEFAULT_WAIT_TIMEOUT, MAX_ELEMENTWISE_ROWS,
+    AdapterSummary, ColumnTiles, F16Path, Gpu, RowSums, DEFAULT_WAIT_TIMEOUT, MAX_ELEMENTWISE_ROWS,
     MAX_ELEMENTWISE_ROW_GROUP, MAX_READ_BACKWARD_PASSES, MAX_REDUCTION_WORKGROUPS,
     MAX_STREAM_ROW_GROUP, MAX_STREAM_VECS_PER_THREAD,
 };

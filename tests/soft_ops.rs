@@ -8,7 +8,7 @@ mod common;
 use common::*;
 use ntm_kernels::reference::{self as r, Shape};
 use ntm_kernels::{
-    Error, Gpu, RowSums, Tensor, MAX_ELEMENTWISE_ROWS, MAX_ELEMENTWISE_ROW_GROUP,
+    ColumnTiles, Error, Gpu, RowSums, Tensor, MAX_ELEMENTWISE_ROWS, MAX_ELEMENTWISE_ROW_GROUP,
     MAX_READ_BACKWARD_PASSES, MAX_REDUCTION_WORKGROUPS, MAX_STREAM_ROW_GROUP,
     MAX_STREAM_VECS_PER_THREAD,
 };
@@ -610,6 +610,61 @@ fn every_op_at_each_stream_vecs_per_thread() {
             );
         }
     }
+}
+
+/// Column tiles of the narrowest power of two of a row's `V`'s (`ColumnTiles::PowerOfTwo`,
+/// idle threads past the row) beside the default exact tiles: every op against the reference
+/// where rows are summed in workgroup memory, on `V` counts that are not powers of two (odd,
+/// even, one lane of pairs holding one `V`, a second lane past the row), with one and two
+/// `V`'s per streaming thread and the soft read's backward in one pass, one to five heads,
+/// N = 1 and rows past a block, whole and bound in 256 KiB windows; the same bits on a second
+/// run.
+#[test]
+fn every_op_with_power_of_two_column_tiles() {
+    let gpu_at = |vecs: u32| -> Gpu {
+        let g = own_gpu();
+        g.set_row_sums(RowSums::Workgroup).unwrap();
+        g.set_column_tiles(ColumnTiles::PowerOfTwo);
+        g.set_stream_vecs_per_thread(vecs).unwrap();
+        g.set_read_backward_passes(1).unwrap();
+        assert_eq!(g.column_tiles(), ColumnTiles::PowerOfTwo);
+        g
+    };
+    let mut seed = 3400;
+    for vecs in 1..=MAX_STREAM_VECS_PER_THREAD {
+        let g = gpu_at(vecs);
+        for b in [1, 3] {
+            for h in [1, 2, 4, 5] {
+                for n in [1, 129, 1000] {
+                    // V's: 3, 5, 6, 7, 25, 10 (scalar and vec4 rows)
+                    for w in [3, 20, 24, 28, 100, 10] {
+                        seed += 1;
+                        run_on(&g, &Case::new(Shape::new(b, h, n, w), seed), ATOL);
+                    }
+                }
+            }
+        }
+        let (device, queue) = device_with(|l| l.max_storage_buffer_binding_size = 256 << 10);
+        let gw = Gpu::from_wgpu(device, queue).unwrap();
+        gw.set_column_tiles(ColumnTiles::PowerOfTwo);
+        gw.set_stream_vecs_per_thread(vecs).unwrap();
+        for s in [Shape::new(2, 1, 3000, 24), Shape::new(1, 3, 5000, 20)] {
+            seed += 1;
+            run_on(&gw, &Case::new(s, seed), ATOL);
+        }
+        let s = Shape::new(2, 1, 300, 20);
+        let first = soft_output_bits(&gpu_at(vecs), s, 3600);
+        assert!(
+            first == soft_output_bits(&gpu_at(vecs), s, 3600),
+            "power-of-two tiles, {vecs} V's per thread: two runs gave different bits"
+        );
+    }
+    // The setting holds until changed.
+    let g = own_gpu();
+    assert_eq!(g.column_tiles(), ColumnTiles::Exact);
+    g.set_column_tiles(ColumnTiles::PowerOfTwo);
+    g.set_column_tiles(ColumnTiles::Exact);
+    assert_eq!(g.column_tiles(), ColumnTiles::Exact);
 }
 
 /// The soft read's backward in one pass over the memory and in two, whatever the adapter's

@@ -81,7 +81,7 @@ impl ColLayout {
 /// `elem_bytes` each in memory (4 for f32, 2 for f16).
 pub(crate) fn col_layout(gpu: &Gpu, d: Dims, (lanes, elem_bytes): (u32, u64)) -> ColLayout {
     let cols = d.w as u64 / lanes as u64;
-    let tw = cols.min(CW as u64);
+    let tw = gpu.row_tile(cols).min(CW as u64);
     let nct = cols.div_ceil(tw);
     let nhg = (d.h as u64).div_ceil(HG as u64);
     let units = |rb: u64| d.b as u64 * (d.n as u64).div_ceil(rb) * nct * nhg;
@@ -230,7 +230,8 @@ pub(crate) fn weighted_row_sums(
 mod tests {
     use super::*;
 
-    /// Column tiles of a row's V's; the blocks' rows: on CPU adapters, where a row lane's rows
+    /// Column tiles of a row's V's (or, with `ColumnTiles::PowerOfTwo`, the power of two of
+    /// them); the blocks' rows: on CPU adapters, where a row lane's rows
     /// lie a multiple of 4 KiB apart, at most `CPU_STRIDED_LANE_ROWS` per row lane (more
     /// workgroups than the target); otherwise, and on GPUs, the longest that give the target,
     /// up to `MAX_RB` (and a binding).
@@ -267,6 +268,24 @@ mod tests {
             };
             assert_eq!(l.rb, want, "W = {w}, {bytes}-byte elements");
             assert_eq!(l.nblk, (1u64 << 20).div_ceil(l.rb));
+        }
+        // With power-of-two tiles, the narrowest power of two holding a row's V's (up to CW).
+        gpu.set_column_tiles(crate::ColumnTiles::PowerOfTwo);
+        for (w, lanes, tw) in [
+            (20, 4, 8),
+            (63, 1, 64),
+            (3, 1, 4),
+            (64, 4, 16),
+            (4096, 4, CW),
+        ] {
+            let d = Dims {
+                b: 1,
+                h: 1,
+                n: 1000,
+                w,
+            };
+            let l = col_layout(&gpu, d, (lanes, 4));
+            assert_eq!(l.tw, tw as u64, "W = {w}, power-of-two tiles");
         }
     }
 }

@@ -103,8 +103,8 @@ impl StreamLayout {
             };
         let tw = match (sub_rows, pairs) {
             (true, _) => pow2,
-            (false, true) => cols.div_ceil(2),
-            (false, false) => cols,
+            (false, true) => gpu.row_tile(cols).div_ceil(2),
+            (false, false) => gpu.row_tile(cols),
         };
         // At least TR rows, as the row tiles: the per-block partials that soft write's
         // backward leaves ([B, blocks, H, W]) stay within a binding wherever the tiles' did.
@@ -369,23 +369,26 @@ pub(crate) fn content_backward(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::RowSums;
+    use crate::runtime::{ColumnTiles, RowSums};
 
     /// Workgroup row sums take a row's V's exactly (no idle column lane), or half of them
     /// rounded up with two per thread (`Pairs`: rows of at least 2 V's, or an even count
-    /// leaving enough lanes; only where `Gpu::stream_vecs_per_thread` is 2), and give blocks of whole chunks of rows (at least TR); subgroup
+    /// leaving enough lanes; only where `Gpu::stream_vecs_per_thread` is 2), or the power of two
+    /// of them with `ColumnTiles::PowerOfTwo`, and give blocks of whole chunks of rows (at least TR); subgroup
     /// row sums keep the narrowest power of two.
     #[test]
     fn stream_tiles_hold_rows_exactly() {
         let gpu = Gpu::new().unwrap_or_else(|e| panic!("this test needs an adapter: {e}"));
-        for (sums, vecs) in [RowSums::Workgroup, RowSums::Subgroup]
+        for (sums, vecs, tiles) in [RowSums::Workgroup, RowSums::Subgroup]
             .into_iter()
             .flat_map(|s| [(s, 1), (s, 2)])
+            .flat_map(|(s, v)| [(s, v, ColumnTiles::Exact), (s, v, ColumnTiles::PowerOfTwo)])
         {
             if gpu.set_row_sums(sums).is_err() {
                 continue; // no subgroups on this adapter
             }
             gpu.set_stream_vecs_per_thread(vecs).unwrap();
+            gpu.set_column_tiles(tiles);
             // (W, V's per row)
             for (w, cols) in [
                 (1usize, 1u64),
@@ -416,12 +419,16 @@ mod tests {
                             Pairs::Even { min_lanes } => cols % 2 == 0 && cols / 2 >= min_lanes,
                         };
                     assert_eq!(l.pairs, pairs, "W = {w}, {sums:?}, {vecs} V's, {rule:?}");
+                    let tile = match tiles {
+                        ColumnTiles::Exact => cols,
+                        ColumnTiles::PowerOfTwo => cols.next_power_of_two(),
+                    };
                     let want = match (l.sub_rows, pairs) {
                         (true, _) => cols.next_power_of_two(),
-                        (false, true) => cols.div_ceil(2),
-                        (false, false) => cols,
+                        (false, true) => tile.div_ceil(2),
+                        (false, false) => tile,
                     };
-                    assert_eq!(l.tw, want, "W = {w}, {sums:?}, {rule:?}");
+                    assert_eq!(l.tw, want, "W = {w}, {sums:?}, {tiles:?}, {rule:?}");
                     let chunk = (WG as u64 / l.tw) * KR as u64;
                     assert!(l.rb >= TR as u64, "W = {w}, N = {n}: {} rows", l.rb);
                     assert!(

@@ -116,6 +116,9 @@ pub struct Gpu {
     /// V's of a row each thread of the streaming kernels takes, where their rule allows
     /// ([`Gpu::set_stream_vecs_per_thread`]).
     stream_vecs_per_thread: AtomicU32,
+    /// Whether rows whose `V` count is not a power of two get a power of two of column threads
+    /// ([`ColumnTiles::PowerOfTwo`]).
+    tiles_pow2: AtomicBool,
 }
 
 /// The most memory rows a thread of the elementwise kernels may take
@@ -175,6 +178,24 @@ pub enum RowSums {
     /// Workgroup memory and barriers, a fixed-order sum per row: every backend, GL included.
     /// The default.
     Workgroup,
+}
+
+/// How many column threads the column reductions (the soft read's forward, the gradients'
+/// column sums) and the streaming kernels' workgroup row sums give a memory row of `V`'s (a
+/// `V`: 4 columns, or 1 where W is not a multiple of 4), where that count is not a power of
+/// two (powers of two have one layout).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ColumnTiles {
+    /// Exactly the row's `V`'s (halved, rounded up, with two `V`'s per streaming thread): no
+    /// idle thread. Their workgroup-memory slots are not swizzled, so on a GPU the streaming
+    /// row sums may meet 3- to 6-way bank conflicts at some even counts (12, 24 and 48 `V`'s
+    /// are the worst). The default: on lavapipe 1.04-1.62x as fast as powers of two on
+    /// content addressing and the backward passes, and the soft read forward 1.06-1.14x.
+    Exact,
+    /// The narrowest power of two holding them: idle threads (W = 20: 3 of every 8), slots
+    /// swizzled against bank conflicts. The layout before `Exact`, kept to measure the two
+    /// against each other on a GPU (`NTM_BENCH_TILES=pow2`).
+    PowerOfTwo,
 }
 
 /// Which kernels serve f16 tensors on a [`Gpu`] (DESIGN.md section 7).
@@ -328,6 +349,7 @@ impl Gpu {
             stream_row_group: AtomicU32::new(stream_row_group),
             read_backward_passes: AtomicU32::new(read_backward_passes),
             stream_vecs_per_thread: AtomicU32::new(MAX_STREAM_VECS_PER_THREAD),
+            tiles_pow2: AtomicBool::new(false),
         })
     }
 
@@ -547,6 +569,37 @@ impl Gpu {
             vecs,
             MAX_STREAM_VECS_PER_THREAD,
         )
+    }
+
+    /// How the column reductions and the streaming kernels' workgroup row sums tile a row's
+    /// `V`'s; see [`Gpu::set_column_tiles`].
+    pub fn column_tiles(&self) -> ColumnTiles {
+        if self.tiles_pow2.load(Ordering::Relaxed) {
+            ColumnTiles::PowerOfTwo
+        } else {
+            ColumnTiles::Exact
+        }
+    }
+
+    /// Chooses how the column reductions (the soft read's forward, the gradients' column
+    /// sums) and the streaming kernels' workgroup row sums tile a row's `V`'s from now on,
+    /// where their count is not a power of two: exactly ([`ColumnTiles::Exact`], the default
+    /// on every adapter) or by the narrowest power of two ([`ColumnTiles::PowerOfTwo`]), to
+    /// measure both on one device; subgroup row sums always take a power of two. The
+    /// kernels are the same; the two tilings sum a row's shares (and the column partials'
+    /// row lanes) in different orders, so results agree within the tests' tolerances, not bit
+    /// for bit; each gives the same bits every run.
+    pub fn set_column_tiles(&self, tiles: ColumnTiles) {
+        self.tiles_pow2
+            .store(tiles == ColumnTiles::PowerOfTwo, Ordering::Relaxed);
+    }
+
+    /// The column threads a row of `cols` `V`'s takes under [`Gpu::column_tiles`].
+    pub(crate) fn row_tile(&self, cols: u64) -> u64 {
+        match self.column_tiles() {
+            ColumnTiles::Exact => cols,
+            ColumnTiles::PowerOfTwo => cols.next_power_of_two(),
+        }
     }
 
     /// How many workgroups the reductions spread over (at least, where their rows allow),
