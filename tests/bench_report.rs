@@ -677,3 +677,60 @@ fn the_stored_h200_run_gives_the_readme_verdicts() {
         );
     }
 }
+
+/// A repository file, found where the test runs (cargo runs tests in the package root) or
+/// else where the crate was built.
+fn repo_text(rel: &str) -> String {
+    let local = std::path::Path::new(rel).to_path_buf();
+    let path = if local.exists() {
+        local
+    } else {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+    };
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// `benches/gpu_run.sh` sets only variables the bench or the crate reads (a renamed variable
+/// would leave a GPU run's A/B comparing a setting with itself), and each of its default
+/// settings has its runs' variables.
+#[test]
+fn the_gpu_run_script_sets_only_variables_that_are_read() {
+    let script = repo_text("benches/gpu_run.sh");
+    let readers = [
+        repo_text("benches/memory_access.rs"),
+        repo_text("benches/report/mod.rs"),
+        repo_text("src/runtime/profile.rs"),
+        repo_text("src/runtime/mod.rs"),
+    ];
+    let mut vars = HashSet::new();
+    for prefix in ["NTM_BENCH_", "NTM_PROFILE_"] {
+        for (at, _) in script.match_indices(prefix) {
+            let name: String = script[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                .collect();
+            vars.insert(name);
+        }
+    }
+    assert!(vars.len() >= 10, "found only {vars:?}");
+    for v in &vars {
+        let quoted = format!("\"{v}\"");
+        assert!(
+            readers.iter().any(|r| r.contains(&quoted)),
+            "gpu_run.sh sets {v}, which nothing reads"
+        );
+    }
+    let defaults = script
+        .lines()
+        .find_map(|l| l.strip_prefix("SETTINGS=${SETTINGS:-"))
+        .expect("the default SETTINGS line")
+        .trim_end_matches('}');
+    let settings: Vec<&str> = defaults.split_whitespace().collect();
+    assert!(settings.len() >= 5, "{settings:?}");
+    for s in settings {
+        assert!(
+            script.contains(&format!("    {s}) echo \"NTM_")),
+            "setting {s} has no run variables in gpu_run.sh"
+        );
+    }
+}
