@@ -23,7 +23,7 @@
 # Environment (all optional):
 #   BENCH     this build's bench binary; default: built by `cargo bench --no-run`. A machine with
 #             no Rust toolchain runs binaries built elsewhere (same target): name them here and
-#             in TESTS, and carry the peer script (PEER)
+#             in TESTS, and carry the peer script (PEER); benches/gpu_kit.sh packs all three
 #   TESTS     a folder of test binaries (`cargo test --release --no-run` lists them); run from the
 #             repository root, as cargo runs them
 #   PEER      the PyTorch peer script; default ../shared/peers/torch_ntm_ops.py
