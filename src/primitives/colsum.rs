@@ -231,10 +231,10 @@ mod tests {
     use super::*;
 
     /// Column tiles of a row's V's (or, with `ColumnTiles::PowerOfTwo`, the power of two of
-    /// them); the blocks' rows: on CPU adapters, where a row lane's rows
-    /// lie a multiple of 4 KiB apart, at most `CPU_STRIDED_LANE_ROWS` per row lane (more
-    /// workgroups than the target); otherwise, and on GPUs, the longest that give the target,
-    /// up to `MAX_RB` (and a binding).
+    /// them); the blocks' rows: on CPU adapters, where a row lane's rows lie a multiple of
+    /// 4 KiB apart, at most `CPU_STRIDED_LANE_ROWS` per row lane (more workgroups than the
+    /// target); otherwise, and on GPUs, the longest that give the target, up to `MAX_RB` (and a
+    /// binding).
     #[test]
     fn blocks_cap_strided_row_lanes_on_cpu_adapters() {
         let gpu = Gpu::new().unwrap_or_else(|e| panic!("this test needs an adapter: {e}"));

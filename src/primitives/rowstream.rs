@@ -373,9 +373,9 @@ mod tests {
 
     /// Workgroup row sums take a row's V's exactly (no idle column lane), or half of them
     /// rounded up with two per thread (`Pairs`: rows of at least 2 V's, or an even count
-    /// leaving enough lanes; only where `Gpu::stream_vecs_per_thread` is 2), or the power of two
-    /// of them with `ColumnTiles::PowerOfTwo`, and give blocks of whole chunks of rows (at least TR); subgroup
-    /// row sums keep the narrowest power of two.
+    /// leaving enough lanes; only where `Gpu::stream_vecs_per_thread` is 2), or the power of
+    /// two of them with `ColumnTiles::PowerOfTwo`, and give blocks of whole chunks of rows (at
+    /// least TR); subgroup row sums keep the narrowest power of two.
     #[test]
     fn stream_tiles_hold_rows_exactly() {
         let gpu = Gpu::new().unwrap_or_else(|e| panic!("this test needs an adapter: {e}"));
