@@ -13,8 +13,8 @@ use common::*;
 use half::f16;
 use ntm_kernels::reference::{self as r, Shape};
 use ntm_kernels::{
-    DType, Error, F16Path, Gpu, RowSums, Tensor, MAX_ELEMENTWISE_ROWS, MAX_ELEMENTWISE_ROW_GROUP,
-    MAX_READ_BACKWARD_PASSES, MAX_STREAM_ROW_GROUP,
+    ColumnTiles, DType, Error, F16Path, Gpu, RowSums, Tensor, MAX_ELEMENTWISE_ROWS,
+    MAX_ELEMENTWISE_ROW_GROUP, MAX_READ_BACKWARD_PASSES, MAX_STREAM_ROW_GROUP,
 };
 
 const ATOL: f64 = 2e-5;
@@ -377,6 +377,44 @@ fn soft_ops_with_f16_memory_at_each_read_backward_pass_count() {
     for passes in 1..=MAX_READ_BACKWARD_PASSES {
         g.set_read_backward_passes(passes).unwrap();
         soft_ops(&g, &Case::new(Shape::new(2, 2, 1500, 64), 2600));
+    }
+}
+
+/// Soft ops with f16 memories at every setting as a GPU gets it (1 elementwise row loaded in
+/// groups of 4, 4 rows per streaming group, the soft read's backward in one pass, 4,096
+/// reduction workgroups), with each streaming layout: one or two V's per thread, exact or
+/// power-of-two column tiles; on each f16 path.
+#[test]
+fn soft_ops_with_f16_memory_at_the_gpu_defaults_and_each_layout() {
+    for (_, g) in paths() {
+        g.set_elementwise_rows(1).unwrap();
+        g.set_elementwise_row_group(MAX_ELEMENTWISE_ROW_GROUP)
+            .unwrap();
+        g.set_stream_row_group(MAX_STREAM_ROW_GROUP).unwrap();
+        g.set_read_backward_passes(1).unwrap();
+        g.set_reduction_workgroups(4096).unwrap();
+        g.set_row_sums(RowSums::Workgroup).unwrap();
+        for (vecs, tiles) in [
+            (2, ColumnTiles::Exact),
+            (1, ColumnTiles::Exact),
+            (2, ColumnTiles::PowerOfTwo),
+            (1, ColumnTiles::PowerOfTwo),
+        ] {
+            g.set_stream_vecs_per_thread(vecs).unwrap();
+            g.set_column_tiles(tiles);
+            let mut seed = 2700;
+            for (b, h, n, w) in [
+                (2, 1, 7, 1),
+                (1, 2, 33, 20),
+                (3, 3, 129, 6),
+                (2, 4, 300, 64),
+                (2, 1, 200, 24),
+                (1, 5, 100, 28),
+            ] {
+                seed += 1;
+                soft_ops(&g, &Case::new(Shape::new(b, h, n, w), seed));
+            }
+        }
     }
 }
 
