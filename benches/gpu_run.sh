@@ -14,7 +14,7 @@
 #   peer      ../shared/peers/torch_ntm_ops.py at $PEER_SHAPES: eager and --compile, f32 and f16
 #   bench     the bench (the full sweep, or $SHAPES) beside the peer's rows: comparison.txt, .md
 #             and .csv, the report, the CSV and the plot
-#   settings  $ALTERNATIONS rounds of the bench at $AB_SHAPES (f32): in each, one run with the
+#   settings  $ALTERNATIONS rounds of the bench at $AB_SHAPES ($AB_DTYPES): in each, one run with the
 #             defaults and one with each setting in $SETTINGS, one after another; then each
 #             setting's A/B against its base (the defaults, or the setting it varies): ab_<setting>.txt
 #   base      the same A/B of this build against another build's bench binary, $BASE
@@ -32,7 +32,8 @@
 #   SHAPES    the bench stage's shapes ("B,H,N,W;..."); default: the bench's full sweep
 #   PEER_SHAPES  the peer's shapes; default: the peer's own list, which the README's tables use
 #   AB_SHAPES, ALTERNATIONS, SETTINGS, PROFILE_SHAPES: see their defaults below; AB_FILTER:
-#             the settings runs' NTM_BENCH_FILTER (default: every op)
+#             the settings runs' NTM_BENCH_FILTER (default: every op); AB_DTYPES their memory
+#             dtypes (default f32; f32,f16 also weighs each setting on f16 memories)
 #   BUDGET_S  seconds after which no stage, and no run of the settings, starts (a device lease)
 #   BASE      the other build's bench binary for the `base` stage
 #   REVISION  the revision `info` records where the tree has no git history (a copied tree)
@@ -63,6 +64,7 @@ PEER=${PEER:-$ROOT/../shared/peers/torch_ntm_ops.py}
 PYTHON=${PYTHON:-python3}
 AB_SHAPES=${AB_SHAPES:-16,1,65536,64;1,1,1048576,64;16,1,65536,20;16,4,16384,20}
 ALTERNATIONS=${ALTERNATIONS:-2}
+AB_DTYPES=${AB_DTYPES:-f32}
 SETTINGS=${SETTINGS:-read2 vecs1 pow2tiles subgroup subgroup1 group1 ew4 ew8 ew4load1 wg1024 wg16384}
 PROFILE_SHAPES=${PROFILE_SHAPES:-16,1,65536,64;1,1,1048576,64}
 mkdir -p "$RESULTS"
@@ -202,7 +204,7 @@ stage_settings() {
                 break 2
             fi
             # shellcheck disable=SC2046 # a list of assignments
-            bench_into "$RESULTS/runs/$r-$i" NTM_BENCH_SHAPES="$AB_SHAPES" NTM_BENCH_DTYPES=f32 \
+            bench_into "$RESULTS/runs/$r-$i" NTM_BENCH_SHAPES="$AB_SHAPES" NTM_BENCH_DTYPES="$AB_DTYPES" \
                 ${AB_FILTER:+NTM_BENCH_FILTER=$AB_FILTER} $(run_env "$r") || rc=1
         done
     done
@@ -229,8 +231,8 @@ stage_base() {
     for i in $(seq 1 "$ALTERNATIONS"); do
         spent && { say "budget of $BUDGET_S s spent: no more runs (round $i)"; break; }
         local ours=$BENCH
-        BENCH=$BASE bench_into "$RESULTS/runs/base-old$i" NTM_BENCH_SHAPES="$AB_SHAPES" NTM_BENCH_DTYPES=f32 || rc=1
-        BENCH=$ours bench_into "$RESULTS/runs/base-new$i" NTM_BENCH_SHAPES="$AB_SHAPES" NTM_BENCH_DTYPES=f32 || rc=1
+        BENCH=$BASE bench_into "$RESULTS/runs/base-old$i" NTM_BENCH_SHAPES="$AB_SHAPES" NTM_BENCH_DTYPES="$AB_DTYPES" || rc=1
+        BENCH=$ours bench_into "$RESULTS/runs/base-new$i" NTM_BENCH_SHAPES="$AB_SHAPES" NTM_BENCH_DTYPES="$AB_DTYPES" || rc=1
         a=$a${a:+:}$RESULTS/runs/base-old$i/ntm-bench/memory_access.csv
         b=$b${b:+:}$RESULTS/runs/base-new$i/ntm-bench/memory_access.csv
     done
