@@ -616,19 +616,8 @@ fn the_comparison_refuses_malformed_csv() {
 /// the verdicts the README states.
 #[test]
 fn the_stored_h200_run_gives_the_readme_verdicts() {
-    // Cargo runs tests in the package root; a copied test binary finds the repository's files
-    // where it runs, or else where it was built.
-    let repo_file = |rel: &str| {
-        let local = std::path::Path::new(rel).to_path_buf();
-        let path = if local.exists() {
-            local
-        } else {
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
-        };
-        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-    };
-    let read = |f: &str| repo_file(&format!("docs/{f}"));
-    let readme = repo_file("README.md");
+    let read = |f: &str| repo_text(&format!("docs/{f}"));
+    let readme = repo_text("README.md");
     let cmp = compare(
         &parse_report_csv(&read("h200.csv")).unwrap(),
         &parse_peer_csv(&read("h200-torch.csv")).unwrap(),
@@ -678,8 +667,8 @@ fn the_stored_h200_run_gives_the_readme_verdicts() {
     }
 }
 
-/// A repository file, found where the test runs (cargo runs tests in the package root) or
-/// else where the crate was built.
+/// A repository file. Cargo runs tests in the package root; a copied test binary finds the
+/// repository's files where it runs, or else where it was built.
 fn repo_text(rel: &str) -> String {
     let local = std::path::Path::new(rel).to_path_buf();
     let path = if local.exists() {

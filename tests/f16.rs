@@ -380,20 +380,13 @@ fn soft_ops_with_f16_memory_at_each_read_backward_pass_count() {
     }
 }
 
-/// Soft ops with f16 memories at every setting as a GPU gets it (1 elementwise row loaded in
-/// groups of 4, 4 rows per streaming group, the soft read's backward in one pass, 4,096
-/// reduction workgroups), with each streaming layout: one or two V's per thread, exact or
+/// Soft ops with f16 memories at every setting as a GPU gets it (`set_gpu_defaults`), with
+/// each streaming layout: one or two V's per thread, exact or
 /// power-of-two column tiles; on each f16 path.
 #[test]
 fn soft_ops_with_f16_memory_at_the_gpu_defaults_and_each_layout() {
     for (_, g) in paths() {
-        g.set_elementwise_rows(1).unwrap();
-        g.set_elementwise_row_group(MAX_ELEMENTWISE_ROW_GROUP)
-            .unwrap();
-        g.set_stream_row_group(MAX_STREAM_ROW_GROUP).unwrap();
-        g.set_read_backward_passes(1).unwrap();
-        g.set_reduction_workgroups(4096).unwrap();
-        g.set_row_sums(RowSums::Workgroup).unwrap();
+        set_gpu_defaults(&g);
         for (vecs, tiles) in [
             (2, ColumnTiles::Exact),
             (1, ColumnTiles::Exact),

@@ -667,28 +667,13 @@ fn every_op_with_power_of_two_column_tiles() {
     assert_eq!(g.column_tiles(), ColumnTiles::Exact);
 }
 
-/// Every setting at once as `Gpu::from_wgpu` sets it for a GPU (CI runs only CPU adapters,
-/// whose defaults differ in four of them): 1 elementwise row per thread loaded in groups of 4,
-/// 4 rows per streaming subgroup loop and several-head column partial, the soft read's
-/// backward in one pass, 4,096 reduction workgroups, two V's per streaming thread, exact
-/// column tiles, workgroup row sums. Every op against the reference on the shape grid, whole
+/// Every setting at once as `Gpu::from_wgpu` sets it for a GPU (`set_gpu_defaults`; CI runs
+/// only CPU adapters, whose defaults differ in four of them). Every op against the reference on the shape grid, whole
 /// and in 256 KiB windows, and the same bits on a second run.
 #[test]
 fn every_op_at_the_gpu_defaults() {
-    let gpu_defaults = |g: &Gpu| {
-        g.set_elementwise_rows(1).unwrap();
-        g.set_elementwise_row_group(MAX_ELEMENTWISE_ROW_GROUP)
-            .unwrap();
-        g.set_stream_row_group(MAX_STREAM_ROW_GROUP).unwrap();
-        g.set_read_backward_passes(1).unwrap();
-        g.set_reduction_workgroups(4096).unwrap();
-        g.set_stream_vecs_per_thread(MAX_STREAM_VECS_PER_THREAD)
-            .unwrap();
-        g.set_column_tiles(ColumnTiles::Exact);
-        g.set_row_sums(RowSums::Workgroup).unwrap();
-    };
     let g = own_gpu();
-    gpu_defaults(&g);
+    set_gpu_defaults(&g);
     let mut seed = 3700;
     for b in [1, 3] {
         for h in [1, 2, 4, 5] {
@@ -702,14 +687,14 @@ fn every_op_at_the_gpu_defaults() {
     }
     let (device, queue) = device_with(|l| l.max_storage_buffer_binding_size = 256 << 10);
     let gw = Gpu::from_wgpu(device, queue).unwrap();
-    gpu_defaults(&gw);
+    set_gpu_defaults(&gw);
     for s in [Shape::new(2, 2, 3000, 64), Shape::new(3, 5, 700, 65)] {
         seed += 1;
         run_on(&gw, &Case::new(s, seed), ATOL);
     }
     let s = Shape::new(2, 3, 1000, 20);
     let again = own_gpu();
-    gpu_defaults(&again);
+    set_gpu_defaults(&again);
     assert!(
         soft_output_bits(&g, s, 3900) == soft_output_bits(&again, s, 3900),
         "the GPU defaults gave different bits on a second run"

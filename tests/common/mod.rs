@@ -2,7 +2,10 @@
 //! deterministic RNG, and `all_close`, which compares every element and names the worst.
 #![allow(dead_code)]
 
-use ntm_kernels::Gpu;
+use ntm_kernels::{
+    ColumnTiles, Gpu, RowSums, MAX_ELEMENTWISE_ROW_GROUP, MAX_STREAM_ROW_GROUP,
+    MAX_STREAM_VECS_PER_THREAD,
+};
 use std::sync::OnceLock;
 
 /// One Gpu per test binary. No adapter is a failure, with the reason.
@@ -21,6 +24,23 @@ pub fn gpu() -> &'static Gpu {
 /// test's wait on a shared Gpu would receive).
 pub fn own_gpu() -> Gpu {
     Gpu::new().unwrap_or_else(|e| panic!("GPU tests need an adapter and none was found: {e}"))
+}
+
+/// Sets every kernel setting of `g` as `Gpu::from_wgpu` sets it for a GPU (CI runs only CPU
+/// adapters, whose defaults differ in four of them): 1 elementwise row per thread loaded in
+/// groups of 4, 4 rows per streaming group, the soft read's backward in one pass, 4,096
+/// reduction workgroups, two V's per streaming thread, exact column tiles, workgroup row sums.
+pub fn set_gpu_defaults(g: &Gpu) {
+    g.set_elementwise_rows(1).unwrap();
+    g.set_elementwise_row_group(MAX_ELEMENTWISE_ROW_GROUP)
+        .unwrap();
+    g.set_stream_row_group(MAX_STREAM_ROW_GROUP).unwrap();
+    g.set_read_backward_passes(1).unwrap();
+    g.set_reduction_workgroups(4096).unwrap();
+    g.set_stream_vecs_per_thread(MAX_STREAM_VECS_PER_THREAD)
+        .unwrap();
+    g.set_column_tiles(ColumnTiles::Exact);
+    g.set_row_sums(RowSums::Workgroup).unwrap();
 }
 
 /// A wgpu device of the test's own on the adapter `Gpu::new` would pick (honouring
