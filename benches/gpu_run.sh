@@ -125,6 +125,18 @@ spent() {
     [ -n "${BUDGET_S:-}" ] && [ $(($(date +%s) - START)) -ge "$BUDGET_S" ]
 }
 
+# One A/B run, named $1 (its folder: runs/$1), at $AB_SHAPES, $AB_DTYPES and $AB_FILTER, with
+# the environment that follows.
+ab_run() {
+    local name=$1
+    shift
+    bench_into "$RESULTS/runs/$name" NTM_BENCH_SHAPES="$AB_SHAPES" NTM_BENCH_DTYPES="$AB_DTYPES" \
+        ${AB_FILTER:+NTM_BENCH_FILTER=$AB_FILTER} "$@"
+}
+
+# The CSVs of the runs named $1-<round>, as a colon-separated list.
+csvs() { ls "$RESULTS"/runs/"$1"-*/ntm-bench/memory_access.csv 2>/dev/null | paste -sd: -; }
+
 # The A/B of two sides' runs (colon-separated CSV lists), no device opened; $3 names the result.
 ab_of() {
     local dir=$RESULTS/ab-$3
@@ -190,7 +202,7 @@ stage_bench() {
 
 stage_settings() {
     bench_bin || return 1
-    local rc=0 s i r runs="default" csvs
+    local rc=0 s i r runs="default"
     for s in $SETTINGS; do
         run_env "$s" >/dev/null || { say "unknown setting $s"; rc=1; continue; }
         runs="$runs $(base_of "$s") $s"
@@ -204,11 +216,9 @@ stage_settings() {
                 break 2
             fi
             # shellcheck disable=SC2046 # a list of assignments
-            bench_into "$RESULTS/runs/$r-$i" NTM_BENCH_SHAPES="$AB_SHAPES" NTM_BENCH_DTYPES="$AB_DTYPES" \
-                ${AB_FILTER:+NTM_BENCH_FILTER=$AB_FILTER} $(run_env "$r") || rc=1
+            ab_run "$r-$i" $(run_env "$r") || rc=1
         done
     done
-    csvs() { ls "$RESULTS"/runs/"$1"-*/ntm-bench/memory_access.csv 2>/dev/null | paste -sd: -; }
     for s in $SETTINGS; do
         run_env "$s" >/dev/null || continue
         local a b
@@ -227,16 +237,13 @@ stage_settings() {
 stage_base() {
     bench_bin || return 1
     [ -n "${BASE:-}" ] || { say "base: set BASE to the other build's bench binary"; return 1; }
-    local rc=0 a="" b="" i
+    local rc=0 i ours=$BENCH
     for i in $(seq 1 "$ALTERNATIONS"); do
         spent && { say "budget of $BUDGET_S s spent: no more runs (round $i)"; break; }
-        local ours=$BENCH
-        BENCH=$BASE bench_into "$RESULTS/runs/base-old$i" NTM_BENCH_SHAPES="$AB_SHAPES" NTM_BENCH_DTYPES="$AB_DTYPES" || rc=1
-        BENCH=$ours bench_into "$RESULTS/runs/base-new$i" NTM_BENCH_SHAPES="$AB_SHAPES" NTM_BENCH_DTYPES="$AB_DTYPES" || rc=1
-        a=$a${a:+:}$RESULTS/runs/base-old$i/ntm-bench/memory_access.csv
-        b=$b${b:+:}$RESULTS/runs/base-new$i/ntm-bench/memory_access.csv
+        BENCH=$BASE ab_run "other-$i" || rc=1
+        BENCH=$ours ab_run "this-$i" || rc=1
     done
-    ab_of "$a" "$b" base || rc=1
+    ab_of "$(csvs other)" "$(csvs this)" base || rc=1
     return $rc
 }
 

@@ -557,57 +557,76 @@ fn every_op_at_each_stream_row_group() {
     assert_settings_keep_bits(&groups, &shapes, 2700, |group| sub_gpu(group, true));
 }
 
+/// Every op against the reference on a Gpu set up by `configure`: B in {1, 3}, H in {1, 2, 4,
+/// 5} (one head group of each count, and two groups), the given N and W; then on a device of
+/// 256 KiB storage bindings set up the same way, at `windowed` (bound in windows); then each of
+/// `bits_at` gives the same bits on two fresh Gpus so set up. Seeds count up from `seed`.
+fn every_op_with(
+    configure: impl Fn(&Gpu),
+    (ns, ws): (&[usize], &[usize]),
+    windowed: &[Shape],
+    bits_at: &[Shape],
+    seed: u64,
+) {
+    let at = || {
+        let g = own_gpu();
+        configure(&g);
+        g
+    };
+    let g = at();
+    let mut seed = seed;
+    for b in [1, 3] {
+        for h in [1, 2, 4, 5] {
+            for &n in ns {
+                for &w in ws {
+                    seed += 1;
+                    run_on(&g, &Case::new(Shape::new(b, h, n, w), seed), ATOL);
+                }
+            }
+        }
+    }
+    let (device, queue) = device_with(|l| l.max_storage_buffer_binding_size = 256 << 10);
+    let gw = Gpu::from_wgpu(device, queue).unwrap();
+    configure(&gw);
+    for &s in windowed {
+        seed += 1;
+        run_on(&gw, &Case::new(s, seed), ATOL);
+    }
+    for &s in bits_at {
+        seed += 1;
+        assert!(
+            soft_output_bits(&at(), s, seed) == soft_output_bits(&at(), s, seed),
+            "two runs of {s:?} gave different bits"
+        );
+    }
+}
+
 /// The streaming kernels with one V of a row per thread and with two (the default on every
 /// adapter), each with the soft read's backward in one pass and in two (`read_bwd` and
 /// `dots`): every op against the reference where rows are summed in workgroup memory, on
 /// rows of 1 to 25 V's (pairs of a single lane, odd and even counts, scalar and vec4
 /// columns), one to five heads (the soft write's heads' gradients pair at one head only),
-/// N = 1 and rows past a block, whole and bound in 256 KiB windows; and each count's outputs
+/// N = 1 and rows past a block, whole and bound in 256 KiB windows; and each setting's outputs
 /// the same bits on a second run.
 #[test]
 fn every_op_at_each_stream_vecs_per_thread() {
-    let gpu_at = |vecs: u32, passes: u32| -> Gpu {
-        let g = own_gpu();
-        g.set_row_sums(RowSums::Workgroup).unwrap();
-        g.set_stream_vecs_per_thread(vecs).unwrap();
-        g.set_read_backward_passes(passes).unwrap();
-        assert_eq!(g.stream_vecs_per_thread(), vecs);
-        g
-    };
     let mut seed = 3100;
     for vecs in 1..=MAX_STREAM_VECS_PER_THREAD {
         for passes in 1..=MAX_READ_BACKWARD_PASSES {
-            let g = gpu_at(vecs, passes);
-            for b in [1, 3] {
-                for h in [1, 2, 4, 5] {
-                    for n in [1, 129, 1000] {
-                        for w in [3, 6, 8, 20, 64, 100] {
-                            seed += 1;
-                            run_on(&g, &Case::new(Shape::new(b, h, n, w), seed), ATOL);
-                        }
-                    }
-                }
-            }
-            let (device, queue) = device_with(|l| l.max_storage_buffer_binding_size = 256 << 10);
-            let gw = Gpu::from_wgpu(device, queue).unwrap();
-            gw.set_stream_vecs_per_thread(vecs).unwrap();
-            gw.set_read_backward_passes(passes).unwrap();
-            for s in [Shape::new(2, 1, 3000, 64), Shape::new(1, 3, 5000, 20)] {
-                seed += 1;
-                run_on(&gw, &Case::new(s, seed), ATOL);
-            }
-        }
-        // The same bits on a second run, on a second device.
-        for (k, s) in [Shape::new(2, 1, 129, 64), Shape::new(1, 4, 300, 24)]
-            .into_iter()
-            .enumerate()
-        {
-            let first = soft_output_bits(&gpu_at(vecs, 1), s, 3300 + k as u64);
-            let again = soft_output_bits(&gpu_at(vecs, 1), s, 3300 + k as u64);
-            assert!(
-                first == again,
-                "{vecs} V's per thread: two runs of {s:?} gave different bits"
+            let configure = |g: &Gpu| {
+                g.set_row_sums(RowSums::Workgroup).unwrap();
+                g.set_stream_vecs_per_thread(vecs).unwrap();
+                g.set_read_backward_passes(passes).unwrap();
+                assert_eq!(g.stream_vecs_per_thread(), vecs);
+            };
+            every_op_with(
+                configure,
+                (&[1, 129, 1000], &[3, 6, 8, 20, 64, 100]),
+                &[Shape::new(2, 1, 3000, 64), Shape::new(1, 3, 5000, 20)],
+                &[Shape::new(2, 1, 129, 64), Shape::new(1, 4, 300, 24)],
+                seed,
             );
+            seed += 1000;
         }
     }
 }
@@ -618,48 +637,28 @@ fn every_op_at_each_stream_vecs_per_thread() {
 /// even, one lane of pairs holding one `V`, a second lane past the row), with one and two
 /// `V`'s per streaming thread and the soft read's backward in one pass, one to five heads,
 /// N = 1 and rows past a block, whole and bound in 256 KiB windows; the same bits on a second
-/// run.
+/// run. The setting holds until changed.
 #[test]
 fn every_op_with_power_of_two_column_tiles() {
-    let gpu_at = |vecs: u32| -> Gpu {
-        let g = own_gpu();
-        g.set_row_sums(RowSums::Workgroup).unwrap();
-        g.set_column_tiles(ColumnTiles::PowerOfTwo);
-        g.set_stream_vecs_per_thread(vecs).unwrap();
-        g.set_read_backward_passes(1).unwrap();
-        assert_eq!(g.column_tiles(), ColumnTiles::PowerOfTwo);
-        g
-    };
     let mut seed = 3400;
     for vecs in 1..=MAX_STREAM_VECS_PER_THREAD {
-        let g = gpu_at(vecs);
-        for b in [1, 3] {
-            for h in [1, 2, 4, 5] {
-                for n in [1, 129, 1000] {
-                    // V's: 3, 5, 6, 7, 25, 10 (scalar and vec4 rows)
-                    for w in [3, 20, 24, 28, 100, 10] {
-                        seed += 1;
-                        run_on(&g, &Case::new(Shape::new(b, h, n, w), seed), ATOL);
-                    }
-                }
-            }
-        }
-        let (device, queue) = device_with(|l| l.max_storage_buffer_binding_size = 256 << 10);
-        let gw = Gpu::from_wgpu(device, queue).unwrap();
-        gw.set_column_tiles(ColumnTiles::PowerOfTwo);
-        gw.set_stream_vecs_per_thread(vecs).unwrap();
-        for s in [Shape::new(2, 1, 3000, 24), Shape::new(1, 3, 5000, 20)] {
-            seed += 1;
-            run_on(&gw, &Case::new(s, seed), ATOL);
-        }
-        let s = Shape::new(2, 1, 300, 20);
-        let first = soft_output_bits(&gpu_at(vecs), s, 3600);
-        assert!(
-            first == soft_output_bits(&gpu_at(vecs), s, 3600),
-            "power-of-two tiles, {vecs} V's per thread: two runs gave different bits"
+        let configure = |g: &Gpu| {
+            g.set_row_sums(RowSums::Workgroup).unwrap();
+            g.set_column_tiles(ColumnTiles::PowerOfTwo);
+            g.set_stream_vecs_per_thread(vecs).unwrap();
+            g.set_read_backward_passes(1).unwrap();
+            assert_eq!(g.column_tiles(), ColumnTiles::PowerOfTwo);
+        };
+        // V's: 3, 5, 6, 7, 25, 10 (scalar and vec4 rows)
+        every_op_with(
+            configure,
+            (&[1, 129, 1000], &[3, 20, 24, 28, 100, 10]),
+            &[Shape::new(2, 1, 3000, 24), Shape::new(1, 3, 5000, 20)],
+            &[Shape::new(2, 1, 300, 20)],
+            seed,
         );
+        seed += 1000;
     }
-    // The setting holds until changed.
     let g = own_gpu();
     assert_eq!(g.column_tiles(), ColumnTiles::Exact);
     g.set_column_tiles(ColumnTiles::PowerOfTwo);
@@ -668,36 +667,16 @@ fn every_op_with_power_of_two_column_tiles() {
 }
 
 /// Every setting at once as `Gpu::from_wgpu` sets it for a GPU (`set_gpu_defaults`; CI runs
-/// only CPU adapters, whose defaults differ in four of them). Every op against the reference on the shape grid, whole
-/// and in 256 KiB windows, and the same bits on a second run.
+/// only CPU adapters, whose defaults differ in four of them): every op against the reference
+/// on the shape grid, whole and in 256 KiB windows, and the same bits on a second run.
 #[test]
 fn every_op_at_the_gpu_defaults() {
-    let g = own_gpu();
-    set_gpu_defaults(&g);
-    let mut seed = 3700;
-    for b in [1, 3] {
-        for h in [1, 2, 4, 5] {
-            for n in [1, 7, 129, 1000] {
-                for w in [1, 3, 6, 19, 20, 64, 100] {
-                    seed += 1;
-                    run_on(&g, &Case::new(Shape::new(b, h, n, w), seed), ATOL);
-                }
-            }
-        }
-    }
-    let (device, queue) = device_with(|l| l.max_storage_buffer_binding_size = 256 << 10);
-    let gw = Gpu::from_wgpu(device, queue).unwrap();
-    set_gpu_defaults(&gw);
-    for s in [Shape::new(2, 2, 3000, 64), Shape::new(3, 5, 700, 65)] {
-        seed += 1;
-        run_on(&gw, &Case::new(s, seed), ATOL);
-    }
-    let s = Shape::new(2, 3, 1000, 20);
-    let again = own_gpu();
-    set_gpu_defaults(&again);
-    assert!(
-        soft_output_bits(&g, s, 3900) == soft_output_bits(&again, s, 3900),
-        "the GPU defaults gave different bits on a second run"
+    every_op_with(
+        set_gpu_defaults,
+        (&[1, 7, 129, 1000], &[1, 3, 6, 19, 20, 64, 100]),
+        &[Shape::new(2, 2, 3000, 64), Shape::new(3, 5, 700, 65)],
+        &[Shape::new(2, 3, 1000, 20)],
+        3700,
     );
 }
 
